@@ -1,0 +1,160 @@
+"""The command line, run in-process through ``main`` and once as ``python -m worker``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from worker.cli import main
+from worker.mlevents import DEFAULT_TOPIC, MODEL_REGISTERED, RUN_STATUS_CHANGED
+
+ROOT = Path(__file__).parents[1]
+EXAMPLES = ROOT / "rules" / "examples.yaml"
+
+
+def _body(event_type: str, subject: str, data: dict[str, object], *, topic: str = DEFAULT_TOPIC) -> bytes:
+    event = {
+        "id": f"id-{subject}",
+        "topic": topic,
+        "subject": subject,
+        "eventType": event_type,
+        "eventTime": "2026-11-01T09:00:00.1234567Z",
+        "data": data,
+        "dataVersion": "2",
+    }
+    return orjson.dumps([event])
+
+
+def _lines(text: str) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in text.splitlines() if line]
+
+
+def test_validate_accepts_the_shipped_rules(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "rules")]) == 0
+    assert "ok: 7 rules in 2 files" in capsys.readouterr().out
+
+
+def test_validate_reports_every_problem_with_file_line_and_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "rules:\n"
+        "  - name: one\n"
+        "    filter:\n"
+        "      advancedFilters:\n"
+        "        - {operatorType: StringEquals, key: data.x, values: [a]}\n"
+        "    actions: [{type: log}]\n"
+        "  - name: two\n"
+        "    actions: [{type: mail}]\n"
+    )
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:5:" in err
+    assert "rule 'one'" in err
+    assert "unknown operatorType 'StringEquals'" in err
+    assert f"{bad}:8:" in err
+    assert "unknown action type 'mail'" in err
+
+
+def test_explain_prints_one_line_per_event_and_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = tmp_path / "body.json"
+    body.write_bytes(_body(RUN_STATUS_CHANGED, "experiments/e/runs/r", {"runStatus": "Completed"}))
+    assert main(["explain", "--rules", str(EXAMPLES), str(body)]) == 0
+    lines = _lines(capsys.readouterr().out)
+    assert [line["rule"] for line in lines] == [
+        "mail-on-failed-run",
+        "function-on-model-registered",
+        "retrain-on-drift",
+        "deploy-by-model-tags",
+        "ci-on-completed-training-run",
+        "audit-production-changes",
+    ]
+    assert all(line["event_id"] == "id-experiments/e/runs/r" for line in lines)
+    failed = lines[0]
+    assert failed["matched"] is False
+    assert "StringIn data.runStatus" in str(failed["reason"])
+    assert "'Completed'" in str(failed["reason"])
+
+
+def test_explain_shows_a_match_and_the_workspace_guard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = _body(MODEL_REGISTERED, "models/m:1", {"modelTags": {"stage": "Production", "deploy": "true"}})
+    foreign = _body(MODEL_REGISTERED, "models/m:2", {}, topic=DEFAULT_TOPIC + "-other")
+    body = tmp_path / "body.json"
+    body.write_bytes(b"[" + good[1:-1] + b"," + foreign[1:-1] + b"]")
+    assert main(["explain", "--rules", str(EXAMPLES), str(body)]) == 0
+    lines = _lines(capsys.readouterr().out)
+    matched = {(line["event_id"], line["rule"]) for line in lines if line["matched"]}
+    assert matched == {
+        ("id-models/m:1", "function-on-model-registered"),
+        ("id-models/m:1", "deploy-by-model-tags"),
+        ("id-models/m:1", "audit-production-changes"),
+    }
+    assert all("allow-list" in str(line["reason"]) for line in lines if line["event_id"] == "id-models/m:2")
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        pytest.param(b"\xff\xfe", "not_utf8", id="not-utf8"),
+        pytest.param(b"{oops", "not_json", id="not-json"),
+        pytest.param(b'[{"id": "1"}]', "not_an_event", id="not-an-event"),
+    ],
+)
+def test_explain_rejects_a_bad_body(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: bytes, fragment: str
+) -> None:
+    path = tmp_path / "body.json"
+    path.write_bytes(body)
+    assert main(["explain", "--rules", str(EXAMPLES), str(path)]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_explain_rejects_a_bad_rules_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: []\n")
+    body = tmp_path / "body.json"
+    body.write_bytes(_body(MODEL_REGISTERED, "models/m:1", {}))
+    assert main(["explain", "--rules", str(rules), str(body)]) == 2
+    assert "'rules' must be a non-empty list" in capsys.readouterr().err
+
+
+def test_explain_reports_a_missing_body_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "--rules", str(EXAMPLES), str(tmp_path / "absent.json")]) == 2
+    assert "cannot read the body file" in capsys.readouterr().err
+
+
+def test_demo_prints_what_fires_and_counts_every_event(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--rules", str(EXAMPLES), "--count", "30"]) == 0
+    out = capsys.readouterr().out
+    outcomes = {
+        name: int(count)
+        for name, count in (part.rsplit(" ", 1) for part in out.split("Outcomes: ", 1)[1].splitlines()[0].split(", "))
+    }
+    # 30 generated events, 2 from a foreign workspace, 2 CloudEvents, 1 malformed body.
+    assert sum(outcomes.values()) == 35
+    assert outcomes["foreign_topic"] == 2
+    assert outcomes["invalid"] == 1
+    assert outcomes["matched"] > 0
+    assert "-> mail-on-failed-run: log" in out
+
+
+def test_module_entry_point_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "validate", str(EXAMPLES)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok: 6 rules")
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "validate" in capsys.readouterr().err

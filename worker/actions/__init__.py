@@ -1,0 +1,18 @@
+"""Actions: what matched rules do. Importing this package registers the built-in action types."""
+
+from worker.actions import file, log
+from worker.actions.base import ActionParams, ActionSpec, Executor, PlannedAction, idempotency_key
+from worker.actions.registry import ActionType, action_types, register
+
+__all__ = [
+    "ActionParams",
+    "ActionSpec",
+    "ActionType",
+    "Executor",
+    "PlannedAction",
+    "action_types",
+    "file",
+    "idempotency_key",
+    "log",
+    "register",
+]

@@ -1,0 +1,47 @@
+"""The ``log`` action: write one structured log event per executed action."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import structlog
+
+from worker.actions.base import ActionParams, PlannedAction
+from worker.actions.registry import ActionType, register
+
+
+class LogParams(ActionParams):
+    #: A fixed message added to the log event.
+    message: str | None = None
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LogExecutor:
+    def __init__(self, params: LogParams) -> None:
+        self._params = params
+        self._log = structlog.get_logger("worker.actions")
+
+    async def execute(self, action: PlannedAction) -> None:
+        event = action.event
+        await self._log.alog(
+            _LEVELS[self._params.level],
+            "action.log",
+            message=self._params.message,
+            rule=action.rule,
+            action_index=action.spec.index,
+            event_id=event.id,
+            event_type=event.type,
+            subject=event.subject,
+            partition_id=event.position.partition_id,
+            sequence_number=event.position.sequence_number,
+            idempotency_key=action.idempotency_key,
+            late=action.late,
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+LOG = register(ActionType("log", LogParams, LogExecutor, "write a structured log event"))

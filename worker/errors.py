@@ -1,0 +1,89 @@
+"""Errors raised or returned by the worker.
+
+    WorkerError
+    ├── RulesError          a rules table failed to load; carries every Problem found
+    ├── DecodeError         a message body could not be turned into events (returned, never raised
+    │   │                   out of the core: the decoder hands it back inside an InvalidEvent)
+    │   ├── NotUtf8         the body is not UTF-8 text
+    │   ├── NotJson         the body is text but not JSON
+    │   ├── NotAnEvent      the JSON is not an Event Grid or CloudEvents 1.0 event
+    │   ├── MissingField    a required envelope field is absent
+    │   └── BadField        an envelope field has the wrong type or an unparseable value
+    └── ActionError         an action could not be executed
+
+Messages name what is wrong and where (file, line, rule, key, partition), the bad value, and what
+to do next. Code never branches on the text of an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class WorkerError(Exception):
+    """Base class of every error the worker raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a rules table, located as precisely as the loader could."""
+
+    file: str
+    line: int | None
+    column: int | None
+    rule: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        rule = f" rule {self.rule!r}:" if self.rule else ""
+        return f"{where}:{rule} {self.message}"
+
+
+class RulesError(WorkerError):
+    """A rules table is invalid. ``problems`` lists everything found, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"invalid rules table ({count} problem{'s' * (count != 1)}):\n{lines}")
+
+
+class DecodeError(WorkerError):
+    """A message body, or one element of it, is not a usable event."""
+
+    #: A short stable name for counting and metrics ("not_utf8", "not_json", ...).
+    reason = "invalid"
+
+
+class NotUtf8(DecodeError):
+    reason = "not_utf8"
+
+
+class NotJson(DecodeError):
+    reason = "not_json"
+
+
+class NotAnEvent(DecodeError):
+    reason = "not_an_event"
+
+
+class MissingField(DecodeError):
+    reason = "missing_field"
+
+
+class BadField(DecodeError):
+    reason = "bad_field"
+
+
+class ActionError(WorkerError):
+    """An action failed. ``transient`` tells whether trying again may succeed."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient

@@ -1,0 +1,160 @@
+"""Realistic Azure ML events, generated deterministically from a seed.
+
+Used by the demo, the benchmarks and the tests. Shapes follow what real workspaces publish: Event
+Grid schema (or CloudEvents 1.0), camelCase ``data`` keys (or the docs' PascalCase), subjects
+``experiments/{id}/runs/{run}``, ``models/{name}:{version}``, ``endpoints/{name}`` and
+``datadrift/{id}/run/{run}``. Each body is what Event Grid puts in one Event Hubs message: a JSON
+array holding one event.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final, Literal
+
+import orjson
+
+PREFIX: Final = "Microsoft.MachineLearningServices."
+RUN_COMPLETED: Final = PREFIX + "RunCompleted"
+RUN_STATUS_CHANGED: Final = PREFIX + "RunStatusChanged"
+MODEL_REGISTERED: Final = PREFIX + "ModelRegistered"
+MODEL_DEPLOYED: Final = PREFIX + "ModelDeployed"
+DATASET_DRIFT_DETECTED: Final = PREFIX + "DatasetDriftDetected"
+EVENT_TYPES: Final = (RUN_COMPLETED, RUN_STATUS_CHANGED, MODEL_REGISTERED, MODEL_DEPLOYED, DATASET_DRIFT_DETECTED)
+
+DEFAULT_TOPIC: Final = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-rg"
+    "/providers/Microsoft.MachineLearningServices/workspaces/ml-prod"
+)
+
+_EXPERIMENTS: Final = ("churn-training", "fraud-detection", "demand-forecast", "automl-regression")
+_MODELS: Final = ("churn-classifier", "fraud-scorer", "demand-forecaster", "sklearn_regression_model")
+_STAGES: Final = ("production", "staging", "development")
+_TEAMS: Final = ("risk", "growth", "supply")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    seed: int = 7
+    topic: str = DEFAULT_TOPIC
+    schema: Literal["eventgrid", "cloudevents"] = "eventgrid"
+    pascal_case: bool = False
+    start: datetime = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    #: Pad ``data`` with run properties to reach roughly this many bytes per body (0: no padding).
+    body_size: int = 0
+
+
+def generate(count: int, options: Options | None = None) -> Iterator[dict[str, object]]:
+    """``count`` events, in publication order, as Event Grid (or CloudEvents) JSON objects."""
+    opts = options or Options()
+    rng = random.Random(opts.seed)  # noqa: S311 - test data, not security
+    moment = opts.start
+    for _ in range(count):
+        moment += timedelta(milliseconds=rng.randint(5, 2_000))
+        kind = rng.choices(EVENT_TYPES, weights=(30, 20, 20, 15, 15))[0]
+        subject, data = _payload(kind, rng, opts)
+        yield _envelope(kind, subject, data, moment, rng, opts)
+
+
+def bodies(count: int, options: Options | None = None) -> Iterator[bytes]:
+    """Event Hubs message bodies: a JSON array holding one event, as Event Grid delivers them."""
+    for event in generate(count, options):
+        yield orjson.dumps([event])
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _payload(kind: str, rng: random.Random, opts: Options) -> tuple[str, dict[str, object]]:
+    data: dict[str, object]
+    if kind in (RUN_COMPLETED, RUN_STATUS_CHANGED):
+        experiment = rng.choice(_EXPERIMENTS)
+        experiment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, experiment))
+        run_id = f"{experiment.replace('-', '_')}_{rng.randint(1_000, 9_999)}"
+        subject = f"experiments/{experiment_id}/runs/{run_id}"
+        data = {
+            "experimentId": experiment_id,
+            "experimentName": experiment,
+            "runId": run_id,
+            "runType": rng.choice(("azureml.scriptrun", "automl", "azureml.PipelineRun")),
+            "runTags": {"team": rng.choice(_TEAMS)},
+            "runProperties": {"target": rng.choice(("cpu-cluster", "gpu-cluster", "local"))},
+        }
+        if kind == RUN_STATUS_CHANGED:
+            data["runStatus"] = rng.choices(("Failed", "Running", "Canceled"), weights=(6, 3, 1))[0]
+    elif kind == MODEL_REGISTERED:
+        name = rng.choice(_MODELS)
+        version = rng.randint(1, 40)
+        subject = f"models/{name}:{version}"
+        data = {
+            "modelName": name,
+            "modelVersion": str(version),
+            "modelTags": {
+                "stage": rng.choice(_STAGES),
+                "team": rng.choice(_TEAMS),
+                "deploy": rng.choice(("true", "false")),
+            },
+            "modelProperties": {"accuracy": str(round(rng.uniform(0.7, 0.99), 3))},
+        }
+    elif kind == MODEL_DEPLOYED:
+        service = f"{rng.choice(_MODELS).replace('_', '-')}-{rng.choice(('aci', 'aks'))}"
+        subject = f"endpoints/{service}"
+        data = {
+            "serviceName": service,
+            "serviceComputeType": "ACI" if service.endswith("aci") else "AKS",
+            "modelIds": f"{rng.choice(_MODELS)}:{rng.randint(1, 40)}",
+            "serviceTags": {"stage": rng.choice(_STAGES)},
+            "serviceProperties": {},
+        }
+    else:
+        drift_id = _uuid(rng)
+        run_id = f"{drift_id}_{rng.randint(10**12, 10**13)}"
+        subject = f"datadrift/{drift_id}/run/{run_id}"
+        data = {
+            "dataDriftId": drift_id,
+            "dataDriftName": f"{rng.choice(_EXPERIMENTS)}-monitor",
+            "runId": run_id,
+            "baseDatasetId": _uuid(rng),
+            "targetDatasetId": _uuid(rng),
+            "driftCoefficient": round(rng.uniform(0.05, 0.95), 6),
+            "startTime": "2026-10-31T00:00:00+00:00",
+            "endTime": "2026-11-01T00:00:00+00:00",
+        }
+    if opts.body_size:
+        data.setdefault("runProperties", {})
+        padding = max(0, opts.body_size - 700)
+        data["runProperties"] = {**data.get("runProperties", {}), "notes": "x" * padding}  # type: ignore[dict-item]
+    if opts.pascal_case:
+        data = {key[:1].upper() + key[1:]: value for key, value in data.items()}
+    return subject, data
+
+
+def _envelope(
+    kind: str, subject: str, data: dict[str, object], moment: datetime, rng: random.Random, opts: Options
+) -> dict[str, object]:
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{rng.randint(0, 9)}Z"
+    if opts.schema == "cloudevents":
+        return {
+            "id": _uuid(rng),
+            "source": opts.topic,
+            "specversion": "1.0",
+            "type": kind,
+            "subject": subject,
+            "time": stamp,
+            "data": data,
+        }
+    return {
+        "id": _uuid(rng),
+        "topic": opts.topic,
+        "subject": subject,
+        "eventType": kind,
+        "eventTime": stamp,
+        "data": data,
+        "dataVersion": "2",
+        "metadataVersion": "1",
+    }
