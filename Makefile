@@ -3,15 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Azurite, the storage emulator the blob storage tests run against (package-lock.json pins it).
+NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench setup clean
 
 # The main job on its embedded default.
 demo: $(STAMP)
 	$(BIN)/python -m worker demo
 
 # Lint, type-check and run the whole test suite.
-test: lint
+test: lint $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -20,7 +22,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_rules.py
+	$(BIN)/python -m bench.bench_rules
+	$(BIN)/python -m bench.bench_replay
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +31,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# Everything the commands and the tests need.
+setup: $(STAMP) $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --progress=false --loglevel=error >/dev/null
+	touch $(NODE_STAMP)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis out
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis out node_modules

@@ -4,7 +4,7 @@ Prints the mean cost per event of ``RulesTable.evaluate`` and, as the baseline m
 same run, the cost of ``orjson.loads`` on the same bodies. Targets: the 10,000-rule table within
 3x of the 10-rule table; a typical 50-rule table under 10 microseconds per event.
 
-    python bench/bench_rules.py [--events N] [--repeat R]
+    python -m bench.bench_rules [--events N] [--repeat R]
 """
 
 from __future__ import annotations
@@ -12,107 +12,26 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from decimal import Decimal
 
 import orjson
 
+from bench.tables import Filter, base_filters, prefixed_filters
 from worker.actions import ActionSpec
 from worker.actions.log import LogParams
 from worker.events import Event, decode_body
 from worker.filters import compile_filter
-from worker.mlevents import DATASET_DRIFT_DETECTED, EVENT_TYPES, MODEL_REGISTERED, RUN_STATUS_CHANGED, bodies
+from worker.mlevents import bodies
 from worker.rules import Rule, RulesTable
 
 _LOG = (ActionSpec("log", 0, LogParams()),)
 
 
-def _rule(name: str, raw: dict[str, object]) -> Rule:
+def _rule(name: str, raw: Filter) -> Rule:
     problems: list[str] = []
     compiled = compile_filter(raw, ("rules", 0, "filter"), lambda _at, message: problems.append(message))
     if compiled is None:
         raise ValueError(f"{name}: {problems}")
     return Rule(name, compiled, _LOG)
-
-
-def _base_rules() -> list[Rule]:
-    """Ten rules like the examples: by type, with advanced filters on data."""
-    af = "advancedFilters"
-    return [
-        _rule(
-            "failed", {"includedEventTypes": [RUN_STATUS_CHANGED], af: [_f("StringIn", "data.runStatus", ["Failed"])]}
-        ),
-        _rule("registered", {"includedEventTypes": [MODEL_REGISTERED]}),
-        _rule(
-            "drift",
-            {
-                "includedEventTypes": [DATASET_DRIFT_DETECTED],
-                af: [_f("NumberGreaterThan", "data.DriftCoefficient", 0.5)],
-            },
-        ),
-        _rule(
-            "deploy-tags",
-            {
-                "includedEventTypes": [MODEL_REGISTERED],
-                "subjectBeginsWith": "models/",
-                af: [
-                    _f("StringIn", "data.ModelTags.stage", ["production"]),
-                    _f("StringIn", "data.ModelTags.deploy", ["true"]),
-                ],
-            },
-        ),
-        _rule(
-            "team-risk",
-            {"includedEventTypes": list(EVENT_TYPES[:2]), af: [_f("StringIn", "data.runTags.team", ["risk"])]},
-        ),
-        _rule(
-            "gpu",
-            {
-                "includedEventTypes": list(EVENT_TYPES[:2]),
-                af: [_f("StringContains", "data.runProperties.target", ["gpu"])],
-            },
-        ),
-        _rule("aks", {"includedEventTypes": [EVENT_TYPES[3]], "subjectEndsWith": "-aks"}),
-        _rule(
-            "churn",
-            {"subjectBeginsWith": "experiments/", af: [_f("StringBeginsWith", "data.experimentName", ["churn"])]},
-        ),
-        _rule(
-            "staging",
-            {
-                "any": [
-                    _f("StringIn", "data.modelTags.stage", ["staging"]),
-                    _f("StringIn", "data.serviceTags.stage", ["staging"]),
-                ]
-            },
-        ),
-        _rule(
-            "not-automl", {"includedEventTypes": [EVENT_TYPES[0]], "not": _f("StringIn", "data.runType", ["automl"])}
-        ),
-    ]
-
-
-def _f(op: str, key: str, value: object) -> dict[str, object]:
-    field = "values" if isinstance(value, list) else "value"
-    return {"operatorType": op, "key": key, field: value}
-
-
-def _prefixed_rules(count: int) -> list[Rule]:
-    """Rules for specific models, endpoints and experiments, the way large tables grow."""
-    out = []
-    for i in range(count):
-        kind = EVENT_TYPES[i % len(EVENT_TYPES)]
-        prefix = {
-            0: f"experiments/{i:08x}-0000-0000-0000-000000000000/",
-            1: f"experiments/{i:08x}-0000-0000-0000-000000000000/runs/",
-            2: f"models/model-{i}:",
-            3: f"endpoints/service-{i}",
-            4: f"datadrift/{i:08x}-",
-        }[i % 5]
-        raw: dict[str, object] = {"includedEventTypes": [kind], "subjectBeginsWith": prefix}
-        if i % 3 == 0:
-            raw["advancedFilters"] = [_f("NumberGreaterThan", "data.DriftCoefficient", Decimal("0.25"))]
-        out.append(_rule(f"r{i}", raw))
-    return out
 
 
 def _measure(fn: Callable[[], object], count: int, repeat: int) -> float:
@@ -133,11 +52,11 @@ def main() -> None:
 
     raw_bodies = list(bodies(args.events))
     events = [e for b in raw_bodies for e in decode_body(b) if isinstance(e, Event)]
-    base = _base_rules()
+    base = [_rule(n, f) for n, f in base_filters()]
     tables = {
         "10 rules": RulesTable.build(base),
-        "50 rules": RulesTable.build(base + _prefixed_rules(40)),
-        "10,000 rules": RulesTable.build(base + _prefixed_rules(9_990)),
+        "50 rules": RulesTable.build(base + [_rule(n, f) for n, f in prefixed_filters(40)]),
+        "10,000 rules": RulesTable.build(base + [_rule(n, f) for n, f in prefixed_filters(9_990)]),
     }
 
     def parse_all() -> None:

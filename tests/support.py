@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from worker.events import Event, decode_body
 from worker.filters import CompiledFilter, compile_filter
 
 AT = ("rules", 0, "filter")
+
+#: Optional test inputs from outside the project (Azure ML sample events, real capture files), from
+#: WORKER_TEST_DATA or a ``shared/data`` folder beside the checkout. Tests using them skip when absent.
+TEST_DATA = Path(os.environ.get("WORKER_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def decode_one(document: object) -> Event:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
@@ -19,14 +18,6 @@ from worker.rulesfile import load_rules
 
 TOPIC = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ml-prod"
 ENQUEUED = datetime(2026, 11, 1, 9, 0, 2, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def default_structlog():
-    """Each test starts from structlog's defaults, whatever another test configured."""
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def make_event(

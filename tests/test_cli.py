@@ -128,19 +128,17 @@ def test_explain_reports_a_missing_body_file(tmp_path: Path, capsys: pytest.Capt
     assert "cannot read the body file" in capsys.readouterr().err
 
 
-def test_demo_prints_what_fires_and_counts_every_event(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--rules", str(EXAMPLES), "--count", "30"]) == 0
-    out = capsys.readouterr().out
-    outcomes = {
-        name: int(count)
-        for name, count in (part.rsplit(" ", 1) for part in out.split("Outcomes: ", 1)[1].splitlines()[0].split(", "))
-    }
-    # 30 generated events, 2 from a foreign workspace, 2 CloudEvents, 1 malformed body.
-    assert sum(outcomes.values()) == 35
-    assert outcomes["foreign_topic"] == 2
-    assert outcomes["invalid"] == 1
-    assert outcomes["matched"] > 0
-    assert "-> mail-on-failed-run: log" in out
+def test_demo_replays_the_bundled_sample_and_acts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the example file action writes out/production-audit.jsonl here
+    report = tmp_path / "report.json"
+    assert main(["demo", "--rules", str(EXAMPLES), "--log-level", "warning", "--report", str(report)]) == 0
+    counts = orjson.loads(report.read_bytes())
+    assert sum(counts["outcomes"].values()) == counts["events"] > 400
+    audit = (tmp_path / "out" / "production-audit.jsonl").read_bytes().splitlines()
+    assert len(audit) == counts["rules"]["audit-production-changes"]["actions"]["file"]["done"] > 0
+    assert f"Events read: {counts['events']}" in capsys.readouterr().out
 
 
 def test_module_entry_point_runs() -> None:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support import TEST_DATA
 from worker.errors import BadField, DecodeError, MissingField, NotAnEvent, NotJson, NotUtf8
 from worker.events import Event, InvalidEvent, Message, Position, Schema, decode, decode_body
 
-ML_EVENTS = Path(__file__).parents[2] / "shared" / "data" / "ml-events.json"
+ML_EVENTS = TEST_DATA / "ml-events.json"
 SAMPLE_KINDS = ("eventgrid_schema_doc_sample", "cloudevents_schema_doc_sample", "eventgrid_schema_sdk_fixture")
 ML_TYPES = {
     "Microsoft.MachineLearningServices.RunCompleted",

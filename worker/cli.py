@@ -6,22 +6,31 @@ Exit codes: 0 success, 2 invalid input (rules, bodies, arguments), 1 unexpected 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
-from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import orjson
 
-from worker import mlevents
-from worker.errors import RulesError
-from worker.events import Event, InvalidEvent, Message, Position, decode, decode_body
-from worker.rules import Outcome, RulesTable, explain
+from worker.accounting import summary
+from worker.errors import CaptureError, RulesError, SourceError
+from worker.events import InvalidEvent, decode_body
+from worker.flow import FlowSettings, LatePolicy
+from worker.log import configure as configure_logging
+from worker.pipeline import DriveSettings
+from worker.replay import ReplaySettings, progress_for, replay
+from worker.rules import explain
 from worker.rulesfile import load_rules, paths_of
+from worker.sources import plan_sources
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 DEFAULT_DEMO_RULES = Path("rules/examples.yaml")
+#: Realistic Azure ML events as Event Hubs Capture stores them (scripts/make_sample_capture.py).
+SAMPLE_CAPTURE = Path(__file__).parent / "samples" / "capture"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,11 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("body", metavar="BODY_FILE", help="a file holding one Event Hubs message body; '-' for stdin")
     why.set_defaults(command="explain", handler=_explain)
 
-    demo = commands.add_parser("demo", help="evaluate rules against generated Azure ML events and print what fires")
+    play = commands.add_parser(
+        "replay",
+        help="replay Event Hubs Capture files through the rules (backtest, or recovery after an outage)",
+        description="Replay Event Hubs Capture files (.avro) through the rules and the pipeline, partition by "
+        "partition in sequence-number order. Prints the counts at the end.",
+    )
+    play.add_argument("--rules", action="append", required=True, metavar="FILE", help="rules file (repeatable)")
+    _replay_options(play)
+    play.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="a capture file, a directory, or a blob container URL [/prefix]"
+    )
+    play.set_defaults(command="replay", handler=_replay)
+
+    demo = commands.add_parser(
+        "demo",
+        help="replay the bundled sample capture through the example rules and print the counts",
+        description="The replay of a bundled Event Hubs Capture of realistic Azure ML events (out of order, some "
+        "delivered twice, a foreign workspace, a malformed body) through the example rules.",
+    )
     demo.add_argument("--rules", action="append", metavar="FILE", help=f"rules file (default: {DEFAULT_DEMO_RULES})")
-    demo.add_argument("--count", type=int, default=40, help="events to generate (default: 40)")
-    demo.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
-    demo.set_defaults(command="demo", handler=_demo)
+    _replay_options(demo)
+    demo.set_defaults(command="demo", handler=_demo, sources=[str(SAMPLE_CAPTURE)])
     return parser
 
 
@@ -101,46 +127,77 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_INVALID if invalid else EXIT_OK
 
 
+def _replay_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="execute nothing; report what would have fired")
+    parser.add_argument("--report", type=Path, metavar="FILE", help="also write the counts to FILE as JSON")
+    parser.add_argument("--partition", action="append", metavar="ID", help="only this partition (repeatable)")
+    parser.add_argument(
+        "--since", type=_moment, metavar="TIME", help="only events enqueued at or after TIME (ISO 8601)"
+    )
+    parser.add_argument("--until", type=_moment, metavar="TIME", help="only events enqueued before TIME")
+    parser.add_argument(
+        "--connection-string",
+        default=os.environ.get("AZURE_STORAGE_CONNECTION_STRING"),
+        help="storage connection string for blob sources (default: $AZURE_STORAGE_CONNECTION_STRING; "
+        "without one, DefaultAzureCredential)",
+    )
+    parser.add_argument("--window", type=float, default=FlowSettings().window, help="reorder window in seconds")
+    parser.add_argument(
+        "--late", choices=[p.value for p in LatePolicy], default=LatePolicy.SKIP.value, help="late events"
+    )
+    parser.add_argument("--concurrency", type=int, default=DriveSettings().concurrency, help="actions at once")
+    parser.add_argument("--dead-letters", type=Path, default=Path("dead-letters"), metavar="DIR")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time, such as 2026-11-01T09:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _replay(args: argparse.Namespace, out: TextIO) -> int:
+    configure_logging(args.log_level)
+    table = load_rules(paths_of(args.rules))
+    settings = ReplaySettings(
+        dry_run=args.dry_run,
+        flow=FlowSettings(window=args.window, late=LatePolicy(args.late)),
+        drive=DriveSettings(concurrency=args.concurrency),
+        dead_letters=args.dead_letters,
+    )
+    partitions = set(args.partition) if args.partition else None
+    errors: list[str] = []
+    try:
+        with plan_sources(
+            args.sources,
+            connection_string=args.connection_string,
+            partitions=partitions,
+            since=args.since,
+            until=args.until,
+        ) as plan:
+            tally = asyncio.run(replay(plan, table, settings, progress_for(plan)))
+    except* (SourceError, CaptureError) as group:
+        errors += [str(exc) for exc in group.exceptions]
+    except* OSError as group:
+        errors += [f"cannot write a dead letter: {exc}" for exc in group.exceptions]
+    if errors:
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    report = tally.report()
+    for line in summary(report):
+        print(line, file=out)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_bytes(orjson.dumps({"dry_run": args.dry_run, **report}, option=orjson.OPT_INDENT_2))
+    problems = tally.check()
+    for problem in problems:
+        print(f"error: the counts do not add up: {problem}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    table = load_rules(paths_of(args.rules or [DEFAULT_DEMO_RULES]))
-    messages = _demo_messages(args.count, args.seed)
-    outcomes: Counter[str] = Counter()
-    fired: Counter[str] = Counter()
-    print(f"Evaluating {len(table.rules)} rules against {len(messages)} sample messages\n", file=out)
-    for message in messages:
-        for item in decode(message):
-            outcome = _show_one(table, item, out)
-            outcomes[outcome] += 1
-            if isinstance(item, Event) and outcome == Outcome.MATCHED:
-                fired.update(rule.name for rule in table.evaluate(item).rules)
-    print("\nOutcomes:", ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())), file=out)
-    print("Rules fired:", ", ".join(f"{name} {count}" for name, count in sorted(fired.items())) or "none", file=out)
-    return EXIT_OK
-
-
-def _show_one(table: RulesTable, item: Event | InvalidEvent, out: TextIO) -> str:
-    if isinstance(item, InvalidEvent):
-        print(f"  invalid   seq {item.position.sequence_number}: {item.error}", file=out)
-        return "invalid"
-    verdict = table.evaluate(item)
-    short = item.type.removeprefix(mlevents.PREFIX)
-    if verdict.outcome is Outcome.MATCHED:
-        for action in verdict.plan(item):
-            params = action.spec.params.model_dump(exclude_none=True, mode="json")
-            detail = params.get("message") or params.get("path") or ""
-            print(
-                f"  fire      {short:<20} {item.subject}\n            -> {action.rule}: {action.spec.type} {detail}",
-                file=out,
-            )
-    else:
-        print(f"  {verdict.outcome.value:<9} {short:<20} {item.subject}", file=out)
-    return verdict.outcome.value
-
-
-def _demo_messages(count: int, seed: int) -> list[Message]:
-    bodies = list(mlevents.bodies(count, mlevents.Options(seed=seed)))
-    foreign = mlevents.Options(seed=seed + 1, topic=mlevents.DEFAULT_TOPIC.replace("ml-prod", "ml-sandbox"))
-    bodies.extend(mlevents.bodies(2, foreign))
-    bodies.extend(mlevents.bodies(2, mlevents.Options(seed=seed + 2, schema="cloudevents", pascal_case=True)))
-    bodies.append(b'{"not": "an event"}')
-    return [Message(body, Position("0", str(i * 1024), i)) for i, body in enumerate(bodies)]
+    args.rules = args.rules or [str(DEFAULT_DEMO_RULES)]
+    return _replay(args, out)

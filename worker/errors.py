@@ -9,7 +9,10 @@
     │   ├── NotAnEvent      the JSON is not an Event Grid or CloudEvents 1.0 event
     │   ├── MissingField    a required envelope field is absent
     │   └── BadField        an envelope field has the wrong type or an unparseable value
-    └── ActionError         an action could not be executed
+    ├── ActionError         an action could not be executed
+    ├── CaptureError        an Event Hubs Capture file is not Avro, not EventData, or is corrupt
+    └── SourceError         a replay source cannot be listed or read (missing path, bad URL,
+                            missing container, failed authentication)
 
 Messages name what is wrong and where (file, line, rule, key, partition), the bad value, and what
 to do next. Code never branches on the text of an exception.
@@ -87,3 +90,14 @@ class ActionError(WorkerError):
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class CaptureError(WorkerError):
+    """An Event Hubs Capture file cannot be read: not Avro, no EventData fields, truncated or corrupt.
+
+    The message names the file and, when known, the record (counted from 1).
+    """
+
+
+class SourceError(WorkerError):
+    """A replay source cannot be listed or read. The message names the source and what to do."""

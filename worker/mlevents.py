@@ -9,9 +9,11 @@ array holding one event.
 
 from __future__ import annotations
 
+import heapq
 import random
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -53,10 +55,11 @@ def generate(count: int, options: Options | None = None) -> Iterator[dict[str, o
     opts = options or Options()
     rng = random.Random(opts.seed)  # noqa: S311 - test data, not security
     moment = opts.start
+    runs: deque[tuple[str, str]] = deque(maxlen=8)  # recent runs: a run's events share its subject
     for _ in range(count):
         moment += timedelta(milliseconds=rng.randint(5, 2_000))
         kind = rng.choices(EVENT_TYPES, weights=(30, 20, 20, 15, 15))[0]
-        subject, data = _payload(kind, rng, opts)
+        subject, data = _payload(kind, rng, opts, runs)
         yield _envelope(kind, subject, data, moment, rng, opts)
 
 
@@ -66,16 +69,74 @@ def bodies(count: int, options: Options | None = None) -> Iterator[bytes]:
         yield orjson.dumps([event])
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as Event Grid hands it to Event Hubs: the body and its application properties."""
+
+    body: bytes
+    properties: Mapping[str, object]
+    #: The event's own time, for tools that stamp enqueued times.
+    event_time: datetime
+
+
+def deliveries(
+    events: Iterable[dict[str, object]], *, shuffle: int = 0, duplicates: float = 0.0, seed: int = 0
+) -> Iterator[Delivery]:
+    """The events as Event Grid delivers them: at least once, in no guaranteed order.
+
+    ``shuffle`` lets an event be overtaken by up to that many later ones; ``duplicates`` is the
+    chance that an event is delivered again a little later, with ``aeg-delivery-count`` raised.
+    """
+    rng = random.Random(seed)  # noqa: S311 - test data, not security
+    # Each delivery gets a due position: its own, plus up to ``shuffle``; a second delivery comes
+    # after the first one's, up to ``shuffle`` later again. Deliveries leave in due order.
+    due: list[tuple[float, int, int, dict[str, object]]] = []
+    serial = 0
+    for position, event in enumerate(events):
+        first = position + rng.uniform(0, shuffle)
+        heapq.heappush(due, (first, serial := serial + 1, 0, event))
+        if rng.random() < duplicates:
+            heapq.heappush(due, (first + shuffle + rng.uniform(0, shuffle), serial := serial + 1, 1, event))
+        while due and due[0][0] <= position:
+            _, _, retries, ready = heapq.heappop(due)
+            yield _delivery(ready, retries)
+    while due:
+        _, _, retries, ready = heapq.heappop(due)
+        yield _delivery(ready, retries)
+
+
+def _delivery(event: dict[str, object], retries: int) -> Delivery:
+    moment = event.get("eventTime") or event.get("time")
+    assert isinstance(moment, str)  # noqa: S101 - generated above
+    properties: dict[str, object] = {
+        "aeg-subscription-name": "ML-EVENTS-TO-HUB",
+        "aeg-delivery-count": str(retries),
+        "aeg-event-type": "Notification",
+        "aeg-metadata-version": "1",
+        "aeg-data-version": str(event.get("dataVersion", "")),
+        "aeg-output-event-id": str(event["id"]),
+    }
+    # Event Grid wraps its own schema in a one-element array; CloudEvents go out as one object.
+    body = orjson.dumps(event if "specversion" in event else [event])
+    return Delivery(body, properties, datetime.fromisoformat(moment))
+
+
 def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _payload(kind: str, rng: random.Random, opts: Options) -> tuple[str, dict[str, object]]:
+def _payload(
+    kind: str, rng: random.Random, opts: Options, runs: deque[tuple[str, str]]
+) -> tuple[str, dict[str, object]]:
     data: dict[str, object]
     if kind in (RUN_COMPLETED, RUN_STATUS_CHANGED):
-        experiment = rng.choice(_EXPERIMENTS)
+        if runs and rng.random() < 0.4:
+            experiment, run_id = rng.choice(runs)
+        else:
+            experiment = rng.choice(_EXPERIMENTS)
+            run_id = f"{experiment.replace('-', '_')}_{rng.randint(1_000, 9_999)}"
+            runs.append((experiment, run_id))
         experiment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, experiment))
-        run_id = f"{experiment.replace('-', '_')}_{rng.randint(1_000, 9_999)}"
         subject = f"experiments/{experiment_id}/runs/{run_id}"
         data = {
             "experimentId": experiment_id,

@@ -1,0 +1,125 @@
+"""Replay throughput against the raw limit, and replay memory for 100,000 vs 1,000,000 events.
+
+In one run, on the same generated capture file (~1 KB Event Grid events; a 50-rule table):
+
+(a) the raw limit: fastavro reading the file plus ``orjson.loads`` of every body;
+(b) ``replay --dry-run`` end to end (the CLI in-process: plan, read, decode, guard, dedupe,
+    reorder, evaluate, account, report);
+
+and their ratio (target: (b) reaches at least 50% of (a)'s events per second). Then the peak
+memory (max RSS) of ``replay --dry-run`` in a fresh process over 100,000 and over 1,000,000 events
+(target: within 20 MB of each other).
+
+    python -m bench.bench_replay [--events N] [--large N] [--repeat R] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import fastavro
+import orjson
+
+from bench.tables import base_filters, prefixed_filters, rules_yaml
+from worker import mlevents
+from worker.capture import number_messages, write_capture
+from worker.cli import main as cli_main
+
+_PEAK = """
+import resource, sys
+from worker.cli import main
+code = main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def write_file(path: Path, count: int, seed: int) -> Path:
+    """A capture file of ``count`` ~1 KB Event Grid events under the default layout."""
+    path = path / "bench" / "ml-events" / "0" / "2026" / "11" / "01" / "09" / "00" / "00.avro"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bodies = mlevents.bodies(count, mlevents.Options(seed=seed, body_size=1_000))
+    start = mlevents.Options().start
+    with path.open("wb") as stream:
+        write_capture(stream, number_messages(bodies, start=start, step=timedelta(milliseconds=300)))
+    return path
+
+
+def raw_limit(path: Path) -> int:
+    count = 0
+    with path.open("rb") as stream:
+        for record in fastavro.reader(stream):
+            orjson.loads(record["Body"])  # type: ignore[call-overload,index]
+            count += 1
+    return count
+
+
+def replay_args(rules: Path, source: Path) -> list[str]:
+    return ["replay", "--dry-run", "--log-level", "warning", "--rules", str(rules), str(source)]
+
+
+def dry_run(rules: Path, source: Path) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(replay_args(rules, source))
+    if code != 0:
+        raise SystemExit(f"replay failed with exit code {code}")
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peak_rss_mb(rules: Path, source: Path) -> float:
+    done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-c", _PEAK, *replay_args(rules, source)], check=True, capture_output=True, text=True
+    )
+    return int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--large", type=int, default=1_000_000, help="events for the second memory reading")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, help="keep the generated files here (default: a temporary folder)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.workdir or Path(scratch)
+        rules = work / "rules-50.yaml"
+        work.mkdir(parents=True, exist_ok=True)
+        rules.write_text(rules_yaml(base_filters() + prefixed_filters(40)))
+        small = write_file(work / "small", args.events, seed=1)
+        size_mb = small.stat().st_size / 1e6
+        print(f"{args.events} events, {size_mb:.1f} MB capture file (null codec); 50-rule table; best of {args.repeat}")
+
+        raw = best(lambda: raw_limit(small), args.repeat)
+        full = best(lambda: dry_run(rules, small), args.repeat)
+        raw_rate, full_rate = args.events / raw, args.events / full
+        for label, rate in (("(a) raw limit: fastavro + orjson.loads", raw_rate), ("(b) replay --dry-run", full_rate)):
+            print(f"{label:<40} {rate:>10,.0f} events/s  ({1e6 / rate:.2f} us/event)")
+        print(f"(b) / (a): {full_rate / raw_rate:.0%} (target: at least 50%)")
+
+        large = write_file(work / "large", args.large, seed=2)
+        small_peak, large_peak = peak_rss_mb(rules, small), peak_rss_mb(rules, large)
+        print(f"peak memory of replay --dry-run: {args.events:>9,} events {small_peak:7.1f} MB")
+        print(f"                                 {args.large:>9,} events {large_peak:7.1f} MB")
+        print(f"difference: {large_peak - small_peak:+.1f} MB (target: within 20 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""One partition's flow, without I/O: order, dedupe, lateness, checkpoint position, state, accounting."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.support import compile_ok
+from worker.accounting import Fate, Skip
+from worker.actions import ActionSpec
+from worker.actions.log import LogParams
+from worker.events import Message, Position
+from worker.flow import FlowSettings, LatePolicy, PartitionFlow, PartitionState, StateError, Work
+from worker.rules import Rule, RulesTable
+
+WORKSPACE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1"
+RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+LOG = ActionSpec("log", 0, LogParams())
+
+
+def table(*, topics: tuple[str, ...] = (WORKSPACE,), rules: tuple[Rule, ...] | None = None) -> RulesTable:
+    if rules is None:
+        rules = (
+            Rule(
+                "runs",
+                compile_ok({"includedEventTypes": [RUN_COMPLETED], "not": {"subjectEndsWith": "/q"}}),
+                (LOG,),
+            ),
+        )
+    return RulesTable.build(rules, topics)
+
+
+@dataclass(frozen=True)
+class Published:
+    id: str
+    subject: str
+    time: datetime
+
+
+def body(event: Published, *, topic: str = WORKSPACE, event_type: str = RUN_COMPLETED) -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "id": event.id,
+                "topic": topic,
+                "subject": event.subject,
+                "eventType": event_type,
+                "eventTime": event.time.isoformat(),
+                "data": {},
+                "dataVersion": "2",
+            }
+        ]
+    )
+
+
+def message(sequence: int, enqueued: datetime, payload: bytes, partition: str = "0") -> Message:
+    return Message(payload, Position(partition, str(sequence * 1000), sequence, enqueued))
+
+
+def ids(works: list[Work]) -> list[str]:
+    return [w.event.id for w in works]
+
+
+# --- examples ---------------------------------------------------------------------------------------
+
+
+def test_events_of_a_subject_leave_in_time_order_once_the_window_has_passed():
+    flow = PartitionFlow("0", table(), FlowSettings(window=5))
+    second = Published("b", "runs/1", T0 + timedelta(seconds=1))
+    first = Published("a", "runs/1", T0)
+    other = Published("c", "runs/2", T0 + timedelta(seconds=2))
+    assert flow.receive(message(1, T0 + timedelta(seconds=1), body(second))) == []
+    assert flow.receive(message(2, T0 + timedelta(seconds=2), body(first))) == []
+    assert flow.buffered == 2
+    out = flow.receive(message(3, T0 + timedelta(seconds=7), body(other)))  # watermark: T0 + 2 s
+    assert ids(out) == ["a", "b"]
+    assert flow.checkpoint is None  # nothing is finished yet
+    for work in out:
+        flow.finish(work)
+    assert flow.checkpoint == Position("0", "2000", 2, T0 + timedelta(seconds=2))
+    assert ids(flow.release_all()) == ["c"]
+
+
+def test_the_partition_going_idle_releases_the_buffer():
+    flow = PartitionFlow("0", table(), FlowSettings(window=5))
+    flow.receive(message(1, T0, body(Published("a", "s", T0))), now=100.0)
+    assert flow.release_idle(now=104.9) == []
+    assert ids(flow.release_idle(now=105.0)) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "fate", "reason"),
+    [
+        (b"\xff\xfe", Fate.INVALID, "not_utf8"),
+        (b"{not json", Fate.INVALID, "not_json"),
+        (b'{"a": 1}', Fate.INVALID, "not_an_event"),
+        (body(Published("x", "s", T0), topic=WORKSPACE.replace("ws1", "ws2")), Fate.SKIPPED, Skip.FOREIGN_TOPIC),
+        (body(Published("x", "s", T0), event_type="Other.Type"), Fate.SKIPPED, Skip.UNHANDLED_TYPE),
+        (body(Published("x", "s/q", T0)), Fate.UNMATCHED, None),
+    ],
+)
+def test_what_is_not_acted_on_is_counted_and_finished_at_once(payload, fate, reason):
+    flow = PartitionFlow("7", table(), FlowSettings(window=0))
+    assert flow.receive(message(1, T0, payload)) == []
+    counts = flow.counts()
+    assert counts.fates == {fate: 1}
+    assert counts.by_partition == {"7": {fate: 1}}
+    if fate is Fate.INVALID:
+        assert counts.invalid == {reason: 1}
+    elif fate is Fate.SKIPPED:
+        assert counts.skipped == {reason: 1}
+    assert flow.checkpoint is not None
+    assert flow.checkpoint.sequence_number == 1
+    assert counts.check() == []
+
+
+def test_a_matched_rule_without_actions_counts_as_matched_and_finishes():
+    rules = (Rule("watch", compile_ok({}), ()),)
+    flow = PartitionFlow("0", table(rules=rules), FlowSettings(window=0))
+    assert flow.receive(message(1, T0, body(Published("a", "s", T0)))) == []
+    assert flow.counts().fates == {Fate.MATCHED: 1}
+    assert flow.counts().rule_matches == {"watch": 1}
+    assert flow.checkpoint is not None
+
+
+def test_duplicates_are_skipped_and_counted():
+    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    event = Published("a", "s", T0)
+    assert ids(flow.receive(message(1, T0, body(event)))) == ["a"]
+    assert flow.receive(message(2, T0, body(event))) == []
+    assert flow.counts().skipped == {Skip.DUPLICATE: 1}
+
+
+@pytest.mark.parametrize("policy", list(LatePolicy))
+def test_a_late_event_follows_the_policy(policy):
+    flow = PartitionFlow("0", table(), FlowSettings(window=0, late=policy))
+    later = Published("b", "s", T0 + timedelta(seconds=1))
+    earlier = Published("a", "s", T0)
+    [first] = flow.receive(message(1, T0, body(later)))
+    out = flow.receive(message(2, T0, body(earlier)))
+    counts = flow.counts()
+    if policy is LatePolicy.SKIP:
+        assert out == []
+        assert counts.skipped == {Skip.LATE: 1}
+    else:
+        assert ids(out) == ["a"]
+        assert out[0].late
+        assert all(action.late for action in out[0].actions)
+        assert counts.late_processed == 1
+        assert counts.fates == {Fate.MATCHED: 2}
+    assert not first.late
+
+
+def test_a_message_holding_several_events_is_finished_when_all_are():
+    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    events = [Published(f"e{i}", f"s{i}", T0) for i in range(3)]
+    payload = orjson.dumps([orjson.loads(body(e))[0] for e in events])
+    works = flow.receive(message(1, T0, payload))
+    assert ids(works) == ["e0", "e1", "e2"]
+    flow.finish(works[0])
+    flow.finish(works[2])
+    assert flow.checkpoint is None
+    assert set(flow.state().finished_beyond) == {"e0", "e2"}
+    flow.finish(works[1])
+    assert flow.checkpoint is not None
+    assert flow.state().finished_beyond == ()
+
+
+def test_memory_caps_count_what_they_forget():
+    flow = PartitionFlow("0", table(), FlowSettings(window=1_000, max_buffered=2, max_subjects=2, max_ids=2))
+    for i in range(4):
+        flow.receive(message(i, T0, body(Published(f"e{i}", f"s{i}", T0 + timedelta(seconds=i)))))
+    evictions = flow.counts().evictions
+    assert evictions["reorder_buffer_released_early"] == 2
+    assert evictions["ids_forgotten"] == 2
+    flow.release_all()
+    assert flow.counts().evictions["subjects_forgotten"] == 2
+
+
+def test_state_round_trips_through_json():
+    state = PartitionState(
+        last_keys=(("runs/1", (0, 12, 3, 0)), ("blobs/x", (1, "0000A", 4, 1))),
+        recent_ids=("a", "b"),
+        finished_beyond=("c",),
+    )
+    assert PartitionState.from_json(state.to_json(), "p0") == state
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"nope", "unreadable"),
+        (b"[]", "unreadable"),
+        (b'{"version": 1, "last_keys": [["s", [0, 1]]], "recent_ids": [], "finished_beyond": []}', "list of 4"),
+        (b'{"version": 1, "recent_ids": [], "finished_beyond": []}', "unreadable"),
+        (b'{"version": 9, "last_keys": [], "recent_ids": [], "finished_beyond": []}', "version 9"),
+    ],
+)
+def test_unreadable_state_is_a_clear_error(data, fragment):
+    with pytest.raises(StateError, match=fragment) as caught:
+        PartitionState.from_json(data, "checkpoint/0")
+    assert "checkpoint/0" in str(caught.value)
+
+
+# --- properties -------------------------------------------------------------------------------------
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[float, list[tuple[datetime, bytes, str]]]:
+    """Deliveries (enqueued time, body, event id) in arrival order: delays under the window, duplicates."""
+    window = draw(st.sampled_from([0.0, 2.0, 10.0]))
+    count = draw(st.integers(1, 40))
+    published: list[Published] = []
+    moment = T0
+    for i in range(count):
+        moment += timedelta(seconds=draw(st.sampled_from([0, 0.5, 1, 4])))
+        published.append(Published(f"id-{i}", f"runs/{draw(st.integers(0, 3))}", moment))
+    deliveries = []
+    for event in published:
+        copies = 1 + draw(st.integers(0, 2)) * draw(st.booleans())
+        for copy in range(copies):
+            # the first copy arrives within the window; copies may come at any time later
+            limit = max(window - 0.01, 0) if copy == 0 else 60.0
+            delay = timedelta(seconds=draw(st.floats(0, limit)))
+            deliveries.append((event.time + delay, body(event), event.id))
+    deliveries.sort(key=lambda d: d[0])
+    return window, deliveries
+
+
+def _run(
+    flow: PartitionFlow,
+    deliveries: list[tuple[datetime, bytes, str]],
+    rng: random.Random,
+    first_sequence: int = 0,
+    stop_after: int | None = None,
+    done: frozenset[str] = frozenset(),
+) -> tuple[list[Work], list[Work]]:
+    """Feed ``deliveries`` and finish work in a random order that keeps each subject's order.
+
+    Checks after every step that the checkpoint never passes an unfinished event (``done``: ids
+    finished before a restart). Returns the work finished and the work still pending (released,
+    unfinished) when stopped.
+    """
+    pending: dict[str, list[Work]] = defaultdict(list)
+    finished: list[Work] = []
+    unfinished_sequences: dict[str, int] = {}  # event id -> sequence number, until finished
+    seen: set[str] = set(done)
+
+    def release(works: list[Work]) -> None:
+        for work in works:
+            pending[work.subject].append(work)
+
+    def finish_some() -> None:
+        while pending and rng.random() < 0.7:
+            subject = rng.choice(sorted(pending))
+            work = pending[subject].pop(0)
+            if not pending[subject]:
+                del pending[subject]
+            flow.finish(work)
+            finished.append(work)
+            unfinished_sequences.pop(work.event.id)
+
+    def check() -> None:
+        checkpoint = flow.checkpoint
+        if checkpoint is not None and unfinished_sequences:
+            assert checkpoint.sequence_number is not None
+            assert checkpoint.sequence_number < min(unfinished_sequences.values())
+
+    for step, (enqueued, payload, event_id) in enumerate(deliveries):
+        if step == stop_after:
+            return finished, [w for ws in pending.values() for w in ws]
+        sequence = first_sequence + step
+        if event_id not in seen:
+            seen.add(event_id)
+            unfinished_sequences[event_id] = sequence
+        release(flow.receive(message(sequence, enqueued, payload)))
+        check()
+        finish_some()
+        check()
+    release(flow.release_all())
+    while pending:
+        finish_some()
+        check()
+    return finished, []
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.randoms(use_true_random=False))
+def test_any_arrival_order_within_the_window_keeps_subject_order_and_loses_nothing(stream, rng):
+    window, deliveries = stream
+    flow = PartitionFlow("0", table(), FlowSettings(window=window))
+    finished, _ = _run(flow, deliveries, rng)
+    unique = {event_id for _, _, event_id in deliveries}
+    # every event acted on exactly once
+    assert sorted(ids(finished)) == sorted(unique)
+    # each subject released in sequencer order (finishing keeps it, so check the finished order)
+    by_subject: dict[str, list[tuple[int, int | str, int, int]]] = defaultdict(list)
+    for work in finished:
+        by_subject[work.subject].append(work.key)
+    for keys in by_subject.values():
+        assert keys == sorted(keys)
+    counts = flow.counts()
+    assert counts.check() == []
+    assert counts.read == len(deliveries)
+    assert counts.fates[Fate.MATCHED] == len(unique)
+    assert counts.skipped == ({Skip.DUPLICATE: len(deliveries) - len(unique)} if len(deliveries) > len(unique) else {})
+    assert flow.checkpoint is not None
+    assert flow.checkpoint.sequence_number == len(deliveries) - 1
+    assert flow.state().finished_beyond == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.randoms(use_true_random=False), st.data())
+def test_a_restart_from_the_checkpoint_and_state_neither_repeats_nor_loses(stream, rng, data):
+    window, deliveries = stream
+    crash_at = data.draw(st.integers(0, len(deliveries)))
+    flow = PartitionFlow("0", table(), FlowSettings(window=window))
+    before, _ = _run(flow, deliveries, rng, stop_after=crash_at)
+    checkpoint = flow.checkpoint
+    saved = PartitionState.from_json(flow.state().to_json(), "p0")
+    # what a restarted worker reads: everything after the checkpoint
+    resume = 0 if checkpoint is None else checkpoint.sequence_number + 1  # type: ignore[operator]
+    restarted = PartitionFlow("0", table(), FlowSettings(window=window), state=saved, checkpoint=checkpoint)
+    after, _ = _run(restarted, deliveries[resume:], rng, first_sequence=resume, done=frozenset(ids(before)))
+    done_before, done_after = ids(before), ids(after)
+    assert not set(done_before) & set(done_after), "an action finished before the crash was repeated"
+    assert sorted(done_before + done_after) == sorted({event_id for _, _, event_id in deliveries})

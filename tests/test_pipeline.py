@@ -1,0 +1,170 @@
+"""The async driver: per-subject order, concurrency across subjects, backpressure, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.support import compile_ok
+from worker.accounting import ActionFate
+from worker.actions import ActionParams, ActionSpec, ActionType, PlannedAction, action_types
+from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
+from worker.errors import ActionError
+from worker.events import Message, Position
+from worker.flow import FlowSettings, PartitionFlow
+from worker.pipeline import DriveSettings, PartitionPipeline
+from worker.rules import Rule, RulesTable
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+class ProbeParams(ActionParams):
+    """A stand-in target inside the test: records what runs, and when, and can fail."""
+
+    failures: int = 0
+    transient: bool = True
+
+
+class Probe:
+    """What the probe saw, per probe name."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, int] = defaultdict(int)
+        self.peak: dict[str, int] = defaultdict(int)
+        self.subject_running: dict[str, int] = defaultdict(int)
+        self.order: list[tuple[str, str]] = []
+        self.calls: dict[str, int] = defaultdict(int)
+        self.gate = asyncio.Event()
+
+
+#: The probe of the running test (see the ``probe`` fixture).
+ACTIVE: list[Probe] = []
+
+
+class ProbeExecutor:
+    def __init__(self, params: ProbeParams) -> None:
+        self.params = params
+
+    async def execute(self, action: PlannedAction) -> None:
+        probe = ACTIVE[-1]
+        subject = action.event.subject or ""
+        probe.calls[action.event.id] += 1
+        if probe.calls[action.event.id] <= self.params.failures:
+            raise ActionError("probe: failing on purpose", transient=self.params.transient)
+        assert probe.subject_running[subject] == 0, "two actions of one subject ran at once"
+        probe.subject_running[subject] += 1
+        probe.running["all"] += 1
+        probe.peak["all"] = max(probe.peak["all"], probe.running["all"])
+        await probe.gate.wait()
+        await asyncio.sleep(0)
+        probe.order.append((subject, action.event.id))
+        probe.running["all"] -= 1
+        probe.subject_running[subject] -= 1
+
+    async def aclose(self) -> None:
+        return None
+
+
+#: The action types the runners of these tests know: the built-in ones and the probe.
+TYPES = {**action_types(), "probe": ActionType("probe", ProbeParams, ProbeExecutor, "test probe")}
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+def table(**params: object) -> RulesTable:
+    return RulesTable.build([Rule("all", compile_ok({}), (ActionSpec("probe", 0, ProbeParams(**params)),))])
+
+
+def message(sequence: int, subject: str, seconds: float) -> Message:
+    event = {
+        "id": f"e{sequence}",
+        "topic": "ws",
+        "subject": subject,
+        "eventType": "T",
+        "eventTime": (T0 + timedelta(seconds=seconds)).isoformat(),
+        "data": {},
+    }
+    return Message(orjson.dumps([event]), Position("0", str(sequence), sequence, T0 + timedelta(seconds=seconds)))
+
+
+@pytest.fixture
+def probe() -> Iterator[Probe]:
+    ACTIVE.append(Probe())
+    yield ACTIVE[-1]
+    ACTIVE.pop()
+
+
+async def test_subjects_run_concurrently_but_each_in_its_order(probe: Probe, tmp_path: Path) -> None:
+    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), sleep=_no_sleep, types=TYPES)
+    async with PartitionPipeline(flow, runner, DriveSettings(concurrency=3)) as pipeline:
+        for i in range(24):
+            await pipeline.feed(message(i, f"s{i % 6}", i))
+        await asyncio.sleep(0.05)
+        assert probe.peak["all"] == 3  # bounded, and more than one subject at once
+        probe.gate.set()
+        await pipeline.finish()
+    for s in range(6):
+        assert [e for subject, e in probe.order if subject == f"s{s}"] == [f"e{i}" for i in range(s, 24, 6)]
+    assert flow.checkpoint is not None
+    assert flow.checkpoint.sequence_number == 23
+    assert flow.counts().actions == {("all", "probe", ActionFate.DONE): 24}
+
+
+async def test_reading_waits_while_too_much_is_ahead_of_the_checkpoint(probe: Probe, tmp_path: Path) -> None:
+    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), sleep=_no_sleep, types=TYPES)
+    async with PartitionPipeline(flow, runner, DriveSettings(concurrency=2, max_open=4)) as pipeline:
+        for i in range(4):
+            await pipeline.feed(message(i, f"s{i}", i))
+        blocked = asyncio.create_task(pipeline.feed(message(4, "s4", 4)))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        assert flow.open_messages == 4
+        probe.gate.set()
+        await blocked
+        await pipeline.finish()
+    assert flow.counts().read == 5
+
+
+async def test_transient_failures_are_retried_then_succeed(probe: Probe, tmp_path: Path) -> None:
+    probe.gate.set()
+    flow = PartitionFlow("0", table(failures=2), FlowSettings(window=0))
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), RetryPolicy(attempts=3), sleep=_no_sleep, types=TYPES)
+    async with PartitionPipeline(flow, runner) as pipeline:
+        await pipeline.feed(message(0, "s", 0))
+        await pipeline.finish()
+    assert probe.calls == {"e0": 3}
+    assert flow.counts().actions == {("all", "probe", ActionFate.DONE): 1}
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_permanent_failure_is_dead_lettered_at_once(probe: Probe, tmp_path: Path) -> None:
+    flow = PartitionFlow("0", table(failures=5, transient=False), FlowSettings(window=0))
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), RetryPolicy(attempts=3), sleep=_no_sleep, types=TYPES)
+    async with PartitionPipeline(flow, runner) as pipeline:
+        await pipeline.feed(message(0, "s", 0))
+        await pipeline.finish()
+    assert probe.calls == {"e0": 1}
+    [letter] = [orjson.loads(p.read_bytes()) for p in tmp_path.iterdir()]
+    assert letter["attempts"][0]["transient"] is False
+    assert flow.checkpoint is not None  # dead-lettered counts as finished
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(attempts=10, first_delay=1, max_delay=5)
+    rng = random.Random(1)
+    ceilings = [max(policy.delay(n, rng) for _ in range(200)) for n in range(1, 6)]
+    assert ceilings[0] <= 1
+    assert 1 < ceilings[1] <= 2
+    assert 2 < ceilings[2] <= 4
+    assert 4 < ceilings[4] <= 5

@@ -1,0 +1,178 @@
+"""Accounting: every event read ends in exactly one outcome, counted per partition, type and rule.
+
+Outcomes are ``matched`` (the actions of at least one rule run), ``unmatched``, ``skipped`` (with a
+reason: foreign topic, unhandled type, duplicate, late) and ``invalid`` (with the decoder's
+reason). The counts of the four always add up to the events read, and :meth:`Tally.check` says
+so or says what is off. Actions are counted apart, per rule: run, dead-lettered, or (dry run)
+planned.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+class Fate(enum.StrEnum):
+    """The one outcome of an event read."""
+
+    MATCHED = "matched"
+    UNMATCHED = "unmatched"
+    SKIPPED = "skipped"
+    INVALID = "invalid"
+
+
+class Skip(enum.StrEnum):
+    """Why an event was skipped."""
+
+    FOREIGN_TOPIC = "foreign_topic"
+    UNHANDLED_TYPE = "unhandled_type"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+class ActionFate(enum.StrEnum):
+    DONE = "done"
+    DEAD_LETTERED = "dead_lettered"
+    PLANNED = "planned"  # a dry run: the action would have run
+
+
+#: Type name counted for events whose type is unknown (invalid bodies).
+NO_TYPE = "(invalid)"
+
+
+@dataclass
+class Tally:
+    """Counts for one run; merge the tallies of several partitions with :meth:`add`."""
+
+    read: int = 0
+    fates: Counter[Fate] = field(default_factory=Counter)
+    skipped: Counter[Skip] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+    by_partition: dict[str, Counter[Fate]] = field(default_factory=dict)
+    by_type: dict[str, Counter[Fate]] = field(default_factory=dict)
+    #: Events each rule matched.
+    rule_matches: Counter[str] = field(default_factory=Counter)
+    #: Actions per (rule, action type, fate).
+    actions: Counter[tuple[str, str, ActionFate]] = field(default_factory=Counter)
+    #: Events processed although late (the ``process`` late policy); counted under their fate too.
+    late_processed: int = 0
+    #: Memory caps reached: what was forgotten or released early, by cap.
+    evictions: Counter[str] = field(default_factory=Counter)
+
+    def count(self, partition: str, event_type: str, fate: Fate) -> None:
+        self.read += 1
+        self.fates[fate] += 1
+        per_partition = self.by_partition.get(partition)
+        if per_partition is None:
+            per_partition = self.by_partition[partition] = Counter()
+        per_partition[fate] += 1
+        per_type = self.by_type.get(event_type)
+        if per_type is None:
+            per_type = self.by_type[event_type] = Counter()
+        per_type[fate] += 1
+
+    def count_skip(self, partition: str, event_type: str, reason: Skip) -> None:
+        self.count(partition, event_type, Fate.SKIPPED)
+        self.skipped[reason] += 1
+
+    def count_invalid(self, partition: str, reason: str) -> None:
+        self.count(partition, NO_TYPE, Fate.INVALID)
+        self.invalid[reason] += 1
+
+    def count_action(self, rule: str, action_type: str, fate: ActionFate) -> None:
+        self.actions[rule, action_type, fate] += 1
+
+    def add(self, other: Tally) -> None:
+        self.read += other.read
+        self.fates.update(other.fates)
+        self.skipped.update(other.skipped)
+        self.invalid.update(other.invalid)
+        for mine, theirs in ((self.by_partition, other.by_partition), (self.by_type, other.by_type)):
+            for key, counts in theirs.items():
+                mine.setdefault(key, Counter()).update(counts)
+        self.rule_matches.update(other.rule_matches)
+        self.actions.update(other.actions)
+        self.late_processed += other.late_processed
+        self.evictions.update(other.evictions)
+
+    def check(self) -> list[str]:
+        """What does not add up; empty when every event read has exactly one outcome."""
+        problems = []
+        total = sum(self.fates.values())
+        if total != self.read:
+            problems.append(f"outcomes add up to {total}, but {self.read} events were read")
+        if sum(self.skipped.values()) != self.fates[Fate.SKIPPED]:
+            problems.append("skip reasons do not add up to the skipped events")
+        if sum(self.invalid.values()) != self.fates[Fate.INVALID]:
+            problems.append("invalid reasons do not add up to the invalid events")
+        for name, groups in (("partition", self.by_partition), ("event type", self.by_type)):
+            if sum(sum(c.values()) for c in groups.values()) != self.read:
+                problems.append(f"the counts per {name} do not add up to the events read")
+        return problems
+
+    def report(self) -> dict[str, object]:
+        """The counts as JSON-ready data, keys sorted, every outcome present."""
+
+        def outcomes(counts: Counter[Fate]) -> dict[str, int]:
+            return {fate.value: counts[fate] for fate in Fate}
+
+        actions: dict[str, dict[str, dict[str, int]]] = {}
+        for (rule, action_type, fate), n in sorted(self.actions.items()):
+            actions.setdefault(rule, {}).setdefault(action_type, {})[fate.value] = n
+        rules = {
+            rule: {"matched": self.rule_matches[rule], "actions": actions.get(rule, {})}
+            for rule in sorted({*self.rule_matches, *actions})
+        }
+        return {
+            "events": self.read,
+            "outcomes": outcomes(self.fates),
+            "skipped": {reason.value: self.skipped[reason] for reason in Skip},
+            "invalid": dict(sorted(self.invalid.items())),
+            "late_processed": self.late_processed,
+            "partitions": {p: outcomes(c) for p, c in sorted(self.by_partition.items(), key=_partition_order)},
+            "event_types": {t: outcomes(c) for t, c in sorted(self.by_type.items())},
+            "rules": rules,
+            "evictions": dict(sorted(self.evictions.items())),
+        }
+
+
+def summary(report: dict[str, object]) -> list[str]:
+    """Human lines for a :meth:`Tally.report`."""
+    outcomes = _ints(report["outcomes"])
+    lines = [f"Events read: {report['events']}"]
+    details = {"skipped": _ints(report["skipped"]), "invalid": _ints(report["invalid"])}
+    for name, n in outcomes.items():
+        reasons = ", ".join(f"{k} {v}" for k, v in details.get(name, {}).items() if v)
+        lines.append(f"  {name:<10} {n:>8}" + (f"  ({reasons})" if reasons else ""))
+    if report["late_processed"]:
+        lines.append(f"  late events processed: {report['late_processed']}")
+    partitions = report["partitions"]
+    assert isinstance(partitions, dict)  # noqa: S101 - built by Tally.report
+    lines.append("Partitions: " + (", ".join(f"{p} {sum(c.values())}" for p, c in partitions.items()) or "none"))
+    rules = report["rules"]
+    assert isinstance(rules, dict)  # noqa: S101
+    lines.append("Rules:" if rules else "Rules: none matched")
+    width = max((len(name) for name in rules), default=0)
+    for name, entry in rules.items():
+        actions = "; ".join(
+            f"{action_type} " + ", ".join(f"{fate} {n}" for fate, n in fates.items())
+            for action_type, fates in entry["actions"].items()
+        )
+        lines.append(f"  {name:<{width}}  matched {entry['matched']:>6}" + (f"  {actions}" if actions else ""))
+    evictions = {k: v for k, v in _ints(report["evictions"]).items() if v}
+    if evictions:
+        lines.append("Memory caps reached: " + ", ".join(f"{k} {v}" for k, v in evictions.items()))
+    return lines
+
+
+def _ints(value: object) -> dict[str, int]:
+    assert isinstance(value, dict)  # noqa: S101 - built by Tally.report
+    return value
+
+
+def _partition_order(item: tuple[str, object]) -> tuple[int, int | str]:
+    """Numeric partition ids in numeric order, others after them."""
+    name = item[0]
+    return (0, int(name)) if name.isdigit() else (1, name)

@@ -1,0 +1,275 @@
+"""The processing of one partition, without I/O: decode, guard, dedupe, reorder, evaluate, account.
+
+A :class:`PartitionFlow` is fed the partition's messages in read order and hands back
+:class:`Work`: matched events with their planned actions, released in per-subject order. The
+caller runs the actions (one subject's in order) and reports each work item finished; everything
+else (invalid, skipped, unmatched) is finished inside. The flow tracks the checkpoint position and
+the small state to persist beside it, so that after a restart from that checkpoint nothing
+finished is done again and nothing unfinished is lost.
+
+The live worker and the replay share this class; they differ only in where messages come from and
+in who passes the time (:meth:`PartitionFlow.release_idle`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+
+from worker.accounting import Fate, Skip, Tally
+from worker.actions.base import PlannedAction
+from worker.bounded import RecentMap, RecentSet
+from worker.errors import WorkerError
+from worker.events import Event, InvalidEvent, Message, Position, decode
+from worker.ordering import ReorderBuffer, SequencerKey, Sequencers
+from worker.positions import PositionTracker, Ticket
+from worker.rules import Outcome, RulesTable
+
+
+class LatePolicy(enum.StrEnum):
+    """What happens to an event whose subject has already seen a later one."""
+
+    SKIP = "skip"  # skip it and count it (the default)
+    PROCESS = "process"  # evaluate it anyway; its actions are marked late
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    """Ordering, dedupe and memory caps of one partition."""
+
+    #: Seconds of enqueued time an event waits for earlier events of its subject.
+    window: float = 5.0
+    late: LatePolicy = LatePolicy.SKIP
+    #: Events held in the reorder buffer; past it the earliest leaves early (counted).
+    max_buffered: int = 10_000
+    #: Subjects whose last sequencer is remembered, to recognise late events.
+    max_subjects: int = 100_000
+    #: Event ids remembered, to recognise duplicates.
+    max_ids: int = 100_000
+    sequencers: Sequencers = field(default_factory=Sequencers)
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A matched event released from the buffer, with the actions its rules ask for."""
+
+    event: Event
+    actions: tuple[PlannedAction, ...]
+    subject: str
+    key: SequencerKey
+    late: bool
+    ticket: Ticket
+
+
+class StateError(WorkerError):
+    """Persisted pipeline state that cannot be read."""
+
+
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """What to persist beside a partition's checkpoint; only finished events appear in it."""
+
+    #: Per subject, the sequencer key of its last finished event.
+    last_keys: tuple[tuple[str, SequencerKey], ...] = ()
+    #: Ids of recently finished events, oldest first.
+    recent_ids: tuple[str, ...] = ()
+    #: Ids of events finished in messages beyond the checkpoint.
+    finished_beyond: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "version": _STATE_VERSION,
+                "last_keys": [[subject, list(key)] for subject, key in self.last_keys],
+                "recent_ids": self.recent_ids,
+                "finished_beyond": self.finished_beyond,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> PartitionState:
+        try:
+            raw = orjson.loads(data)
+            version = raw.get("version")
+            state = cls(
+                last_keys=tuple((str(s), _key(k)) for s, k in raw["last_keys"]),
+                recent_ids=tuple(str(i) for i in raw["recent_ids"]),
+                finished_beyond=tuple(str(i) for i in raw["finished_beyond"]),
+            )
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"{where}: the pipeline state is unreadable ({exc}); remove it to start afresh") from exc
+        if version != _STATE_VERSION:
+            raise StateError(f"{where}: unsupported pipeline state version {version!r} (expected {_STATE_VERSION})")
+        return state
+
+
+def _key(raw: object) -> SequencerKey:
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise ValueError(f"a sequencer key must be a list of 4, got {raw!r}")
+    kind, primary, sequence, index = raw
+    if type(kind) is not int or type(primary) not in (int, str) or type(sequence) is not int or type(index) is not int:
+        raise ValueError(f"bad sequencer key {raw!r}")
+    return (kind, primary, sequence, index)
+
+
+_Held = tuple[Event, Ticket, SequencerKey]
+
+
+class PartitionFlow:
+    """One partition's pipeline state machine. Not thread-safe; one task drives it."""
+
+    def __init__(
+        self,
+        partition_id: str,
+        table: RulesTable,
+        settings: FlowSettings | None = None,
+        *,
+        state: PartitionState | None = None,
+        checkpoint: Position | None = None,
+    ) -> None:
+        settings = settings or FlowSettings()
+        state = state or PartitionState()
+        self.partition_id = partition_id
+        #: The rules table in force; replace it to reload rules (applies to events not yet released).
+        self.table = table
+        self.settings = settings
+        self.tally = Tally()
+        self._buffer: ReorderBuffer[_Held] = ReorderBuffer(settings.window, settings.max_buffered)
+        self._tracker = PositionTracker(checkpoint)
+        remembered = (*state.recent_ids, *state.finished_beyond)
+        self._seen = RecentSet[str](settings.max_ids, remembered)
+        self._finished_ids = RecentSet[str](settings.max_ids, remembered)
+        self._released_last = RecentMap[str, SequencerKey](settings.max_subjects, state.last_keys)
+        self._finished_last = RecentMap[str, SequencerKey](settings.max_subjects, state.last_keys)
+        self._last_arrival: float | None = None
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def receive(self, message: Message, now: float | None = None) -> list[Work]:
+        """Take the partition's next message; return the work its arrival released."""
+        if now is not None:
+            self._last_arrival = now
+        decoded = decode(message)
+        ticket = self._tracker.open(message.position, len(decoded))
+        position = message.position
+        enqueued = None if position.enqueued_time is None else position.enqueued_time.timestamp()
+        table, tally, partition = self.table, self.tally, self.partition_id
+        released: list[_Held] = []
+        for item in decoded:
+            if isinstance(item, InvalidEvent):
+                tally.count_invalid(partition, item.error.reason)
+                self._tracker.finish(ticket)
+                continue
+            skip = None
+            if not table.admits_topic(item.topic):
+                skip = Skip.FOREIGN_TOPIC
+            elif not table.handles(item.type):
+                skip = Skip.UNHANDLED_TYPE
+            elif item.id in self._seen:
+                skip = Skip.DUPLICATE
+            if skip is not None:
+                tally.count_skip(partition, item.type, skip)
+                self._tracker.finish(ticket)
+                continue
+            self._seen.add(item.id)
+            key = self.settings.sequencers.key(item)
+            released += self._buffer.push((item, ticket, key), item.subject or "", key, enqueued)
+        return self._evaluate(released) if released else []
+
+    def release_idle(self, now: float) -> list[Work]:
+        """Release everything held if nothing arrived for the window (``now`` on the caller's clock)."""
+        last = self._last_arrival
+        if not self._buffer or last is None or now - last < self.settings.window:
+            return []
+        return self._evaluate(self._buffer.release_all())
+
+    def release_all(self) -> list[Work]:
+        """Release everything held: the source has ended."""
+        return self._evaluate(self._buffer.release_all())
+
+    def _evaluate(self, released: Iterable[_Held]) -> list[Work]:
+        out: list[Work] = []
+        table, tally, partition = self.table, self.tally, self.partition_id
+        late_policy = self.settings.late
+        for event, ticket, key in released:
+            subject = event.subject or ""
+            last = self._released_last.get(subject)
+            late = last is not None and key <= last
+            if late:
+                if late_policy is LatePolicy.SKIP:
+                    tally.count_skip(partition, event.type, Skip.LATE)
+                    self._finish(ticket, event.id, subject, None)
+                    continue
+                tally.late_processed += 1
+            else:
+                self._released_last[subject] = key
+            verdict = table.evaluate(event)
+            outcome = verdict.outcome
+            if outcome is Outcome.MATCHED:
+                tally.count(partition, event.type, Fate.MATCHED)
+                matches = tally.rule_matches
+                for rule in verdict.rules:
+                    matches[rule.name] += 1
+                actions = verdict.plan(event, late=late)
+                if actions:
+                    out.append(Work(event, actions, subject, key, late, ticket))
+                    continue
+            elif outcome is Outcome.UNMATCHED:
+                tally.count(partition, event.type, Fate.UNMATCHED)
+            else:  # the table was reloaded while the event waited
+                reason = Skip.FOREIGN_TOPIC if outcome is Outcome.FOREIGN_TOPIC else Skip.UNHANDLED_TYPE
+                tally.count_skip(partition, event.type, reason)
+            self._finish(ticket, event.id, subject, None if late else key)
+        return out
+
+    # --- finishing ----------------------------------------------------------------------------
+
+    def finish(self, work: Work) -> None:
+        """The work's actions are done or dead-lettered."""
+        self._finish(work.ticket, work.event.id, work.subject, None if work.late else work.key)
+
+    def _finish(self, ticket: Ticket, event_id: str, subject: str, key: SequencerKey | None) -> None:
+        self._tracker.finish(ticket, event_id)
+        self._finished_ids.add(event_id)
+        if key is not None:
+            last = self._finished_last.get(subject)
+            if last is None or key > last:
+                self._finished_last[subject] = key
+
+    # --- observing ----------------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Position | None:
+        """The highest position with every event at or below it finished."""
+        return self._tracker.checkpoint
+
+    @property
+    def open_messages(self) -> int:
+        """Messages read and not yet behind the checkpoint (held, in flight, or behind one that is)."""
+        return len(self._tracker)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def state(self) -> PartitionState:
+        """The state to persist beside :attr:`checkpoint`."""
+        return PartitionState(
+            last_keys=tuple(self._finished_last.items()),
+            recent_ids=tuple(self._finished_ids),
+            finished_beyond=tuple(self._tracker.finished_beyond()),
+        )
+
+    def counts(self) -> Tally:
+        """The partition's tally, with the memory caps' counts brought up to date."""
+        evictions = self.tally.evictions
+        evictions["reorder_buffer_released_early"] = self._buffer.forced
+        evictions["subjects_forgotten"] = self._released_last.evicted
+        evictions["ids_forgotten"] = self._seen.evicted
+        return self.tally

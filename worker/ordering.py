@@ -1,0 +1,151 @@
+"""Per-subject ordering: sequencer keys and the reorder buffer of one partition.
+
+Event Grid delivers at least once and in no guaranteed order. Within a partition, events wait in a
+reorder buffer, per subject, and leave it in sequencer order once the partition's watermark (the
+latest enqueued time seen, minus a window) has passed their own enqueued time. When an event
+ripens, the events of its subject with lower keys leave with it, in key order, since they must come
+first anyway. Pure: no I/O, no clock; the caller decides when a partition has been idle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final, Generic, TypeVar
+
+from worker.events import Event
+from worker.keys import MISSING, KeyPath, compile_key, lookup
+
+T = TypeVar("T")
+
+#: (kind, primary, sequence number, index in message). Kind 0 orders by event time (microseconds
+#: since the epoch), kind 1 by a sequencer string from the event; the Event Hubs sequence number
+#: and the index break ties, so two events of one partition never have equal keys.
+SequencerKey = tuple[int, int | str, int, int]
+
+BY_TIME: Final = 0
+BY_SEQUENCER: Final = 1
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Sequencers:
+    """Where each event type keeps its sequencer: a filter-style key (``data.sequencer``) per type.
+
+    Types not listed (all Azure ML events: they carry none) order by event time, then by Event Hubs
+    sequence number. Sequencer values are compared as strings; an event of a listed type without a
+    string at its key falls back to time order.
+    """
+
+    keys: Mapping[str, str] = field(default_factory=dict)
+    _paths: dict[str, KeyPath] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for event_type, key in self.keys.items():
+            path = compile_key(key)
+            if path is None:
+                raise ValueError(f"sequencer key {key!r} for event type {event_type!r} is not a dot path")
+            self._paths[event_type.casefold()] = path
+
+    def key(self, event: Event) -> SequencerKey:
+        position = event.message.position
+        sequence = position.sequence_number or 0
+        if self._paths:
+            path = self._paths.get(event.type.casefold())
+            if path is not None:
+                value = lookup(event.envelope, path)
+                if value is not MISSING and type(value) is str:
+                    return (BY_SEQUENCER, value, sequence, event.index)
+        moment = event.time or position.enqueued_time
+        micros = 0 if moment is None else (moment - _EPOCH) // _MICROSECOND
+        return (BY_TIME, micros, sequence, event.index)
+
+
+@dataclass(slots=True)
+class _Subject(Generic[T]):
+    heap: list[tuple[SequencerKey, int, T]] = field(default_factory=list)
+
+
+class ReorderBuffer(Generic[T]):
+    """Items held per subject, released in key order as the watermark passes them.
+
+    ``window`` is in seconds, like the enqueued times passed to :meth:`push` (POSIX timestamps).
+    ``capacity`` bounds the items held: past it the earliest item is released early, which
+    :attr:`forced` counts.
+    """
+
+    __slots__ = ("_live", "_ripening", "_serial", "_subjects", "capacity", "forced", "high", "window")
+
+    def __init__(self, window: float, capacity: int) -> None:
+        if window < 0:
+            raise ValueError(f"window must not be negative, got {window}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.window = window
+        self.capacity = capacity
+        #: The latest enqueued time seen.
+        self.high = float("-inf")
+        self.forced = 0
+        self._serial = 0
+        self._subjects: dict[str, _Subject[T]] = {}
+        self._ripening: list[tuple[float, int, str, SequencerKey]] = []
+        self._live: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def push(self, item: T, subject: str, key: SequencerKey, enqueued: float | None) -> list[T]:
+        """Hold ``item``; return the items released by its arrival, in release order."""
+        if enqueued is None:
+            enqueued = self.high
+        elif enqueued > self.high:
+            self.high = enqueued
+        serial = self._serial = self._serial + 1
+        state = self._subjects.get(subject)
+        if state is None:
+            state = self._subjects[subject] = _Subject()
+        heapq.heappush(state.heap, (key, serial, item))
+        heapq.heappush(self._ripening, (enqueued, serial, subject, key))
+        self._live.add(serial)
+        released: list[T] = []
+        self._release_ripe(self.high - self.window, released)
+        while len(self._live) > self.capacity:
+            self.forced += 1
+            self._release_first(released)
+        return released
+
+    def release_all(self) -> list[T]:
+        """Release everything held (the partition went idle, or the source ended)."""
+        released: list[T] = []
+        while self._live:
+            self._release_first(released)
+        return released
+
+    def _release_ripe(self, watermark: float, out: list[T]) -> None:
+        ripening, live = self._ripening, self._live
+        while ripening:
+            if ripening[0][1] not in live:
+                heapq.heappop(ripening)  # released earlier, with a later key of its subject
+            elif ripening[0][0] <= watermark:
+                self._release_first(out)
+            else:
+                return
+
+    def _release_first(self, out: list[T]) -> None:
+        """Release the earliest-enqueued item still held, with its subject's lower keys."""
+        ripening, live = self._ripening, self._live
+        while ripening:
+            _, serial, subject, key = heapq.heappop(ripening)
+            if serial not in live:
+                continue
+            heap = self._subjects[subject].heap
+            while heap and heap[0][0] <= key:
+                _, released_serial, item = heapq.heappop(heap)
+                live.discard(released_serial)
+                out.append(item)
+            if not heap:
+                del self._subjects[subject]
+            return

@@ -1,0 +1,124 @@
+"""The async driver of one partition's flow: runs released work, one subject at a time, bounded.
+
+Different subjects proceed concurrently, up to ``concurrency`` actions at once; one subject's work
+runs in its release order. Reading waits while ``max_open`` messages are ahead of the checkpoint,
+so memory stays bounded when an action is slow. Use as an async context manager: leaving it waits
+for all work to finish, and a fatal error (a dead letter that cannot be written) cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from worker.accounting import ActionFate
+from worker.actions.runner import ActionRunner
+from worker.events import Message
+from worker.flow import PartitionFlow, Work
+
+
+@dataclass(frozen=True, slots=True)
+class DriveSettings:
+    #: Actions running at once in a partition.
+    concurrency: int = 16
+    #: Messages read ahead of the checkpoint before reading waits.
+    max_open: int = 20_000
+
+
+class PartitionPipeline:
+    def __init__(self, flow: PartitionFlow, runner: ActionRunner | None, settings: DriveSettings | None = None) -> None:
+        """``runner`` None is a dry run: actions are counted as planned, never executed."""
+        self.flow = flow
+        self._runner = runner
+        self._settings = settings or DriveSettings()
+        self._slots = asyncio.Semaphore(self._settings.concurrency)
+        self._queues: dict[str, deque[Work]] = {}
+        self._progress = asyncio.Event()
+        self._tasks = asyncio.TaskGroup()
+
+    async def __aenter__(self) -> PartitionPipeline:
+        await self._tasks.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self._tasks.__aexit__(kind, error, traceback)
+
+    @property
+    def in_flight(self) -> int:
+        """Work items released and not finished."""
+        return sum(len(q) for q in self._queues.values())
+
+    async def feed(self, message: Message, now: float | None = None) -> None:
+        """Take the partition's next message; waits while too much is ahead of the checkpoint."""
+        flow = self.flow
+        while flow.open_messages >= self._settings.max_open:
+            if not self._queues:
+                # Everything unfinished is held in the reorder buffer: let it go rather than wait.
+                self._submit(flow.release_all())
+                if not self._queues:
+                    break
+                continue
+            self._progress.clear()
+            await self._progress.wait()
+        self._submit(flow.receive(message, now))
+
+    async def feed_many(self, messages: Iterable[Message], now: float | None = None) -> None:
+        """:meth:`feed` for a batch of messages, waiting only when too much is ahead of the checkpoint."""
+        flow, limit, submit = self.flow, self._settings.max_open, self._submit
+        for message in messages:
+            if flow.open_messages >= limit:
+                await self.feed(message, now)
+            else:
+                submit(flow.receive(message, now))
+
+    def tick(self, now: float) -> None:
+        """Release the buffer if the partition has been idle for the window."""
+        self._submit(self.flow.release_idle(now))
+
+    async def finish(self) -> None:
+        """The source has ended: release everything held and wait until all work is done."""
+        self._submit(self.flow.release_all())
+        while self._queues:
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _submit(self, released: list[Work]) -> None:
+        if not released:
+            return
+        runner, flow = self._runner, self.flow
+        for work in released:
+            if runner is None:
+                count = flow.tally.count_action
+                for action in work.actions:
+                    count(action.rule, action.spec.type, ActionFate.PLANNED)
+                flow.finish(work)
+                continue
+            queue = self._queues.get(work.subject)
+            if queue is not None:
+                queue.append(work)
+                continue
+            queue = self._queues[work.subject] = deque((work,))
+            self._tasks.create_task(self._run_subject(work.subject, queue, runner))
+
+    async def _run_subject(self, subject: str, queue: deque[Work], runner: ActionRunner) -> None:
+        flow = self.flow
+        count = flow.tally.count_action
+        try:
+            while queue:
+                work = queue[0]
+                async with self._slots:
+                    for action in work.actions:
+                        fate = await runner.run(action)
+                        count(action.rule, action.spec.type, fate)
+                flow.finish(work)
+                queue.popleft()
+                self._progress.set()
+        finally:
+            if self._queues.get(subject) is queue:
+                del self._queues[subject]
+            self._progress.set()

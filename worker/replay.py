@@ -1,0 +1,114 @@
+"""Offline replay: Event Hubs Capture files through the same pipeline as the live worker.
+
+Each partition's files are read in order, in batches on a worker thread (reading never blocks the
+actions running on the event loop), fed to that partition's flow, and its actions run or, in a
+dry run, only counted. The watermark comes from the events' enqueued times, so a replay is
+deterministic and never waits on the wall clock. Memory stays bounded: files are streamed and
+the flow's buffers are capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from tqdm import tqdm
+
+from worker.accounting import Tally
+from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
+from worker.events import Message
+from worker.flow import FlowSettings, PartitionFlow
+from worker.pipeline import DriveSettings, PartitionPipeline
+from worker.rules import RulesTable
+from worker.sources import CaptureFile, Plan
+
+log = structlog.get_logger("worker.replay")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySettings:
+    dry_run: bool = False
+    flow: FlowSettings = field(default_factory=FlowSettings)
+    drive: DriveSettings = field(default_factory=DriveSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    dead_letters: Path = Path("dead-letters")
+    #: Messages read per hand-over from the reading thread.
+    batch: int = 2_000
+
+
+class Progress(Protocol):
+    def file_done(self, file: CaptureFile, events_read: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BarProgress:
+    """A progress bar over the bytes of the files, on a terminal."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self._bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, file=sys.stderr, desc="replay")
+
+    def file_done(self, file: CaptureFile, events_read: int) -> None:
+        self._bar.update(file.size or 0)
+        self._bar.set_postfix(events=events_read, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class LogProgress:
+    """A log line per file, and at most one every ``interval`` seconds for small files."""
+
+    def __init__(self, files: int, interval: float = 5.0) -> None:
+        self._files, self._done, self._interval, self._last = files, 0, interval, float("-inf")
+
+    def file_done(self, file: CaptureFile, events_read: int) -> None:
+        self._done += 1
+        now = time.monotonic()
+        if now - self._last >= self._interval or self._done == self._files:
+            self._last = now
+            log.info("replay.progress", files_done=self._done, files=self._files, file=file.name, events=events_read)
+
+    def close(self) -> None:
+        return None
+
+
+def progress_for(plan: Plan) -> Progress:
+    """A bar on a terminal, log lines otherwise."""
+    if sys.stderr.isatty():
+        return BarProgress(plan.total_bytes)
+    return LogProgress(sum(len(files) for files in plan.partitions.values()))
+
+
+async def replay(plan: Plan, table: RulesTable, settings: ReplaySettings, progress: Progress) -> Tally:
+    """Replay every partition of ``plan``; return the counts of the whole run."""
+    total = Tally()
+    runner = None if settings.dry_run else ActionRunner(DeadLetterDirectory(settings.dead_letters), settings.retry)
+    try:
+        for partition_id, files in plan.partitions.items():
+            flow = PartitionFlow(partition_id, table, settings.flow)
+            log.debug("replay.partition", partition_id=partition_id, files=len(files))
+            async with PartitionPipeline(flow, runner, settings.drive) as pipeline:
+                for file in files:
+                    messages = plan.messages(file)
+                    while batch := await asyncio.to_thread(_take, messages, settings.batch):
+                        await pipeline.feed_many(batch)
+                    progress.file_done(file, total.read + flow.tally.read)
+                await pipeline.finish()
+            total.add(flow.counts())
+    finally:
+        progress.close()
+        if runner is not None:
+            await runner.aclose()
+    return total
+
+
+def _take(messages: Iterator[Message], count: int) -> list[Message]:
+    return list(islice(messages, count))
