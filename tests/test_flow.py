@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import compile_ok
-from worker.accounting import Fate, Skip
+from worker.accounting import Fate, Skip, Tally
 from worker.actions import ActionSpec
 from worker.actions.log import LogParams
 from worker.events import Message, Position
@@ -31,7 +31,14 @@ def table(*, topics: tuple[str, ...] = (WORKSPACE,), rules: tuple[Rule, ...] | N
         rules = (
             Rule(
                 "runs",
-                compile_ok({"includedEventTypes": [RUN_COMPLETED], "not": {"subjectEndsWith": "/q"}}),
+                compile_ok(
+                    {
+                        "includedEventTypes": [RUN_COMPLETED],
+                        "not": {
+                            "advancedFilters": [{"operatorType": "BoolEquals", "key": "data.quiet", "value": True}]
+                        },
+                    }
+                ),
                 (LOG,),
             ),
         )
@@ -43,6 +50,8 @@ class Published:
     id: str
     subject: str
     time: datetime
+    #: No rule acts on a quiet event (it is unmatched).
+    quiet: bool = False
 
 
 def body(event: Published, *, topic: str = WORKSPACE, event_type: str = RUN_COMPLETED) -> bytes:
@@ -54,7 +63,7 @@ def body(event: Published, *, topic: str = WORKSPACE, event_type: str = RUN_COMP
                 "subject": event.subject,
                 "eventType": event_type,
                 "eventTime": event.time.isoformat(),
-                "data": {},
+                "data": {"quiet": event.quiet},
                 "dataVersion": "2",
             }
         ]
@@ -104,7 +113,7 @@ def test_the_partition_going_idle_releases_the_buffer():
         (b'{"a": 1}', Fate.INVALID, "not_an_event"),
         (body(Published("x", "s", T0), topic=WORKSPACE.replace("ws1", "ws2")), Fate.SKIPPED, Skip.FOREIGN_TOPIC),
         (body(Published("x", "s", T0), event_type="Other.Type"), Fate.SKIPPED, Skip.UNHANDLED_TYPE),
-        (body(Published("x", "s/q", T0)), Fate.UNMATCHED, None),
+        (body(Published("x", "s", T0, quiet=True)), Fate.UNMATCHED, None),
     ],
 )
 def test_what_is_not_acted_on_is_counted_and_finished_at_once(payload, fate, reason):
@@ -222,7 +231,8 @@ def streams(draw: st.DrawFn) -> tuple[float, list[tuple[datetime, bytes, str]]]:
     moment = T0
     for i in range(count):
         moment += timedelta(seconds=draw(st.sampled_from([0, 0.5, 1, 4])))
-        published.append(Published(f"id-{i}", f"runs/{draw(st.integers(0, 3))}", moment))
+        quiet = draw(st.integers(0, 3)) == 0
+        published.append(Published(f"id-{i}", f"runs/{draw(st.integers(0, 3))}", moment, quiet))
     deliveries = []
     for event in published:
         copies = 1 + draw(st.integers(0, 2)) * draw(st.booleans())
@@ -233,6 +243,14 @@ def streams(draw: st.DrawFn) -> tuple[float, list[tuple[datetime, bytes, str]]]:
             deliveries.append((event.time + delay, body(event), event.id))
     deliveries.sort(key=lambda d: d[0])
     return window, deliveries
+
+
+def _quiet(payload: bytes) -> bool:
+    return bool(orjson.loads(payload)[0]["data"]["quiet"])
+
+
+def _acted(deliveries: list[tuple[datetime, bytes, str]]) -> set[str]:
+    return {event_id for _, payload, event_id in deliveries if not _quiet(payload)}
 
 
 def _run(
@@ -280,7 +298,8 @@ def _run(
         sequence = first_sequence + step
         if event_id not in seen:
             seen.add(event_id)
-            unfinished_sequences[event_id] = sequence
+            if not _quiet(payload):  # the model follows the acted-on events; quiet ones finish inside
+                unfinished_sequences[event_id] = sequence
         release(flow.receive(message(sequence, enqueued, payload)))
         check()
         finish_some()
@@ -299,8 +318,9 @@ def test_any_arrival_order_within_the_window_keeps_subject_order_and_loses_nothi
     flow = PartitionFlow("0", table(), FlowSettings(window=window))
     finished, _ = _run(flow, deliveries, rng)
     unique = {event_id for _, _, event_id in deliveries}
+    acted = _acted(deliveries)
     # every event acted on exactly once
-    assert sorted(ids(finished)) == sorted(unique)
+    assert sorted(ids(finished)) == sorted(acted)
     # each subject released in sequencer order (finishing keeps it, so check the finished order)
     by_subject: dict[str, list[tuple[int, int | str, int, int]]] = defaultdict(list)
     for work in finished:
@@ -310,7 +330,8 @@ def test_any_arrival_order_within_the_window_keeps_subject_order_and_loses_nothi
     counts = flow.counts()
     assert counts.check() == []
     assert counts.read == len(deliveries)
-    assert counts.fates[Fate.MATCHED] == len(unique)
+    assert counts.fates[Fate.MATCHED] == len(acted)
+    assert counts.fates[Fate.UNMATCHED] == len(unique) - len(acted)
     assert counts.skipped == ({Skip.DUPLICATE: len(deliveries) - len(unique)} if len(deliveries) > len(unique) else {})
     assert flow.checkpoint is not None
     assert flow.checkpoint.sequence_number == len(deliveries) - 1
@@ -332,4 +353,30 @@ def test_a_restart_from_the_checkpoint_and_state_neither_repeats_nor_loses(strea
     after, _ = _run(restarted, deliveries[resume:], rng, first_sequence=resume, done=frozenset(ids(before)))
     done_before, done_after = ids(before), ids(after)
     assert not set(done_before) & set(done_after), "an action finished before the crash was repeated"
-    assert sorted(done_before + done_after) == sorted({event_id for _, _, event_id in deliveries})
+    assert sorted(done_before + done_after) == sorted(_acted(deliveries))
+
+
+def test_the_tally_check_names_what_does_not_add_up():
+    tally = Tally()
+    tally.read = 2
+    tally.count_skip("0", "T", Skip.LATE)
+    tally.count("0", "T", Fate.SKIPPED)  # a skip without its reason
+    tally.rule_matches["r"] = 1
+    problems = tally.check()
+    assert any("skip reasons" in p for p in problems)
+    assert any("a rule matched more events" in p for p in problems)
+    assert not any("events were read" in p for p in problems)
+    tally.read = 4
+    assert "outcomes add up to 2, but 4 events were read" in tally.check()
+
+
+def test_work_of_a_subject_must_finish_in_release_order():
+    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    first = flow.receive(message(1, T0, body(Published("a", "s", T0))))
+    second = flow.receive(message(2, T0, body(Published("b", "s", T0 + timedelta(seconds=1)))))
+    with pytest.raises(ValueError, match="out of its release order"):
+        flow.finish(second[0])
+    flow.finish(first[0])
+    flow.finish(second[0])
+    assert flow.checkpoint is not None
+    assert flow.checkpoint.sequence_number == 2

@@ -263,3 +263,38 @@ def test_a_blob_container_replays_like_a_directory(tmp_path: Path, azurite: Azur
     assert remote == local  # the prefix leaves out the blob under elsewhere/
     assert remote["events"] == 80
     assert remote["skipped"]["duplicate"] == 20
+
+
+@pytest.mark.parametrize("by_sequencer", [False, True])
+def test_a_configured_sequencer_orders_a_subject_instead_of_time(tmp_path: Path, by_sequencer: bool) -> None:
+    blob_created = "Microsoft.Storage.BlobCreated"
+
+    def storage_event(number: int, sequencer: str, second: int) -> bytes:
+        event = {
+            "id": f"blob-{number}",
+            "topic": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a",
+            "subject": "/blobServices/default/containers/c/blobs/model.pkl",
+            "eventType": blob_created,
+            "eventTime": f"2026-11-01T09:00:0{second}Z",
+            "data": {"sequencer": sequencer},
+        }
+        return orjson.dumps([event])
+
+    # the later sequencer carries the earlier time (clocks differ; the sequencer is the truth)
+    source = capture(tmp_path / "capture", "0", [storage_event(1, "0000000B", 1), storage_event(2, "0000000A", 2)])
+    actions = tmp_path / "actions.jsonl"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"rules:\n  - name: blobs\n    actions: [{{type: file, path: {actions}}}]\n")
+    option = ["--sequencer", f"{blob_created}=data.sequencer"] if by_sequencer else []
+    code, _ = report_of(tmp_path, "--rules", str(rules), *option, str(source))
+    assert code == 0
+    order = [line["event_id"] for line in read_lines(actions)]
+    assert order == (["blob-2", "blob-1"] if by_sequencer else ["blob-1", "blob-2"])
+
+
+@pytest.mark.parametrize("value", ["no-equals", "=data.sequencer", "T=data..x"])
+def test_a_malformed_sequencer_option_is_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["replay", "--rules", str(EXAMPLES), "--sequencer", value, "x.avro"])
+    assert exited.value.code == 2
+    assert "is not TYPE=KEY" in capsys.readouterr().err

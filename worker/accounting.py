@@ -46,12 +46,13 @@ NO_TYPE = "(invalid)"
 class Tally:
     """Counts for one run; merge the tallies of several partitions with :meth:`add`."""
 
+    #: Events read (counted when read, apart from their outcomes, so that :meth:`check` means something).
     read: int = 0
-    fates: Counter[Fate] = field(default_factory=Counter)
+    #: Events per (partition, event type, fate): the one counter on the hot path; the views below
+    #: are derived from it.
+    counts: Counter[tuple[str, str, Fate]] = field(default_factory=Counter)
     skipped: Counter[Skip] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
-    by_partition: dict[str, Counter[Fate]] = field(default_factory=dict)
-    by_type: dict[str, Counter[Fate]] = field(default_factory=dict)
     #: Events each rule matched.
     rule_matches: Counter[str] = field(default_factory=Counter)
     #: Actions per (rule, action type, fate).
@@ -61,24 +62,36 @@ class Tally:
     #: Memory caps reached: what was forgotten or released early, by cap.
     evictions: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def fates(self) -> Counter[Fate]:
+        out: Counter[Fate] = Counter()
+        for (_, _, fate), n in self.counts.items():
+            out[fate] += n
+        return out
+
+    @property
+    def by_partition(self) -> dict[str, Counter[Fate]]:
+        return self._grouped(0)
+
+    @property
+    def by_type(self) -> dict[str, Counter[Fate]]:
+        return self._grouped(1)
+
+    def _grouped(self, part: int) -> dict[str, Counter[Fate]]:
+        out: dict[str, Counter[Fate]] = {}
+        for key, n in self.counts.items():
+            out.setdefault(key[part], Counter())[key[2]] += n
+        return out
+
     def count(self, partition: str, event_type: str, fate: Fate) -> None:
-        self.read += 1
-        self.fates[fate] += 1
-        per_partition = self.by_partition.get(partition)
-        if per_partition is None:
-            per_partition = self.by_partition[partition] = Counter()
-        per_partition[fate] += 1
-        per_type = self.by_type.get(event_type)
-        if per_type is None:
-            per_type = self.by_type[event_type] = Counter()
-        per_type[fate] += 1
+        self.counts[partition, event_type, fate] += 1
 
     def count_skip(self, partition: str, event_type: str, reason: Skip) -> None:
-        self.count(partition, event_type, Fate.SKIPPED)
+        self.counts[partition, event_type, Fate.SKIPPED] += 1
         self.skipped[reason] += 1
 
     def count_invalid(self, partition: str, reason: str) -> None:
-        self.count(partition, NO_TYPE, Fate.INVALID)
+        self.counts[partition, NO_TYPE, Fate.INVALID] += 1
         self.invalid[reason] += 1
 
     def count_action(self, rule: str, action_type: str, fate: ActionFate) -> None:
@@ -86,12 +99,9 @@ class Tally:
 
     def add(self, other: Tally) -> None:
         self.read += other.read
-        self.fates.update(other.fates)
+        self.counts.update(other.counts)
         self.skipped.update(other.skipped)
         self.invalid.update(other.invalid)
-        for mine, theirs in ((self.by_partition, other.by_partition), (self.by_type, other.by_type)):
-            for key, counts in theirs.items():
-                mine.setdefault(key, Counter()).update(counts)
         self.rule_matches.update(other.rule_matches)
         self.actions.update(other.actions)
         self.late_processed += other.late_processed
@@ -100,16 +110,17 @@ class Tally:
     def check(self) -> list[str]:
         """What does not add up; empty when every event read has exactly one outcome."""
         problems = []
-        total = sum(self.fates.values())
-        if total != self.read:
-            problems.append(f"outcomes add up to {total}, but {self.read} events were read")
-        if sum(self.skipped.values()) != self.fates[Fate.SKIPPED]:
+        fates, read = self.fates, self.read
+        if sum(fates.values()) != read:
+            problems.append(f"outcomes add up to {sum(fates.values())}, but {read} events were read")
+        if self.fates[Fate.MATCHED] < max(self.rule_matches.values(), default=0):
+            problems.append("a rule matched more events than were matched")
+        if sum(self.skipped.values()) != fates[Fate.SKIPPED]:
             problems.append("skip reasons do not add up to the skipped events")
-        if sum(self.invalid.values()) != self.fates[Fate.INVALID]:
+        if sum(self.invalid.values()) != fates[Fate.INVALID]:
             problems.append("invalid reasons do not add up to the invalid events")
-        for name, groups in (("partition", self.by_partition), ("event type", self.by_type)):
-            if sum(sum(c.values()) for c in groups.values()) != self.read:
-                problems.append(f"the counts per {name} do not add up to the events read")
+        if any(n < 0 for n in self.counts.values()):
+            problems.append("a count is negative")
         return problems
 
     def report(self) -> dict[str, object]:

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Final, Literal, cast
 import fastavro
 
 from worker.errors import CaptureError, WorkerError
-from worker.events import Message, Position
+from worker.events import Message, Position, new_message
 
 Codec = Literal["null", "deflate"]
 
@@ -130,9 +130,12 @@ def read_capture(stream: BinaryIO, *, partition_id: str, name: str) -> Iterator[
                     raise CaptureError(f"{name}: record {number}: EnqueuedTimeUtc: {exc}") from None
                 last_text = text
             enqueued = last_time
-        yield Message(
+        yield new_message(
             record["Body"] or b"",
-            Position(partition_id, record["Offset"], record["SequenceNumber"], enqueued),
+            partition_id,
+            record["Offset"],
+            record["SequenceNumber"],
+            enqueued,
             record["Properties"],
         )
 

@@ -20,7 +20,9 @@ from worker.accounting import summary
 from worker.errors import CaptureError, RulesError, SourceError
 from worker.events import InvalidEvent, decode_body
 from worker.flow import FlowSettings, LatePolicy
+from worker.keys import split_key
 from worker.log import configure as configure_logging
+from worker.ordering import Sequencers
 from worker.pipeline import DriveSettings
 from worker.replay import ReplaySettings, progress_for, replay
 from worker.rules import explain
@@ -145,9 +147,26 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--late", choices=[p.value for p in LatePolicy], default=LatePolicy.SKIP.value, help="late events"
     )
+    parser.add_argument(
+        "--sequencer",
+        action="append",
+        type=_sequencer,
+        metavar="TYPE=KEY",
+        help="order events of TYPE by the string at KEY (e.g. Microsoft.Storage.BlobCreated=data.sequencer); "
+        "default: event time, then sequence number (repeatable)",
+    )
     parser.add_argument("--concurrency", type=int, default=DriveSettings().concurrency, help="actions at once")
     parser.add_argument("--dead-letters", type=Path, default=Path("dead-letters"), metavar="DIR")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _sequencer(text: str) -> tuple[str, str]:
+    event_type, sep, key = text.partition("=")
+    if not sep or not event_type or split_key(key) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not TYPE=KEY, such as Microsoft.Storage.BlobCreated=data.sequencer"
+        )
+    return event_type, key
 
 
 def _moment(text: str) -> datetime:
@@ -163,7 +182,9 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     table = load_rules(paths_of(args.rules))
     settings = ReplaySettings(
         dry_run=args.dry_run,
-        flow=FlowSettings(window=args.window, late=LatePolicy(args.late)),
+        flow=FlowSettings(
+            window=args.window, late=LatePolicy(args.late), sequencers=Sequencers(dict(args.sequencer or ()))
+        ),
         drive=DriveSettings(concurrency=args.concurrency),
         dead_letters=args.dead_letters,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -94,6 +94,90 @@ class InvalidEvent:
 Decoded = Event | InvalidEvent
 
 
+# --- fast construction -----------------------------------------------------------------------------
+# A frozen dataclass's __init__ sets each field through object.__setattr__, which costs about as
+# much as parsing a small body. Readers and the decoder build these records once per event, so
+# they set the slots directly; the records stay frozen for everyone else.
+
+_new = object.__new__
+
+
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+_P_PARTITION, _P_OFFSET, _P_SEQUENCE, _P_ENQUEUED = _slot_setters(
+    Position, "partition_id", "offset", "sequence_number", "enqueued_time"
+)
+_M_BODY, _M_POSITION, _M_PROPERTIES = _slot_setters(Message, "body", "position", "properties")
+
+
+def new_message(
+    body: bytes,
+    partition_id: str,
+    offset: str | None,
+    sequence_number: int | None,
+    enqueued_time: datetime | None,
+    properties: Mapping[str, object],
+) -> Message:
+    """``Message(body, Position(...), properties)``, built faster, for readers of many messages."""
+    position = _new(Position)
+    _P_PARTITION(position, partition_id)
+    _P_OFFSET(position, offset)
+    _P_SEQUENCE(position, sequence_number)
+    _P_ENQUEUED(position, enqueued_time)
+    message = _new(Message)
+    _M_BODY(message, body)
+    _M_POSITION(message, position)
+    _M_PROPERTIES(message, properties)
+    return message
+
+
+(
+    _E_ID,
+    _E_TYPE,
+    _E_SUBJECT,
+    _E_TOPIC,
+    _E_TIME,
+    _E_DATA_VERSION,
+    _E_DATA,
+    _E_SCHEMA,
+    _E_ENVELOPE,
+    _E_MESSAGE,
+    _E_INDEX,
+) = _slot_setters(
+    Event, "id", "type", "subject", "topic", "time", "data_version", "data", "schema", "envelope", "message", "index"
+)
+
+
+def _new_event(
+    id: str,
+    type: str,
+    subject: str | None,
+    topic: str | None,
+    time: datetime | None,
+    data_version: str | None,
+    data: object,
+    schema: Schema,
+    envelope: Mapping[str, object],
+    message: Message,
+    index: int,
+) -> Event:
+    event = _new(Event)
+    _E_ID(event, id)
+    _E_TYPE(event, type)
+    _E_SUBJECT(event, subject)
+    _E_TOPIC(event, topic)
+    _E_TIME(event, time)
+    _E_DATA_VERSION(event, data_version)
+    _E_DATA(event, data)
+    _E_SCHEMA(event, schema)
+    _E_ENVELOPE(event, envelope)
+    _E_MESSAGE(event, message)
+    _E_INDEX(event, index)
+    return event
+
+
 def decode(message: Message) -> tuple[Decoded, ...]:
     """Decode every event in a message body. Never raises."""
     try:
@@ -173,6 +257,29 @@ def _event(message: Message, obj: object, index: int) -> Event:
             index=index,
         )
     if "eventType" in obj:
+        event_id, event_type, subject = obj.get("id"), obj["eventType"], obj.get("subject")
+        if (
+            type(event_id) is str
+            and type(event_type) is str
+            and type(subject) is str
+            and event_id
+            and event_type
+            and subject
+        ):
+            # The common case, checked inline; anything unusual takes the path below, which says what.
+            return _new_event(
+                event_id,
+                event_type,
+                subject,
+                _optional_str(obj, "topic", index),
+                _time(obj, "eventTime", index, required=True),
+                _optional_str(obj, "dataVersion", index),
+                obj.get("data"),
+                Schema.EVENT_GRID,
+                obj,
+                message,
+                index,
+            )
         return Event(
             id=_required_str(obj, "id", index),
             type=_required_str(obj, "eventType", index),

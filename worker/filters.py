@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from worker.events import Event
-from worker.keys import MISSING, compile_key, lookup, split_key
+from worker.keys import MISSING, compile_key, get_ignoring_case, lookup, split_key
 
 Path = tuple[str | int, ...]
 Report = Callable[[Path, str], None]
@@ -166,16 +166,21 @@ _SCALAR: Final = {Kind.NUMBER: as_number, Kind.STRING: _as_string_scalar, Kind.B
 # --- condition nodes -------------------------------------------------------------------------
 
 
+Test = Callable[[Event], bool]
+
+
 class Condition:
-    """A compiled condition. ``holds`` is the hot path; ``why_not`` explains a failure."""
+    """A compiled condition. ``test`` is the hot path: a closure specialised at compile time, with
+    no method dispatch and no attribute lookups per event; ``why_not`` explains a failure."""
 
-    __slots__ = ("label",)
+    __slots__ = ("label", "test")
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, test: Test) -> None:
         self.label = label
+        self.test = test
 
     def holds(self, event: Event) -> bool:
-        raise NotImplementedError
+        return self.test(event)
 
     def why_not(self, event: Event) -> str | None:
         """None when the condition holds; otherwise a sentence naming what failed."""
@@ -186,12 +191,16 @@ class EventTypeIn(Condition):
     __slots__ = ("folded", "names")
 
     def __init__(self, label: str, names: Sequence[str]) -> None:
-        super().__init__(label)
-        self.names = tuple(names)
-        self.folded = frozenset(n.casefold() for n in names)
+        folded = frozenset(n.casefold() for n in names)
+        exact = frozenset(names)
 
-    def holds(self, event: Event) -> bool:
-        return event.type.casefold() in self.folded
+        def test(event: Event) -> bool:
+            kind = event.type
+            return kind in exact or kind.casefold() in folded
+
+        super().__init__(label, test)
+        self.names = tuple(names)
+        self.folded = folded
 
     def why_not(self, event: Event) -> str | None:
         if self.holds(event):
@@ -203,18 +212,19 @@ class SubjectAffix(Condition):
     __slots__ = ("affix", "case_sensitive", "suffix")
 
     def __init__(self, label: str, affix: str, *, suffix: bool, case_sensitive: bool) -> None:
-        super().__init__(label)
-        self.affix = affix if case_sensitive else affix.casefold()
+        folded = affix if case_sensitive else affix.casefold()
+        check = str.endswith if suffix else str.startswith
+
+        def test(event: Event) -> bool:
+            subject = event.subject
+            if subject is None:
+                return False
+            return check(subject if case_sensitive else subject.casefold(), folded)
+
+        super().__init__(label, test)
+        self.affix = folded
         self.suffix = suffix
         self.case_sensitive = case_sensitive
-
-    def holds(self, event: Event) -> bool:
-        subject = event.subject
-        if subject is None:
-            return False
-        if not self.case_sensitive:
-            subject = subject.casefold()
-        return subject.endswith(self.affix) if self.suffix else subject.startswith(self.affix)
 
     def why_not(self, event: Event) -> str | None:
         if self.holds(event):
@@ -229,39 +239,51 @@ class SubjectAffix(Condition):
 class Advanced(Condition):
     """One advanced filter: ``operatorType`` applied to the value at ``key``."""
 
-    __slots__ = ("arrays", "element", "key", "negated", "on_missing", "path", "predicate", "presence", "scalar")
+    __slots__ = ("arrays", "key", "path")
 
     def __init__(self, label: str, spec: OperatorSpec, key: str, operand: object, *, arrays: bool) -> None:
-        super().__init__(label)
-        self.key = key
-        self.path = compile_key(key) or ((key, key),)
-        self.presence = spec.kind is Kind.PRESENCE
-        self.negated = spec.negated
-        self.on_missing = spec.on_missing
-        self.arrays = arrays
-        self.predicate = spec.build(operand)
-        self.element = _ELEMENT.get(spec.kind, _as_bool)
-        self.scalar = _SCALAR.get(spec.kind, _as_bool)
+        path = compile_key(key) or ((key, key),)
+        presence, negated, on_missing = spec.kind is Kind.PRESENCE, spec.negated, spec.on_missing
+        predicate = spec.build(operand)
+        element, scalar = _ELEMENT.get(spec.kind, _as_bool), _SCALAR.get(spec.kind, _as_bool)
+        strings = spec.kind is Kind.STRING
+        missing, ignoring_case = MISSING, get_ignoring_case
 
-    def holds(self, event: Event) -> bool:
-        value = lookup(event.envelope, self.path)
-        if value is MISSING or value is None:
-            return self.on_missing
-        if self.presence:
-            return not self.on_missing
-        if type(value) is list:
-            if not self.arrays:
+        def test(event: Event) -> bool:
+            # keys.lookup, inlined: this runs for every leaf of every candidate rule
+            value: Any = event.envelope
+            for member, variant in path:
+                if type(value) is not dict:
+                    return on_missing
+                found = value.get(member, missing)
+                if found is missing:
+                    found = value.get(variant, missing)
+                    if found is missing:
+                        found = ignoring_case(value, member)
+                        if found is missing:
+                            return on_missing
+                value = found
+            if value is None:
+                return on_missing
+            if presence:
+                return not on_missing
+            if type(value) is list:
+                if not arrays:
+                    return False
+                for item in value:
+                    normal = element(item)
+                    if normal is not None and predicate(normal):
+                        return not negated
+                return negated
+            normal = value.casefold() if strings and type(value) is str else scalar(value)
+            if normal is None:
                 return False
-            element, predicate = self.element, self.predicate
-            for item in value:
-                normal = element(item)
-                if normal is not None and predicate(normal):
-                    return not self.negated
-            return self.negated
-        normal = self.scalar(value)
-        if normal is None:
-            return False
-        return self.predicate(normal) != self.negated
+            return predicate(normal) != negated
+
+        super().__init__(label, test)
+        self.key = key
+        self.path = path
+        self.arrays = arrays
 
     def why_not(self, event: Event) -> str | None:
         if self.holds(event):
@@ -280,14 +302,21 @@ class AllOf(Condition):
     __slots__ = ("children",)
 
     def __init__(self, label: str, children: Sequence[Condition]) -> None:
-        super().__init__(label)
-        self.children = tuple(children)
+        tests = tuple(child.test for child in children)
+        if len(tests) == 1:
+            test = tests[0]
+        elif len(tests) == 2:
+            first, second = tests
 
-    def holds(self, event: Event) -> bool:
-        for child in self.children:
-            if not child.holds(event):
-                return False
-        return True
+            def test(event: Event) -> bool:
+                return first(event) and second(event)
+        else:
+
+            def test(event: Event) -> bool:
+                return all(t(event) for t in tests)
+
+        super().__init__(label, test)
+        self.children = tuple(children)
 
     def why_not(self, event: Event) -> str | None:
         for child in self.children:
@@ -301,14 +330,13 @@ class AnyOf(Condition):
     __slots__ = ("children",)
 
     def __init__(self, label: str, children: Sequence[Condition]) -> None:
-        super().__init__(label)
-        self.children = tuple(children)
+        tests = tuple(child.test for child in children)
 
-    def holds(self, event: Event) -> bool:
-        for child in self.children:
-            if child.holds(event):
-                return True
-        return False
+        def test(event: Event) -> bool:
+            return any(t(event) for t in tests)
+
+        super().__init__(label, test)
+        self.children = tuple(children)
 
     def why_not(self, event: Event) -> str | None:
         if self.holds(event):
@@ -321,11 +349,13 @@ class NotOf(Condition):
     __slots__ = ("child",)
 
     def __init__(self, label: str, child: Condition) -> None:
-        super().__init__(label)
-        self.child = child
+        inner = child.test
 
-    def holds(self, event: Event) -> bool:
-        return not self.child.holds(event)
+        def test(event: Event) -> bool:
+            return not inner(event)
+
+        super().__init__(label, test)
+        self.child = child
 
     def why_not(self, event: Event) -> str | None:
         if self.holds(event):

@@ -14,6 +14,7 @@ in who passes the time (:meth:`PartitionFlow.release_idle`).
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ from worker.errors import WorkerError
 from worker.events import Event, InvalidEvent, Message, Position, decode
 from worker.ordering import ReorderBuffer, SequencerKey, Sequencers
 from worker.positions import PositionTracker, Ticket
-from worker.rules import Outcome, RulesTable
+from worker.rules import Outcome, Rule, RulesTable
 
 
 class LatePolicy(enum.StrEnum):
@@ -57,11 +58,21 @@ class Work:
     """A matched event released from the buffer, with the actions its rules ask for."""
 
     event: Event
-    actions: tuple[PlannedAction, ...]
+    #: The matched rules that have actions, in table order.
+    rules: tuple[Rule, ...]
     subject: str
     key: SequencerKey
     late: bool
     ticket: Ticket
+    #: The subject's last released key before this event's release: what to persist for the subject
+    #: while this work is unfinished, so that a restart does not take it for a late event.
+    prior: SequencerKey | None = None
+
+    @property
+    def actions(self) -> tuple[PlannedAction, ...]:
+        """The actions to run, in rule order then action order (built on demand: a dry run only counts)."""
+        event, late = self.event, self.late
+        return tuple(PlannedAction(rule.name, spec, event, late) for rule in self.rules for spec in rule.actions)
 
 
 class StateError(WorkerError):
@@ -142,11 +153,10 @@ class PartitionFlow:
         self.tally = Tally()
         self._buffer: ReorderBuffer[_Held] = ReorderBuffer(settings.window, settings.max_buffered)
         self._tracker = PositionTracker(checkpoint)
-        remembered = (*state.recent_ids, *state.finished_beyond)
-        self._seen = RecentSet[str](settings.max_ids, remembered)
-        self._finished_ids = RecentSet[str](settings.max_ids, remembered)
+        self._seen = RecentSet[str](settings.max_ids, (*state.recent_ids, *state.finished_beyond))
         self._released_last = RecentMap[str, SequencerKey](settings.max_subjects, state.last_keys)
-        self._finished_last = RecentMap[str, SequencerKey](settings.max_subjects, state.last_keys)
+        #: Per subject, its released work not yet finished, in release (and finishing) order.
+        self._unfinished: dict[str, deque[Work]] = {}
         self._last_arrival: float | None = None
 
     # --- reading ------------------------------------------------------------------------------
@@ -156,6 +166,7 @@ class PartitionFlow:
         if now is not None:
             self._last_arrival = now
         decoded = decode(message)
+        self.tally.read += len(decoded)
         ticket = self._tracker.open(message.position, len(decoded))
         position = message.position
         enqueued = None if position.enqueued_time is None else position.enqueued_time.timestamp()
@@ -204,7 +215,7 @@ class PartitionFlow:
             if late:
                 if late_policy is LatePolicy.SKIP:
                     tally.count_skip(partition, event.type, Skip.LATE)
-                    self._finish(ticket, event.id, subject, None)
+                    self._tracker.finish(ticket, event.id)
                     continue
                 tally.late_processed += 1
             else:
@@ -216,31 +227,35 @@ class PartitionFlow:
                 matches = tally.rule_matches
                 for rule in verdict.rules:
                     matches[rule.name] += 1
-                actions = verdict.plan(event, late=late)
-                if actions:
-                    out.append(Work(event, actions, subject, key, late, ticket))
+                acting = tuple(rule for rule in verdict.rules if rule.actions)
+                if acting:
+                    work = Work(event, acting, subject, key, late, ticket, last)
+                    pending = self._unfinished.get(subject)
+                    if pending is None:
+                        self._unfinished[subject] = deque((work,))
+                    else:
+                        pending.append(work)
+                    out.append(work)
                     continue
             elif outcome is Outcome.UNMATCHED:
                 tally.count(partition, event.type, Fate.UNMATCHED)
             else:  # the table was reloaded while the event waited
                 reason = Skip.FOREIGN_TOPIC if outcome is Outcome.FOREIGN_TOPIC else Skip.UNHANDLED_TYPE
                 tally.count_skip(partition, event.type, reason)
-            self._finish(ticket, event.id, subject, None if late else key)
+            self._tracker.finish(ticket, event.id)
         return out
 
     # --- finishing ----------------------------------------------------------------------------
 
     def finish(self, work: Work) -> None:
-        """The work's actions are done or dead-lettered."""
-        self._finish(work.ticket, work.event.id, work.subject, None if work.late else work.key)
-
-    def _finish(self, ticket: Ticket, event_id: str, subject: str, key: SequencerKey | None) -> None:
-        self._tracker.finish(ticket, event_id)
-        self._finished_ids.add(event_id)
-        if key is not None:
-            last = self._finished_last.get(subject)
-            if last is None or key > last:
-                self._finished_last[subject] = key
+        """The work's actions are done or dead-lettered. A subject's work finishes in release order."""
+        pending = self._unfinished[work.subject]
+        if pending[0] is not work:
+            raise ValueError(f"work on subject {work.subject!r} finished out of its release order")
+        pending.popleft()
+        if not pending:
+            del self._unfinished[work.subject]
+        self._tracker.finish(work.ticket, work.event.id)
 
     # --- observing ----------------------------------------------------------------------------
 
@@ -259,10 +274,25 @@ class PartitionFlow:
         return len(self._buffer)
 
     def state(self) -> PartitionState:
-        """The state to persist beside :attr:`checkpoint`."""
+        """The state to persist beside :attr:`checkpoint`: only what finished events justify.
+
+        A subject with unfinished work keeps the key released before its first unfinished event, and
+        the ids of unfinished events (held or in flight) are left out, so that after a restart from
+        the checkpoint they are neither taken for late events nor for duplicates.
+        """
+        unfinished = self._unfinished
+        last_keys: list[tuple[str, SequencerKey]] = []
+        for subject, key in self._released_last.items():
+            pending = unfinished.get(subject)
+            if pending is None:
+                last_keys.append((subject, key))
+            elif (prior := pending[0].prior) is not None:
+                last_keys.append((subject, prior))
+        open_ids = {work.event.id for pending in unfinished.values() for work in pending}
+        open_ids.update(held[0].id for held in self._buffer.held())
         return PartitionState(
-            last_keys=tuple(self._finished_last.items()),
-            recent_ids=tuple(self._finished_ids),
+            last_keys=tuple(last_keys),
+            recent_ids=tuple(i for i in self._seen if i not in open_ids),
             finished_beyond=tuple(self._tracker.finished_beyond()),
         )
 

@@ -10,7 +10,7 @@ first anyway. Pure: no I/O, no clock; the caller decides when a partition has be
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, Generic, TypeVar
@@ -96,6 +96,12 @@ class ReorderBuffer(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._live)
+
+    def held(self) -> Iterator[T]:
+        """The items held, in no particular order."""
+        for state in self._subjects.values():
+            for _, _, item in state.heap:
+                yield item
 
     def push(self, item: T, subject: str, key: SequencerKey, enqueued: float | None) -> list[T]:
         """Hold ``item``; return the items released by its arrival, in release order."""

@@ -94,8 +94,9 @@ class PartitionPipeline:
         for work in released:
             if runner is None:
                 count = flow.tally.count_action
-                for action in work.actions:
-                    count(action.rule, action.spec.type, ActionFate.PLANNED)
+                for rule in work.rules:
+                    for spec in rule.actions:
+                        count(rule.name, spec.type, ActionFate.PLANNED)
                 flow.finish(work)
                 continue
             queue = self._queues.get(work.subject)
