@@ -46,8 +46,9 @@ class FlowSettings:
     late: LatePolicy = LatePolicy.SKIP
     #: Events held in the reorder buffer; past it the earliest leaves early (counted).
     max_buffered: int = 10_000
-    #: Subjects whose last sequencer is remembered, to recognise late events.
-    max_subjects: int = 100_000
+    #: Subjects whose last sequencer is remembered, to recognise late events (about 350 bytes each;
+    #: ordering within the window is the buffer's job, this only recognises stragglers).
+    max_subjects: int = 20_000
     #: Event ids remembered, to recognise duplicates.
     max_ids: int = 100_000
     sequencers: Sequencers = field(default_factory=Sequencers)
