@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -18,6 +18,7 @@ from typing import Final
 import orjson
 
 from worker.errors import BadField, DecodeError, MissingField, NotAnEvent, NotJson, NotUtf8
+from worker.records import slot_setters
 
 _BOM: Final = b"\xef\xbb\xbf"
 #: orjson reads an integer beyond 64 bits as a float, silently dropping digits. A run of 19 digits
@@ -94,22 +95,14 @@ class InvalidEvent:
 Decoded = Event | InvalidEvent
 
 
-# --- fast construction -----------------------------------------------------------------------------
-# A frozen dataclass's __init__ sets each field through object.__setattr__, which costs about as
-# much as parsing a small body. Readers and the decoder build these records once per event, so
-# they set the slots directly; the records stay frozen for everyone else.
+# --- fast construction (see worker.records) ------------------------------------------------------
 
 _new = object.__new__
 
-
-def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
-    return tuple(cls.__dict__[name].__set__ for name in names)
-
-
-_P_PARTITION, _P_OFFSET, _P_SEQUENCE, _P_ENQUEUED = _slot_setters(
+_P_PARTITION, _P_OFFSET, _P_SEQUENCE, _P_ENQUEUED = slot_setters(
     Position, "partition_id", "offset", "sequence_number", "enqueued_time"
 )
-_M_BODY, _M_POSITION, _M_PROPERTIES = _slot_setters(Message, "body", "position", "properties")
+_M_BODY, _M_POSITION, _M_PROPERTIES = slot_setters(Message, "body", "position", "properties")
 
 
 def new_message(
@@ -145,7 +138,7 @@ def new_message(
     _E_ENVELOPE,
     _E_MESSAGE,
     _E_INDEX,
-) = _slot_setters(
+) = slot_setters(
     Event, "id", "type", "subject", "topic", "time", "data_version", "data", "schema", "envelope", "message", "index"
 )
 

@@ -27,6 +27,7 @@ from worker.errors import WorkerError
 from worker.events import Event, InvalidEvent, Message, Position, decode
 from worker.ordering import ReorderBuffer, SequencerKey, Sequencers
 from worker.positions import PositionTracker, Ticket
+from worker.records import slot_setters
 from worker.rules import Outcome, Rule, RulesTable
 
 
@@ -74,6 +75,32 @@ class Work:
         """The actions to run, in rule order then action order (built on demand: a dry run only counts)."""
         event, late = self.event, self.late
         return tuple(PlannedAction(rule.name, spec, event, late) for rule in self.rules for spec in rule.actions)
+
+
+_W_EVENT, _W_RULES, _W_SUBJECT, _W_KEY, _W_LATE, _W_TICKET, _W_PRIOR = slot_setters(
+    Work, "event", "rules", "subject", "key", "late", "ticket", "prior"
+)
+
+
+def _new_work(
+    event: Event,
+    rules: tuple[Rule, ...],
+    subject: str,
+    key: SequencerKey,
+    late: bool,
+    ticket: Ticket,
+    prior: SequencerKey | None,
+) -> Work:
+    """``Work(...)``, built faster (see :mod:`worker.records`)."""
+    work = object.__new__(Work)
+    _W_EVENT(work, event)
+    _W_RULES(work, rules)
+    _W_SUBJECT(work, subject)
+    _W_KEY(work, key)
+    _W_LATE(work, late)
+    _W_TICKET(work, ticket)
+    _W_PRIOR(work, prior)
+    return work
 
 
 class StateError(WorkerError):
@@ -172,6 +199,7 @@ class PartitionFlow:
         position = message.position
         enqueued = None if position.enqueued_time is None else position.enqueued_time.timestamp()
         table, tally, partition = self.table, self.tally, self.partition_id
+        sequencer_key = self.settings.sequencers.key
         released: list[_Held] = []
         for item in decoded:
             if isinstance(item, InvalidEvent):
@@ -190,7 +218,7 @@ class PartitionFlow:
                 self._tracker.finish(ticket)
                 continue
             self._seen.add(item.id)
-            key = self.settings.sequencers.key(item)
+            key = sequencer_key(item)
             released += self._buffer.push((item, ticket, key), item.subject or "", key, enqueued)
         return self._evaluate(released) if released else []
 
@@ -228,9 +256,9 @@ class PartitionFlow:
                 matches = tally.rule_matches
                 for rule in verdict.rules:
                     matches[rule.name] += 1
-                acting = tuple(rule for rule in verdict.rules if rule.actions)
+                acting = tuple([rule for rule in verdict.rules if rule.actions])
                 if acting:
-                    work = Work(event, acting, subject, key, late, ticket, last)
+                    work = _new_work(event, acting, subject, key, late, ticket, last)
                     pending = self._unfinished.get(subject)
                     if pending is None:
                         self._unfinished[subject] = deque((work,))

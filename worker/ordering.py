@@ -64,11 +64,6 @@ class Sequencers:
         return (BY_TIME, micros, sequence, event.index)
 
 
-@dataclass(slots=True)
-class _Subject(Generic[T]):
-    heap: list[tuple[SequencerKey, int, T]] = field(default_factory=list)
-
-
 class ReorderBuffer(Generic[T]):
     """Items held per subject, released in key order as the watermark passes them.
 
@@ -90,7 +85,8 @@ class ReorderBuffer(Generic[T]):
         self.high = float("-inf")
         self.forced = 0
         self._serial = 0
-        self._subjects: dict[str, _Subject[T]] = {}
+        #: Per subject, a heap of (key, serial, item).
+        self._subjects: dict[str, list[tuple[SequencerKey, int, T]]] = {}
         self._ripening: list[tuple[float, int, str, SequencerKey]] = []
         self._live: set[int] = set()
 
@@ -99,8 +95,8 @@ class ReorderBuffer(Generic[T]):
 
     def held(self) -> Iterator[T]:
         """The items held, in no particular order."""
-        for state in self._subjects.values():
-            for _, _, item in state.heap:
+        for heap in self._subjects.values():
+            for _, _, item in heap:
                 yield item
 
     def push(self, item: T, subject: str, key: SequencerKey, enqueued: float | None) -> list[T]:
@@ -110,10 +106,11 @@ class ReorderBuffer(Generic[T]):
         elif enqueued > self.high:
             self.high = enqueued
         serial = self._serial = self._serial + 1
-        state = self._subjects.get(subject)
-        if state is None:
-            state = self._subjects[subject] = _Subject()
-        heapq.heappush(state.heap, (key, serial, item))
+        heap = self._subjects.get(subject)
+        if heap is None:
+            self._subjects[subject] = [(key, serial, item)]
+        else:
+            heapq.heappush(heap, (key, serial, item))
         heapq.heappush(self._ripening, (enqueued, serial, subject, key))
         self._live.add(serial)
         released: list[T] = []
@@ -147,7 +144,7 @@ class ReorderBuffer(Generic[T]):
             _, serial, subject, key = heapq.heappop(ripening)
             if serial not in live:
                 continue
-            heap = self._subjects[subject].heap
+            heap = self._subjects[subject]
             while heap and heap[0][0] <= key:
                 _, released_serial, item = heapq.heappop(heap)
                 live.discard(released_serial)
