@@ -6,12 +6,13 @@ Events come from the project's generator, delivered the way Event Grid delivers 
 some twice), keyed by subject onto two partitions, and written in one-minute capture windows under
 the default path layout ``{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}.avro``.
 A few messages from another workspace, in the CloudEvents schema, and one malformed body are mixed
-in, so a replay shows every outcome. The output is deterministic for a given seed.
+in, so a replay shows every outcome (late events included). The records are the same for a given seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import zlib
@@ -44,6 +45,7 @@ def main() -> None:
     )
     ordered = sorted(events, key=lambda e: str(e.get("eventTime") or e.get("time")))
     deliveries = list(mlevents.deliveries(ordered, shuffle=6, duplicates=0.05, seed=args.seed))
+    _straggle(deliveries, rng)
 
     partitions: dict[str, list[Message]] = {str(p): [] for p in range(PARTITIONS)}
     for delivery in deliveries:
@@ -64,7 +66,23 @@ def main() -> None:
             with path.open("wb") as stream:
                 write_capture(stream, chunk, codec="deflate" if partition == "1" else "null")
             files += 1
-    print(f"wrote {sum(map(len, partitions.values()))} messages in {files} files under {args.out}")
+    where = os.path.relpath(args.out)
+    print(f"wrote {sum(map(len, partitions.values()))} messages in {files} files under {where}")
+
+
+def _straggle(deliveries: list[mlevents.Delivery], rng: random.Random, count: int = 3) -> None:
+    """Hold back a few events well past the reorder window, behind a later event of their subject:
+    a replay counts them as late."""
+    subjects = [_subject(d.body) for d in deliveries]
+    moved = 0
+    for index in rng.sample(range(len(deliveries) // 2), len(deliveries) // 2):
+        later = [j for j in range(index + 1, len(deliveries)) if subjects[j] == subjects[index]]
+        if moved == count or not later or later[0] + 40 >= len(deliveries):
+            continue
+        target = later[0] + 40  # about 40 seconds after the later event of its subject
+        deliveries.insert(target, deliveries.pop(index))
+        subjects.insert(target, subjects.pop(index))
+        moved += 1
 
 
 def _subject(body: bytes) -> str:
