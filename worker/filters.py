@@ -187,6 +187,22 @@ class Condition:
         raise NotImplementedError
 
 
+class Always(Condition):
+    """An empty filter: every event passes."""
+
+    __slots__ = ()
+
+    def __init__(self, label: str) -> None:
+        super().__init__(label, _always)
+
+    def why_not(self, event: Event) -> str | None:
+        return None
+
+
+def _always(_event: Event) -> bool:
+    return True
+
+
 class EventTypeIn(Condition):
     __slots__ = ("folded", "names")
 
@@ -313,7 +329,10 @@ class AllOf(Condition):
         else:
 
             def test(event: Event) -> bool:
-                return all(t(event) for t in tests)
+                for t in tests:
+                    if not t(event):
+                        return False
+                return True
 
         super().__init__(label, test)
         self.children = tuple(children)
@@ -333,7 +352,10 @@ class AnyOf(Condition):
         tests = tuple(child.test for child in children)
 
         def test(event: Event) -> bool:
-            return any(t(event) for t in tests)
+            for t in tests:
+                if t(event):
+                    return True
+            return False
 
         super().__init__(label, test)
         self.children = tuple(children)
@@ -376,6 +398,8 @@ class CompiledFilter:
     """A rule's filter, with what the rules index needs to know about it."""
 
     condition: Condition
+    #: ``condition`` without the event types and subject prefix that the rules index enforces.
+    residual: Condition
     #: Case-folded event types the filter admits, or None for every type.
     event_types: frozenset[str] | None
     subject_prefix: str
@@ -411,19 +435,28 @@ def compile_filter(raw: object, at: Path, report: Report) -> CompiledFilter | No
     if not isinstance(raw, dict):
         report(at, f"'filter' must be a mapping (an Event Grid filter object), got {_type_name(raw)}")
         return None
-    condition = _filter_object(raw, at, counting, case_sensitive=False, arrays=False)
-    if problems or condition is None:
+    parts = _filter_parts(raw, at, counting, case_sensitive=False, arrays=False)
+    if problems:
         return None
+    # The rules index already selects by the top-level event types and subject prefix: the rest is
+    # what evaluation still has to test.
+    residual = [p for p in parts if not _indexed(p)]
     types = _included_types(raw)
     prefix = raw.get("subjectBeginsWith") or ""
     case_sensitive = raw.get("isSubjectCaseSensitive") is True
     return CompiledFilter(
-        condition=condition,
+        condition=_all_of(parts, at),
+        residual=_all_of(residual, at),
         event_types=None if types is None else frozenset(t.casefold() for t in types),
         subject_prefix=prefix if case_sensitive else prefix.casefold(),
         prefix_case_sensitive=case_sensitive,
         event_type_names=tuple(types or ()),
     )
+
+
+def _indexed(part: Condition) -> bool:
+    """Whether the rules index enforces this top-level part of a filter."""
+    return isinstance(part, EventTypeIn) or (isinstance(part, SubjectAffix) and not part.suffix)
 
 
 def _included_types(raw: Mapping[str, object]) -> list[str] | None:
@@ -436,6 +469,19 @@ def _included_types(raw: Mapping[str, object]) -> list[str] | None:
 def _filter_object(
     raw: Mapping[str, object], at: Path, report: Report, *, case_sensitive: bool, arrays: bool
 ) -> Condition | None:
+    parts = _filter_parts(raw, at, report, case_sensitive=case_sensitive, arrays=arrays)
+    return _all_of(parts, at)
+
+
+def _all_of(parts: Sequence[Condition], at: Path) -> Condition:
+    if not parts:
+        return Always(_where(at, None) or "filter")
+    return parts[0] if len(parts) == 1 else AllOf(_where(at, None) or "filter", parts)
+
+
+def _filter_parts(
+    raw: Mapping[str, object], at: Path, report: Report, *, case_sensitive: bool, arrays: bool
+) -> list[Condition]:
     _check_keys(raw, FILTER_KEYS, at, report, what="filter")
     case_sensitive = _optional_bool(raw, "isSubjectCaseSensitive", at, report, case_sensitive)
     arrays = _optional_bool(raw, "enableAdvancedFilteringOnArrays", at, report, arrays)
@@ -498,8 +544,7 @@ def _filter_object(
         child = _condition(raw["not"], (*at, "not"), report, case_sensitive=case_sensitive, arrays=arrays)
         if child is not None:
             parts.append(NotOf(_where(at, "not"), child))
-
-    return parts[0] if len(parts) == 1 else AllOf(_where(at, None) or "filter", parts)
+    return parts
 
 
 def _condition(raw: object, at: Path, report: Report, *, case_sensitive: bool, arrays: bool) -> Condition | None:

@@ -72,7 +72,7 @@ class _PrefixIndex:
         exact: dict[str, list[_Entry]] = defaultdict(list)
         for i in positions:
             rule = rules[i]
-            entry = (i, rule.filter.condition.test, rule)
+            entry = (i, rule.filter.residual.test, rule)
             prefix = rule.filter.subject_prefix
             if not prefix:
                 always.append(entry)
