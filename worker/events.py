@@ -236,55 +236,32 @@ def _event(message: Message, obj: object, index: int) -> Event:
         spec = obj["specversion"]
         if spec != "1.0":
             raise BadField(f"event #{index}: specversion {spec!r} is not supported (expected '1.0')")
-        return Event(
-            id=_required_str(obj, "id", index),
-            type=_required_str(obj, "type", index),
-            subject=_optional_str(obj, "subject", index),
-            topic=_required_str(obj, "source", index),
-            time=_time(obj, "time", index, required=False),
-            data_version=_optional_str(obj, "dataversion", index),
-            data=obj.get("data"),
-            schema=Schema.CLOUD_EVENTS,
-            envelope=obj,
-            message=message,
-            index=index,
+        return _new_event(
+            _required_str(obj, "id", index),
+            _required_str(obj, "type", index),
+            _optional_str(obj, "subject", index),
+            _required_str(obj, "source", index),
+            _time(obj, "time", index, required=False),
+            _optional_str(obj, "dataversion", index),
+            obj.get("data"),
+            Schema.CLOUD_EVENTS,
+            obj,
+            message,
+            index,
         )
     if "eventType" in obj:
-        event_id, event_type, subject = obj.get("id"), obj["eventType"], obj.get("subject")
-        if (
-            type(event_id) is str
-            and type(event_type) is str
-            and type(subject) is str
-            and event_id
-            and event_type
-            and subject
-        ):
-            # The common case, checked inline; anything unusual takes the path below, which says what.
-            return _new_event(
-                event_id,
-                event_type,
-                subject,
-                _optional_str(obj, "topic", index),
-                _time(obj, "eventTime", index, required=True),
-                _optional_str(obj, "dataVersion", index),
-                obj.get("data"),
-                Schema.EVENT_GRID,
-                obj,
-                message,
-                index,
-            )
-        return Event(
-            id=_required_str(obj, "id", index),
-            type=_required_str(obj, "eventType", index),
-            subject=_required_str(obj, "subject", index),
-            topic=_optional_str(obj, "topic", index),
-            time=_time(obj, "eventTime", index, required=True),
-            data_version=_optional_str(obj, "dataVersion", index),
-            data=obj.get("data"),
-            schema=Schema.EVENT_GRID,
-            envelope=obj,
-            message=message,
-            index=index,
+        return _new_event(
+            _required_str(obj, "id", index),
+            _required_str(obj, "eventType", index),
+            _required_str(obj, "subject", index),
+            _optional_str(obj, "topic", index),
+            _time(obj, "eventTime", index, required=True),
+            _optional_str(obj, "dataVersion", index),
+            obj.get("data"),
+            Schema.EVENT_GRID,
+            obj,
+            message,
+            index,
         )
     keys = ", ".join(sorted(obj)[:8]) or "none"
     raise NotAnEvent(

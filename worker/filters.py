@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from worker.events import Event
-from worker.keys import MISSING, compile_key, get_ignoring_case, lookup, split_key
+from worker.keys import MISSING, compile_key, lookup, split_key
 
 Path = tuple[str | int, ...]
 Report = Callable[[Path, str], None]
@@ -263,23 +263,11 @@ class Advanced(Condition):
         predicate = spec.build(operand)
         element, scalar = _ELEMENT.get(spec.kind, _as_bool), _SCALAR.get(spec.kind, _as_bool)
         strings = spec.kind is Kind.STRING
-        missing, ignoring_case = MISSING, get_ignoring_case
+        missing = MISSING
 
         def test(event: Event) -> bool:
-            # keys.lookup, inlined: this runs for every leaf of every candidate rule
-            value: Any = event.envelope
-            for member, variant in path:
-                if type(value) is not dict:
-                    return on_missing
-                found = value.get(member, missing)
-                if found is missing:
-                    found = value.get(variant, missing)
-                    if found is missing:
-                        found = ignoring_case(value, member)
-                        if found is missing:
-                            return on_missing
-                value = found
-            if value is None:
+            value = lookup(event.envelope, path)
+            if value is missing or value is None:
                 return on_missing
             if presence:
                 return not on_missing

@@ -112,11 +112,12 @@ _STATE_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class PartitionState:
-    """What to persist beside a partition's checkpoint; only finished events appear in it."""
+    """What to persist beside a partition's checkpoint; only what finished events justify."""
 
-    #: Per subject, the sequencer key of its last finished event.
+    #: Per subject, the last released sequencer key, or for a subject with unfinished work the key
+    #: released before it.
     last_keys: tuple[tuple[str, SequencerKey], ...] = ()
-    #: Ids of recently finished events, oldest first.
+    #: Ids of recent events, oldest first, without those still held or in flight.
     recent_ids: tuple[str, ...] = ()
     #: Ids of events finished in messages beyond the checkpoint.
     finished_beyond: tuple[str, ...] = ()

@@ -56,14 +56,14 @@ def lookup(document: Mapping[str, object], path: KeyPath) -> object:
         if value is MISSING:
             value = current.get(variant, MISSING)
             if value is MISSING:
-                value = get_ignoring_case(current, member)
+                value = _get_ignoring_case(current, member)
                 if value is MISSING:
                     return MISSING
         current = value
     return current
 
 
-def get_ignoring_case(mapping: dict[str, object], member: str) -> object:
+def _get_ignoring_case(mapping: dict[str, object], member: str) -> object:
     size, folded = len(member), member.casefold()
     for name, value in mapping.items():
         # Comparing lengths first skips most members without folding them; case folding that

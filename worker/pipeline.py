@@ -48,11 +48,6 @@ class PartitionPipeline:
     ) -> None:
         await self._tasks.__aexit__(kind, error, traceback)
 
-    @property
-    def in_flight(self) -> int:
-        """Work items released and not finished."""
-        return sum(len(q) for q in self._queues.values())
-
     async def feed(self, message: Message, now: float | None = None) -> None:
         """Take the partition's next message; waits while too much is ahead of the checkpoint."""
         flow = self.flow
