@@ -6,7 +6,10 @@ In one run, on the same generated capture file (~1 KB Event Grid events; a 50-ru
 (b) ``replay --dry-run`` end to end (the CLI in-process: plan, read, decode, guard, dedupe,
     reorder, evaluate, account, report);
 
-and their ratio (target: (b) reaches at least 50% of (a)'s events per second). Then the peak
+and their ratio (target: (b) reaches at least 50% of (a)'s events per second). Between them it
+prints two stages of (b) measured alone, so the cost of each part is visible: reading the file
+into the worker's message records, and decoding them into event records (orjson included).
+Then the peak
 memory (max RSS) of ``replay --dry-run`` in a fresh process over 100,000 and over 1,000,000 events
 (target: within 20 MB of each other).
 
@@ -24,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import fastavro
@@ -31,8 +35,9 @@ import orjson
 
 from bench.tables import base_filters, prefixed_filters, rules_yaml
 from worker import mlevents
-from worker.capture import number_messages, write_capture
+from worker.capture import number_messages, read_capture, write_capture
 from worker.cli import main as cli_main
+from worker.events import decode
 
 _PEAK = """
 import resource, sys
@@ -60,6 +65,24 @@ def raw_limit(path: Path) -> int:
         for record in fastavro.reader(stream):
             orjson.loads(record["Body"])  # type: ignore[call-overload,index]
             count += 1
+    return count
+
+
+def read_records(path: Path) -> int:
+    """Stage: the capture file into message records (fastavro, positions, enqueued times)."""
+    count = 0
+    with path.open("rb") as stream:
+        for _ in read_capture(stream, partition_id="0", name=path.name):
+            count += 1
+    return count
+
+
+def decode_records(path: Path) -> int:
+    """Stage: message records decoded into event records (orjson and the envelope checks)."""
+    count = 0
+    with path.open("rb") as stream:
+        for message in read_capture(stream, partition_id="0", name=path.name):
+            count += len(decode(message))
     return count
 
 
@@ -107,11 +130,16 @@ def main() -> None:
         size_mb = small.stat().st_size / 1e6
         print(f"{args.events} events, {size_mb:.1f} MB capture file (null codec); 50-rule table; best of {args.repeat}")
 
-        raw = best(lambda: raw_limit(small), args.repeat)
-        full = best(lambda: dry_run(rules, small), args.repeat)
-        raw_rate, full_rate = args.events / raw, args.events / full
-        for label, rate in (("(a) raw limit: fastavro + orjson.loads", raw_rate), ("(b) replay --dry-run", full_rate)):
-            print(f"{label:<40} {rate:>10,.0f} events/s  ({1e6 / rate:.2f} us/event)")
+        raw_rate = args.events / best(lambda: raw_limit(small), args.repeat)
+        stages = (
+            ("  stage: into message records", read_records),
+            ("  stage: + decoded into event records", decode_records),
+        )
+        rates = [(label, args.events / best(partial(fn, small), args.repeat)) for label, fn in stages]
+        full_rate = args.events / best(lambda: dry_run(rules, small), args.repeat)
+        rows = [("(a) raw limit: fastavro + orjson.loads", raw_rate), *rates, ("(b) replay --dry-run", full_rate)]
+        for label, rate in rows:
+            print(f"{label:<40} {rate:>10,.0f} events/s  ({1e6 / rate:6.2f} us/event, {rate / raw_rate:4.0%} of (a))")
         print(f"(b) / (a): {full_rate / raw_rate:.0%} (target: at least 50%)")
 
         large = write_file(work / "large", args.large, seed=2)
