@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 import orjson
+from azure.core.exceptions import AzureError
+from azure.eventhub.exceptions import EventHubError
 
 from worker.accounting import summary
-from worker.errors import CaptureError, RulesError, SourceError
+from worker.config import RunSettings, add_flags, load_settings
+from worker.errors import CaptureError, RulesError, SettingsError, SourceError
 from worker.events import InvalidEvent, decode_body
 from worker.flow import FlowSettings, LatePolicy
 from worker.keys import split_key
@@ -27,6 +30,7 @@ from worker.pipeline import DriveSettings
 from worker.replay import ReplaySettings, progress_for, replay
 from worker.rules import explain
 from worker.rulesfile import load_rules, paths_of
+from worker.run import run_worker
 from worker.sources import plan_sources
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -78,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
         "sources", nargs="+", metavar="SOURCE", help="a capture file, a directory, or a blob container URL [/prefix]"
     )
     play.set_defaults(command="replay", handler=_replay)
+
+    live = commands.add_parser(
+        "run",
+        help="the live worker: consume the Event Hub, act on its events, checkpoint to Blob Storage",
+        description="Consume the Event Hub the Azure ML workspace's Event Grid subscription feeds, sharing its "
+        "partitions with the other workers of the consumer group. Every setting is a flag or a WORKER_* variable "
+        "(the flag wins). SIGTERM/SIGINT stop cleanly; SIGHUP reloads the rules.",
+    )
+    add_flags(live)
+    live.set_defaults(command="run", handler=_run)
 
     demo = commands.add_parser(
         "demo",
@@ -217,6 +231,28 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     for problem in problems:
         print(f"error: the counts do not add up: {problem}", file=sys.stderr)
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        settings = load_settings({field: getattr(args, field) for field in RunSettings.model_fields})
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    log_format = settings.log_format
+    configure_logging(settings.log_level, json=None if log_format == "auto" else log_format == "json")
+    try:
+        tally = asyncio.run(run_worker(settings))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except (EventHubError, AzureError) as exc:
+        print(f"error: the Event Hub or the checkpoint store failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if settings.idle_exit:
+        for line in summary(tally.report()):
+            print(line, file=out)
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:

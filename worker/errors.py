@@ -11,8 +11,9 @@
     │   └── BadField        an envelope field has the wrong type or an unparseable value
     ├── ActionError         an action could not be executed
     ├── CaptureError        an Event Hubs Capture file is not Avro, not EventData, or is corrupt
-    └── SourceError         a replay source cannot be listed or read (missing path, bad URL,
-                            missing container, failed authentication)
+    ├── SourceError         a replay source cannot be listed or read (missing path, bad URL,
+    │                       missing container, failed authentication)
+    └── SettingsError       the live worker's settings are missing, malformed or contradictory
 
 Messages name what is wrong and where (file, line, rule, key, partition), the bad value, and what
 to do next. Code never branches on the text of an exception.
@@ -101,3 +102,13 @@ class CaptureError(WorkerError):
 
 class SourceError(WorkerError):
     """A replay source cannot be listed or read. The message names the source and what to do."""
+
+
+class SettingsError(WorkerError):
+    """The worker's settings are wrong. ``problems`` names each setting (variable and flag) and why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"invalid settings ({count} problem{'s' * (count != 1)}):\n{lines}")

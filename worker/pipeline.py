@@ -36,6 +36,7 @@ class PartitionPipeline:
         self._settings = settings or DriveSettings()
         self._slots = asyncio.Semaphore(self._settings.concurrency)
         self._queues: dict[str, deque[Work]] = {}
+        self._running: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
         self._tasks = asyncio.TaskGroup()
 
@@ -78,9 +79,18 @@ class PartitionPipeline:
     async def finish(self) -> None:
         """The source has ended: release everything held and wait until all work is done."""
         self._submit(self.flow.release_all())
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until the work released so far is done; events held in the reorder buffer stay held."""
         while self._queues:
             self._progress.clear()
             await self._progress.wait()
+
+    def cancel(self) -> None:
+        """Cancel the work still running (shutdown past its grace): it stays unfinished."""
+        for task in self._running:
+            task.cancel()
 
     def _submit(self, released: list[Work]) -> None:
         if not released:
@@ -99,7 +109,9 @@ class PartitionPipeline:
                 queue.append(work)
                 continue
             queue = self._queues[work.subject] = deque((work,))
-            self._tasks.create_task(self._run_subject(work.subject, queue, runner))
+            task = self._tasks.create_task(self._run_subject(work.subject, queue, runner))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _run_subject(self, subject: str, queue: deque[Work], runner: ActionRunner) -> None:
         flow = self.flow

@@ -1,0 +1,93 @@
+"""The health and metrics server, on a real port, read with a real HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.servers import free_port
+from worker.accounting import ActionFate, Fate, Skip, Tally
+from worker.config import OpsSettings
+from worker.metrics import PartitionGauges, new_registry
+from worker.ops import serve
+
+
+class View:
+    """A worker as the collector sees it: counts, and the owned partitions' gauges."""
+
+    def __init__(self) -> None:
+        self.counts = Tally()
+        self.owned: list[PartitionGauges] = []
+
+    def tally(self) -> Tally:
+        return self.counts
+
+    def partitions(self) -> Iterable[PartitionGauges]:
+        return self.owned
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+async def test_health_readiness_and_metrics() -> None:
+    view = View()
+    ready: dict[str, str | None] = {"reason": "the Event Hub has not answered"}
+    registry, actions = new_registry(view)
+    port = free_port()
+    async with (
+        serve(OpsSettings("127.0.0.1", port), registry, lambda: ready["reason"]),
+        aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http,
+    ):
+        async with http.get("/healthz") as response:
+            assert response.status == 200
+        async with http.get("/readyz") as response:
+            assert response.status == 503
+            assert (await response.json())["reason"] == "the Event Hub has not answered"
+        ready["reason"] = None
+        async with http.get("/readyz") as response:
+            assert response.status == 200
+
+        view.counts.read = 3
+        view.counts.count("0", "Microsoft.MachineLearningServices.RunCompleted", Fate.MATCHED)
+        view.counts.count_skip("1", "Microsoft.MachineLearningServices.RunCompleted", Skip.DUPLICATE)
+        view.counts.count_invalid("1", "not_json")
+        view.counts.rule_matches["mail-on-failure"] += 1
+        view.counts.count_action("mail-on-failure", "email", ActionFate.DEAD_LETTERED)
+        view.owned = [PartitionGauges("0", 4, 9, 2.5, 7, 1, 120), PartitionGauges("1", 0, 0, 0.5, 3, 0, None)]
+        actions.observe("webhook", 0.02, "ok")
+        actions.observe("webhook", 0.3, "transient")
+        async with http.get("/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            got = samples(await response.text())
+
+    run_completed = "Microsoft.MachineLearningServices.RunCompleted"
+    assert got["azml_worker_events_total", (("event_type", run_completed), ("outcome", "matched"))] == 1
+    assert got["azml_worker_events_total", (("event_type", run_completed), ("outcome", "skipped"))] == 1
+    assert got["azml_worker_events_read_total", ()] == 3
+    assert got["azml_worker_events_skipped_total", (("reason", "duplicate"),)] == 1
+    assert got["azml_worker_events_invalid_total", (("reason", "not_json"),)] == 1
+    assert got["azml_worker_rule_matches_total", (("rule", "mail-on-failure"),)] == 1
+    dead = (("action_type", "email"), ("fate", "dead_lettered"), ("rule", "mail-on-failure"))
+    assert got["azml_worker_actions_total", dead] == 1
+    assert got["azml_worker_partitions_owned", ()] == 2
+    assert got["azml_worker_reorder_buffered", (("partition", "0"),)] == 4
+    assert got["azml_worker_checkpoint_age_seconds", (("partition", "1"),)] == 0.5
+    assert got["azml_worker_checkpoint_failures_total", (("partition", "0"),)] == 1
+    assert got["azml_worker_partition_lag", (("partition", "0"),)] == 120
+    assert ("azml_worker_partition_lag", (("partition", "1"),)) not in got  # unknown, not zero
+    assert got["azml_worker_action_attempts_total", (("action_type", "webhook"), ("result", "transient"))] == 1
+    assert got["azml_worker_action_seconds_count", (("action_type", "webhook"),)] == 2
+
+
+async def test_port_zero_turns_the_server_off() -> None:
+    registry, _ = new_registry(View())
+    async with serve(OpsSettings("127.0.0.1", 0), registry, lambda: None) as port:
+        assert port is None

@@ -1,0 +1,111 @@
+"""One live partition: batches in, actions run, checkpoints written only up to finished events."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.test_pipeline import TYPES, Probe, _no_sleep, message, probe, table
+from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
+from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Scope
+from worker.config import CheckpointSettings
+from worker.flow import FlowSettings, PartitionFlow
+from worker.partition import Checkpointing, PartitionFailed, PartitionRun
+from worker.pipeline import DriveSettings
+
+__all__ = ["probe"]  # the fixture, shared with the pipeline's tests
+
+SCOPE = Scope("ns.example", "hub", "$default")
+
+
+def run_for(tmp_path: Path, *, events: int = 1000, interval: float = 3600.0, **params: object) -> PartitionRun:
+    flow = PartitionFlow("0", table(**params), FlowSettings(window=0))
+    runner = ActionRunner(DeadLetterDirectory(tmp_path / "dead"), RetryPolicy(attempts=2), sleep=_no_sleep, types=TYPES)
+    checkpointing = Checkpointing(
+        SCOPE,
+        DirectoryCheckpointStore(tmp_path),
+        DirectoryStateStore(tmp_path, SCOPE),
+        CheckpointSettings(None, None, "unused", tmp_path, interval, events),
+    )
+    return PartitionRun(flow, runner, DriveSettings(concurrency=4), checkpointing)
+
+
+async def checkpoint_of(tmp_path: Path) -> int | None:
+    found = list(await DirectoryCheckpointStore(tmp_path).list_checkpoints("ns.example", "hub", "$default"))
+    return found[0]["sequence_number"] if found else None
+
+
+async def settle(run: PartitionRun, sequence: int) -> None:
+    """Wait until the flow's checkpoint position reaches ``sequence`` (the actions ran)."""
+    async with asyncio.timeout(10):
+        while (position := run.flow.checkpoint) is None or position.sequence_number != sequence:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # the flow is pure: it has no event to wait on
+
+
+async def test_a_clean_close_finishes_the_work_and_checkpoints_it(probe: Probe, tmp_path: Path) -> None:
+    probe.gate.set()
+    run = run_for(tmp_path)
+    run.start()
+    await run.put([message(n, f"s{n % 3}", n) for n in range(10)])
+    await run.close(5.0, write=True)
+    assert sorted(event for _, event in probe.order) == sorted(f"e{n}" for n in range(10))
+    assert await checkpoint_of(tmp_path) == 9
+    state = await DirectoryStateStore(tmp_path, SCOPE).load("0")
+    assert state is not None
+    assert set(state.recent_ids) == {f"e{n}" for n in range(10)}
+
+
+async def test_the_checkpoint_never_passes_an_action_still_running(probe: Probe, tmp_path: Path) -> None:
+    probe.gate.set()
+    run = run_for(tmp_path)
+    run.start()
+    await run.put([message(0, "a", 0)])
+    await settle(run, 0)
+    probe.gate.clear()  # the next actions hang, past the grace
+    await run.put([message(1, "b", 1), message(2, "a", 2)])
+    await run.close(0.2, write=True)
+    assert await checkpoint_of(tmp_path) == 0
+    state = await DirectoryStateStore(tmp_path, SCOPE).load("0")
+    assert state is not None
+    assert state.recent_ids == ("e0",)  # the unfinished are neither duplicates nor late after a restart
+    assert state.finished_beyond == ()
+
+
+async def test_a_partition_lost_to_another_worker_writes_nothing(probe: Probe, tmp_path: Path) -> None:
+    probe.gate.set()
+    run = run_for(tmp_path)
+    run.start()
+    await run.put([message(0, "a", 0)])
+    await settle(run, 0)
+    await run.close(5.0, write=False)
+    assert await checkpoint_of(tmp_path) is None
+
+
+async def test_checkpoints_are_written_by_count_not_per_event(probe: Probe, tmp_path: Path) -> None:
+    probe.gate.set()
+    run = run_for(tmp_path, events=5)
+    run.start()
+    for n in range(30):
+        await run.put([message(n, f"s{n}", n)])
+        await settle(run, n)
+    await run.put([])  # a tick, as the receiver sends when nothing arrives
+    await run.close(5.0, write=True)
+    assert await checkpoint_of(tmp_path) == 29
+    assert 5 <= run.checkpoint_writes <= 8
+
+
+async def test_a_fatal_error_stops_the_partition_and_the_next_batch_is_refused(probe: Probe, tmp_path: Path) -> None:
+    probe.gate.set()
+    (tmp_path / "dead").write_text("a file where the dead-letter directory should be")
+    run = run_for(tmp_path, failures=5, transient=False)
+    run.start()
+    await run.put([message(0, "a", 0)])
+    with pytest.raises(PartitionFailed, match="partition 0"):  # noqa: PT012 - the refusal comes within a few batches
+        async with asyncio.timeout(10):
+            while True:
+                await run.put([])
+                await asyncio.sleep(0.01)
+    await run.close(1.0, write=True)
+    assert await checkpoint_of(tmp_path) is None

@@ -1,0 +1,350 @@
+"""The live worker's settings: read once at start-up from the environment (``WORKER_*``) and flags.
+
+Every setting is a field of :class:`RunSettings`, with its default and its documentation; the
+command line offers each as a flag (``--prefetch``), which wins over the variable
+(``WORKER_PREFETCH``). A wrong or missing setting fails at start-up with a :class:`SettingsError`
+naming the variable and the flag. The rest of the worker never sees this class: it is split into
+the small frozen records each part takes (:meth:`RunSettings.hub`, :meth:`RunSettings.flow`...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.errors import SettingsError
+from worker.flow import FlowSettings, LatePolicy
+from worker.keys import split_key
+from worker.ordering import Sequencers
+from worker.pipeline import DriveSettings
+
+ENV_PREFIX = "WORKER_"
+
+_PathList = Annotated[tuple[Path, ...], NoDecode]
+_Sequencers = Annotated[tuple[tuple[str, str], ...], NoDecode]
+
+
+class RunSettings(BaseSettings):
+    """Everything ``worker run`` can be told. Field descriptions are the reference documentation."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", case_sensitive=False, env_ignore_empty=True
+    )
+
+    # --- the Event Hub -----------------------------------------------------------------------
+    eventhub_connection_string: SecretStr | None = Field(
+        None, description="Event Hubs connection string (a namespace or hub policy); or use eventhub_namespace"
+    )
+    eventhub_namespace: str | None = Field(
+        None,
+        description="fully qualified namespace (NAME.servicebus.windows.net), authenticated with "
+        "DefaultAzureCredential (managed identity in Azure)",
+    )
+    eventhub_name: str | None = Field(None, description="the Event Hub; defaults to the connection string's EntityPath")
+    consumer_group: str = Field("$Default", min_length=1, description="the consumer group the workers share")
+    prefetch: int = Field(3000, ge=1, description="events each partition's receiver asks for ahead")
+    batch_size: int = Field(300, ge=1, description="most events handed to the pipeline at once, per partition")
+    max_wait: float = Field(1.0, gt=0, description="seconds a partition waits for events before an idle tick")
+    load_balancing_strategy: Literal["greedy", "balanced"] = Field(
+        "greedy", description="greedy claims every unowned partition at once; balanced one per interval"
+    )
+    load_balancing_interval: float = Field(10.0, gt=0, description="seconds between ownership claims")
+    ownership_expiry: float | None = Field(
+        None, gt=0, description="seconds after which a silent owner's partitions are taken (default: 6 x interval)"
+    )
+    stall_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="seconds a partition may deliver nothing while it has lag before its receiver is recycled",
+    )
+
+    # --- checkpoints -------------------------------------------------------------------------
+    storage_connection_string: SecretStr | None = Field(
+        None, description="Azure Storage connection string for checkpoints and ownership"
+    )
+    storage_account_url: str | None = Field(
+        None, description="blob endpoint (https://ACCOUNT.blob.core.windows.net), with DefaultAzureCredential"
+    )
+    checkpoint_container: str = Field(
+        "eventhub-checkpoints", min_length=3, max_length=63, description="blob container, created if missing"
+    )
+    checkpoint_dir: Path | None = Field(
+        None, description="a local directory instead of Blob Storage (one host only: development and demos)"
+    )
+    checkpoint_interval: float = Field(10.0, gt=0, description="seconds between a partition's checkpoint writes")
+    checkpoint_events: int = Field(
+        5000, ge=1, description="events finished after which a partition's checkpoint is written early"
+    )
+
+    # --- processing --------------------------------------------------------------------------
+    rules: _PathList = Field((), description="rules files or directories, comma-separated (the flag is repeatable)")
+    reorder_window: float = Field(5.0, ge=0, description="seconds an event waits for earlier events of its subject")
+    late_policy: LatePolicy = Field(LatePolicy.SKIP, description="late events: skip (counted) or process (marked)")
+    sequencers: _Sequencers = Field(
+        (),
+        description="TYPE=KEY pairs ordering TYPE by the string at KEY (e.g. "
+        "Microsoft.Storage.BlobCreated=data.sequencer), comma-separated",
+    )
+    concurrency: int = Field(16, ge=1, description="actions running at once per partition")
+    max_open: int = Field(
+        20_000, ge=1, description="events read ahead of a partition's checkpoint before reading waits"
+    )
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds in-flight actions get to finish on shutdown")
+    idle_exit: float = Field(
+        0.0,
+        ge=0,
+        description="stop after this many seconds with no events and nothing in flight (0: never); for "
+        "demos and catching up",
+    )
+    dead_letter_dir: Path = Field(Path("dead-letters"), description="directory of the dead-letter lane")
+
+    # --- operations --------------------------------------------------------------------------
+    http_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - a container's probes and scrapers reach it from outside
+        description="address of the health and metrics server",
+    )
+    http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz and /metrics; 0 turns it off")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least level logged")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json lines, console rendering, or auto (console on a terminal)"
+    )
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("sequencers", mode="before")
+    @classmethod
+    def _split_sequencers(cls, value: object) -> object:
+        pairs = []
+        for item in _split(value):
+            if isinstance(item, Sequence) and not isinstance(item, str):
+                pairs.append(tuple(item))
+                continue
+            event_type, sep, key = str(item).partition("=")
+            if not sep or not event_type or split_key(key) is None:
+                raise ValueError(f"{item!r} is not TYPE=KEY, such as Microsoft.Storage.BlobCreated=data.sequencer")
+            pairs.append((event_type, key))
+        return tuple(pairs)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSettings:
+        problems: list[str] = []
+        hub_sources = [self.eventhub_connection_string is not None, self.eventhub_namespace is not None]
+        if sum(hub_sources) != 1:
+            problems.append(
+                f"set exactly one of {_name('eventhub_connection_string')} and {_name('eventhub_namespace')}"
+            )
+        if self.eventhub_connection_string is not None:
+            entity = _entity_path(self.eventhub_connection_string.get_secret_value())
+            if entity is None and self.eventhub_name is None:
+                problems.append(f"{_name('eventhub_name')} is required: the connection string names no EntityPath")
+            elif entity is not None and self.eventhub_name not in (None, entity):
+                problems.append(
+                    f"{_name('eventhub_name')} is {self.eventhub_name!r} but the connection string's EntityPath is "
+                    f"{entity!r}"
+                )
+        elif self.eventhub_name is None:
+            problems.append(f"{_name('eventhub_name')} is required with {_name('eventhub_namespace')}")
+        stores = [self.storage_connection_string, self.storage_account_url, self.checkpoint_dir]
+        if sum(store is not None for store in stores) != 1:
+            problems.append(
+                f"set exactly one of {_name('storage_connection_string')}, {_name('storage_account_url')} and "
+                f"{_name('checkpoint_dir')}"
+            )
+        if not self.rules:
+            problems.append(f"{_name('rules')} is required: the rules files to load")
+        if self.ownership_expiry is not None and self.ownership_expiry <= self.load_balancing_interval:
+            problems.append(
+                f"{_name('ownership_expiry')} ({self.ownership_expiry}) must be longer than "
+                f"{_name('load_balancing_interval')} ({self.load_balancing_interval})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- the parts each component takes ------------------------------------------------------
+
+    def hub(self) -> HubSettings:
+        secret = self.eventhub_connection_string
+        connection = secret.get_secret_value() if secret is not None else None
+        name = self.eventhub_name or (_entity_path(connection) if connection else None)
+        assert name is not None  # noqa: S101 - checked by the validator
+        return HubSettings(
+            connection_string=connection,
+            namespace=self.eventhub_namespace,
+            eventhub=name,
+            consumer_group=self.consumer_group,
+            prefetch=self.prefetch,
+            batch_size=self.batch_size,
+            max_wait=self.max_wait,
+            strategy=self.load_balancing_strategy,
+            interval=self.load_balancing_interval,
+            expiry=self.ownership_expiry or 6 * self.load_balancing_interval,
+            stall_timeout=self.stall_timeout,
+        )
+
+    def checkpoints(self) -> CheckpointSettings:
+        secret = self.storage_connection_string
+        return CheckpointSettings(
+            connection_string=secret.get_secret_value() if secret is not None else None,
+            account_url=self.storage_account_url,
+            container=self.checkpoint_container,
+            directory=self.checkpoint_dir,
+            interval=self.checkpoint_interval,
+            events=self.checkpoint_events,
+        )
+
+    def flow(self) -> FlowSettings:
+        return FlowSettings(
+            window=self.reorder_window, late=self.late_policy, sequencers=Sequencers(dict(self.sequencers))
+        )
+
+    def drive(self) -> DriveSettings:
+        return DriveSettings(concurrency=self.concurrency, max_open=self.max_open)
+
+    def ops(self) -> OpsSettings:
+        return OpsSettings(host=self.http_host, port=self.http_port)
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """Where to read, and how the consumer client receives and balances."""
+
+    connection_string: str | None
+    namespace: str | None
+    eventhub: str
+    consumer_group: str
+    prefetch: int
+    batch_size: int
+    max_wait: float
+    strategy: str
+    interval: float
+    expiry: float
+    stall_timeout: float
+
+    def __repr__(self) -> str:  # never show the connection string's key
+        return f"HubSettings(eventhub={self.eventhub!r}, consumer_group={self.consumer_group!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSettings:
+    """Where checkpoints, ownership and the pipeline state go, and how often."""
+
+    connection_string: str | None
+    account_url: str | None
+    container: str
+    directory: Path | None
+    interval: float
+    events: int
+
+    def __repr__(self) -> str:
+        where = self.directory or self.account_url or "connection string"
+        return f"CheckpointSettings(where={str(where)!r}, container={self.container!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class OpsSettings:
+    host: str
+    port: int
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _name(field: str) -> str:
+    return f"{env_name(field)} (--{field.replace('_', '-')})"
+
+
+def _split(value: object) -> tuple[object, ...]:
+    """Comma-separated text (a variable, or each use of a repeatable flag) into its items."""
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    out: list[object] = []
+    for item in items:
+        if isinstance(item, str):
+            out.extend(part.strip() for part in item.split(",") if part.strip())
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def _entity_path(connection_string: str) -> str | None:
+    for part in connection_string.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip().lower() == "entitypath":
+            return value.strip() or None
+    return None
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+_REPEATABLE = {"rules", "sequencers"}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; unset flags fall back to the environment, then to the default."""
+    for field, info in RunSettings.model_fields.items():
+        default = "required" if info.is_required() else _shown(info.default)
+        help_text = f"{info.description} [{env_name(field)}; default: {default}]"
+        if field in _REPEATABLE:
+            parser.add_argument(flag_name(field), dest=field, action="append", metavar="VALUE", help=help_text)
+        else:
+            parser.add_argument(flag_name(field), dest=field, metavar="VALUE", help=help_text)
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, tuple):
+        return ",".join(map(str, default)) or "none"
+    return str(default)
+
+
+def load_settings(flags: Mapping[str, Any] | None = None) -> RunSettings:
+    """The settings from ``flags`` (unset ones are None) over the environment, over the defaults."""
+    given = {field: value for field, value in (flags or {}).items() if value is not None}
+    unknown = sorted(
+        key
+        for key in os.environ
+        if key.upper().startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() not in RunSettings.model_fields
+    )
+    try:
+        settings = RunSettings(**given)
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc, unknown)) from None
+    if unknown:
+        raise SettingsError([f"{key} is not a setting (a typo?)" for key in unknown])
+    return settings
+
+
+_SECRET_FIELDS = {"eventhub_connection_string", "storage_connection_string"}
+
+
+def _problems(error: ValidationError, unknown: list[str]) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        location = item["loc"]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not location:
+            problems.extend(message.split("; "))
+            continue
+        field = str(location[0])
+        if field not in RunSettings.model_fields:
+            continue  # reported below as unknown
+        shown = "" if field in _SECRET_FIELDS else f", got {item['input']!r}"
+        problems.append(f"{_name(field)}: {message}{shown}")
+    problems += [f"{key} is not a setting (a typo?)" for key in unknown]
+    return problems

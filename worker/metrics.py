@@ -1,0 +1,169 @@
+"""Prometheus metrics of the live worker, read from its partitions when scraped.
+
+The hot path keeps plain counters (the partitions' :class:`~worker.accounting.Tally`); this
+collector turns them into metric families at scrape time, so that counting costs nothing extra.
+Action attempts and their latency are observed as they happen, by :class:`ActionMetrics`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as CounterMetric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from worker.accounting import Tally
+
+PREFIX = "azml_worker"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionGauges:
+    """What one owned partition reports at a scrape."""
+
+    partition_id: str
+    buffered: int
+    open_messages: int
+    checkpoint_age: float
+    checkpoint_writes: int
+    checkpoint_failures: int
+    lag: int | None
+
+
+class WorkerView(Protocol):
+    """What the collector reads from the worker."""
+
+    def tally(self) -> Tally:
+        """The counts of every partition, owned now or before."""
+        ...
+
+    def partitions(self) -> Iterable[PartitionGauges]: ...
+
+
+class WorkerCollector(Collector):
+    def __init__(self, view: WorkerView) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        tally = self._view.tally()
+        events = CounterMetricFamily(
+            f"{PREFIX}_events", "Events read, by outcome and event type", labels=["outcome", "event_type"]
+        )
+        by_type: Counter[tuple[str, str]] = Counter()
+        for (_, event_type, fate), n in tally.counts.items():
+            by_type[fate.value, event_type] += n
+        for (outcome, event_type), n in sorted(by_type.items()):
+            events.add_metric([outcome, event_type], n)
+        yield events
+        yield _counter("events_read", "Events read", [], [((), tally.read)])
+        yield _counter(
+            "events_skipped",
+            "Skipped events, by reason",
+            ["reason"],
+            [((r.value,), n) for r, n in tally.skipped.items()],
+        )
+        yield _counter(
+            "events_invalid", "Invalid events, by reason", ["reason"], [((r,), n) for r, n in tally.invalid.items()]
+        )
+        yield _counter(
+            "rule_matches", "Events each rule matched", ["rule"], [((r,), n) for r, n in tally.rule_matches.items()]
+        )
+        yield _counter(
+            "actions",
+            "Actions finished, by rule, action type and fate (done or dead_lettered)",
+            ["rule", "action_type", "fate"],
+            [((rule, kind, fate.value), n) for (rule, kind, fate), n in tally.actions.items()],
+        )
+        yield _counter(
+            "evictions",
+            "Memory caps reached: events released early and subjects or ids forgotten",
+            ["cap"],
+            [((cap,), n) for cap, n in tally.evictions.items()],
+        )
+        partitions = sorted(self._view.partitions(), key=lambda p: p.partition_id)
+        yield _gauge("partitions_owned", "Partitions this worker owns", [], [((), len(partitions))])
+        yield _gauge(
+            "reorder_buffered",
+            "Events held in the reorder buffer",
+            ["partition"],
+            [((p.partition_id,), p.buffered) for p in partitions],
+        )
+        yield _gauge(
+            "open_messages",
+            "Messages read and not yet behind the checkpoint",
+            ["partition"],
+            [((p.partition_id,), p.open_messages) for p in partitions],
+        )
+        yield _gauge(
+            "checkpoint_age_seconds",
+            "Seconds since the partition's checkpoint was last written",
+            ["partition"],
+            [((p.partition_id,), p.checkpoint_age) for p in partitions],
+        )
+        yield _counter(
+            "checkpoint_writes",
+            "Checkpoints written",
+            ["partition"],
+            [((p.partition_id,), p.checkpoint_writes) for p in partitions],
+        )
+        yield _counter(
+            "checkpoint_failures",
+            "Checkpoint writes that failed (retried at the next interval)",
+            ["partition"],
+            [((p.partition_id,), p.checkpoint_failures) for p in partitions],
+        )
+        yield _gauge(
+            "partition_lag",
+            "Events enqueued after the last one delivered, from the hub's last enqueued properties",
+            ["partition"],
+            [((p.partition_id,), p.lag) for p in partitions if p.lag is not None],
+        )
+
+
+def _counter(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
+    family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    for values, n in sorted(samples):
+        family.add_metric(list(values), n)
+    return family
+
+
+def _gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
+    family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    for values, n in sorted(samples):
+        family.add_metric(list(values), n)
+    return family
+
+
+class ActionMetrics:
+    """Action attempts as they happen: count, failures and latency by action type."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.attempts = CounterMetric(
+            f"{PREFIX}_action_attempts",
+            "Action attempts, by action type and result",
+            ["action_type", "result"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_action_seconds",
+            "Seconds per action attempt, by action type",
+            ["action_type"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+
+    def observe(self, action_type: str, seconds: float, result: str) -> None:
+        """``result``: ok, transient or permanent."""
+        self.attempts.labels(action_type, result).inc()
+        self.latency.labels(action_type).observe(seconds)
+
+
+def new_registry(view: WorkerView) -> tuple[CollectorRegistry, ActionMetrics]:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(WorkerCollector(view))
+    return registry, ActionMetrics(registry)

@@ -1,0 +1,194 @@
+"""One owned partition of the live worker: its flow and pipeline, run in a task of their own.
+
+The SDK's callback hands batches in through :meth:`PartitionRun.put` (waiting when the partition
+is busy, which is the back-pressure on the receiver). The run's task feeds them to the pipeline,
+passes the time for the idle release, and writes the checkpoint on an interval or after a number
+of events: the pipeline state first, then the checkpoint, never past an unfinished event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from azure.core.exceptions import AzureError
+from azure.eventhub.aio import CheckpointStore
+
+from worker.actions.runner import ActionRunner
+from worker.checkpoints import Scope, StateStore
+from worker.config import CheckpointSettings
+from worker.errors import WorkerError
+from worker.events import Message, Position
+from worker.flow import PartitionFlow
+from worker.pipeline import DriveSettings, PartitionPipeline
+
+log = structlog.get_logger("worker.partition")
+
+#: What the callback hands in: a batch of messages, or None for "nothing arrived" (a tick).
+_Item = list[Message] | None
+_CLOSE: Final = object()
+
+
+class PartitionFailed(WorkerError):
+    """A partition's pipeline stopped on a fatal error (a dead letter that cannot be written)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpointing:
+    """Where and how often one partition's checkpoint is written."""
+
+    scope: Scope
+    checkpoints: CheckpointStore
+    states: StateStore
+    settings: CheckpointSettings
+
+
+class PartitionRun:
+    def __init__(
+        self,
+        flow: PartitionFlow,
+        runner: ActionRunner | None,
+        drive: DriveSettings,
+        checkpointing: Checkpointing,
+    ) -> None:
+        self.flow = flow
+        self.partition_id = flow.partition_id
+        self._runner = runner
+        self._drive = drive
+        self._checkpointing = checkpointing
+        self._inbox: asyncio.Queue[_Item | object] = asyncio.Queue(maxsize=4)
+        self._grace = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._written: Position | None = flow.checkpoint
+        self._written_at = time.monotonic()
+        #: Checkpoints written, and failed attempts to write one.
+        self.checkpoint_writes = 0
+        self.checkpoint_failures = 0
+        #: Monotonic time of the last delivery, and the last sequence number delivered.
+        self.last_delivery = time.monotonic()
+        self.last_sequence_number: int | None = None
+        #: The last enqueued sequence number the hub reported, for the lag.
+        self.last_enqueued: int | None = None
+        #: Set to recycle a stalled receiver: the next callback raises, and the SDK reopens the link.
+        self.recycle = False
+        #: Set when the receiver was found stalled; the partition is then closed as on shutdown.
+        self.stalled = False
+
+    @property
+    def checkpoint_age(self) -> float:
+        return time.monotonic() - self._written_at
+
+    @property
+    def pending_checkpoint(self) -> bool:
+        """The checkpoint position has moved past the one last written."""
+        return self.flow.checkpoint != self._written
+
+    @property
+    def lag(self) -> int | None:
+        """Events enqueued on the partition after the last one delivered here, when known."""
+        if self.last_enqueued is None:
+            return None
+        return max(0, self.last_enqueued - (self.last_sequence_number if self.last_sequence_number is not None else -1))
+
+    def start(self) -> None:
+        bound = structlog.contextvars.bound_contextvars(partition_id=self.partition_id)
+        with bound:  # the task copies the context, so every log line of the partition names it
+            self._task = asyncio.create_task(self._main(), name=f"partition-{self.partition_id}")
+
+    async def put(self, messages: list[Message]) -> None:
+        """Hand in a batch (empty: nothing arrived in time); waits while the partition is busy."""
+        task = self._task
+        if task is None or task.done():
+            raise PartitionFailed(f"partition {self.partition_id}: its pipeline has stopped")
+        if messages:
+            self.last_delivery = time.monotonic()
+            self.last_sequence_number = messages[-1].position.sequence_number
+        put = asyncio.ensure_future(self._inbox.put(messages or None))
+        done, _ = await asyncio.wait((put, task), return_when=asyncio.FIRST_COMPLETED)
+        if put not in done:
+            put.cancel()
+            raise PartitionFailed(f"partition {self.partition_id}: its pipeline has stopped")
+
+    async def close(self, grace: float, *, write: bool) -> None:
+        """Stop: let in-flight actions finish within ``grace`` seconds, then write the final checkpoint.
+
+        ``write`` False (ownership lost to another worker): write nothing, so as not to overwrite the
+        new owner's checkpoint; whatever was in flight is redone there, with the same idempotency keys.
+        Batches handed in but not yet fed are dropped: they are not finished, so no checkpoint passes them.
+        """
+        task = self._task
+        if task is None:
+            return
+        self._grace = grace if write else 0.0
+        inbox = self._inbox
+        while not inbox.empty():
+            inbox.get_nowait()
+        inbox.put_nowait(_CLOSE)
+        with contextlib.suppress(PartitionFailed):
+            await task
+        if write:
+            await self._write(force=True)
+
+    async def _main(self) -> None:
+        pipeline = PartitionPipeline(self.flow, self._runner, self._drive)
+        try:
+            async with pipeline:
+                inbox = self._inbox
+                while (item := await inbox.get()) is not _CLOSE:
+                    now = time.monotonic()
+                    if item:
+                        await pipeline.feed_many(item, now)  # type: ignore[arg-type]
+                    else:
+                        pipeline.tick(now)
+                    await self._write(force=False)
+                if self._grace > 0:
+                    try:
+                        async with asyncio.timeout(self._grace):
+                            await pipeline.drain()
+                    except TimeoutError:
+                        log.warning("partition.grace_expired", open_messages=self.flow.open_messages)
+                pipeline.cancel()  # what still runs stays unfinished: redone after a restart
+        except Exception as exc:
+            error = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
+            log.exception("partition.failed", error=str(error))
+            raise PartitionFailed(f"partition {self.partition_id}: {error}") from exc
+
+    async def _write(self, *, force: bool) -> None:
+        position = self.flow.checkpoint
+        written = self._written
+        if position is None or position == written:
+            return
+        settings = self._checkpointing.settings
+        due = force or time.monotonic() - self._written_at >= settings.interval
+        if not due and written is not None and position.sequence_number is not None:
+            due = position.sequence_number - (written.sequence_number or 0) >= settings.events
+        if not due and written is None:
+            due = True  # the first checkpoint of a partition never written before
+        if not due:
+            return
+        state = self.flow.state()  # taken with the position, before any await
+        checkpointing = self._checkpointing
+        scope = checkpointing.scope
+        try:
+            await checkpointing.states.save(self.partition_id, state)
+            await checkpointing.checkpoints.update_checkpoint(
+                {
+                    "fully_qualified_namespace": scope.namespace,
+                    "eventhub_name": scope.eventhub,
+                    "consumer_group": scope.consumer_group,
+                    "partition_id": self.partition_id,
+                    "offset": position.offset,
+                    "sequence_number": position.sequence_number,
+                }
+            )
+        except (AzureError, OSError) as exc:
+            self.checkpoint_failures += 1
+            log.warning("checkpoint.failed", sequence_number=position.sequence_number, error=str(exc))
+            return
+        self._written, self._written_at = position, time.monotonic()
+        self.checkpoint_writes += 1
+        log.debug("checkpoint.written", sequence_number=position.sequence_number, offset=position.offset)

@@ -1,0 +1,119 @@
+"""``worker run``: the live worker's lifetime, from settings to a clean exit.
+
+Loads the rules, opens the checkpoint stores, serves health and metrics, and runs the consumer
+until SIGTERM or SIGINT (or, with ``idle_exit``, until the hub has been quiet and everything is
+finished). SIGHUP reloads the rules: an invalid table is rejected, its errors logged, and the old
+one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+
+import structlog
+from azure.identity.aio import DefaultAzureCredential
+
+from worker.accounting import Tally
+from worker.actions.runner import ActionRunner, DeadLetterDirectory
+from worker.checkpoints import Scope, open_stores
+from worker.config import RunSettings
+from worker.consumer import HubConsumer, client_for, namespace_of
+from worker.errors import RulesError
+from worker.metrics import new_registry
+from worker.ops import serve
+from worker.rules import RulesTable
+from worker.rulesfile import load_rules, paths_of
+
+log = structlog.get_logger("worker.run")
+
+
+def load_table(settings: RunSettings) -> RulesTable:
+    """The rules table the settings name. Raises RulesError listing every problem."""
+    return load_rules(paths_of(settings.rules))
+
+
+async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -> Tally:
+    """Run until ``stop`` is set (or a signal, or idle); return the counts of the run."""
+    table = load_table(settings)
+    stop = stop or asyncio.Event()
+    hub = settings.hub()
+    scope = Scope(namespace_of(hub), hub.eventhub, hub.consumer_group)
+    async with contextlib.AsyncExitStack() as stack:
+        credential = None
+        if hub.connection_string is None:
+            credential = await stack.enter_async_context(DefaultAzureCredential())
+        stores = await stack.enter_async_context(open_stores(settings.checkpoints(), scope))
+        runner = ActionRunner(DeadLetterDirectory(settings.dead_letter_dir))
+        stack.push_async_callback(runner.aclose)
+        consumer = HubConsumer(
+            client_for(hub, stores, credential),
+            hub,
+            table,
+            runner,
+            stores,
+            settings.checkpoints(),
+            settings.flow(),
+            settings.drive(),
+            settings.shutdown_grace,
+        )
+        registry, _ = new_registry(consumer)
+
+        def readiness() -> str | None:
+            return None if consumer.connected else "the Event Hub has not answered"
+
+        port = await stack.enter_async_context(serve(settings.ops(), registry, readiness))
+        _on_signals(stop, lambda: _reload(settings, consumer))
+        stack.callback(_off_signals)
+        log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(settings.checkpoints()))
+        idle = asyncio.create_task(_stop_when_idle(consumer, settings.idle_exit, stop)) if settings.idle_exit else None
+        try:
+            await consumer.run(stop)
+        finally:
+            if idle is not None:
+                idle.cancel()
+    tally = consumer.tally()
+    log.info("worker.stopped", events=tally.read, **{fate.value: n for fate, n in tally.fates.items()})
+    return tally
+
+
+def _reload(settings: RunSettings, consumer: HubConsumer) -> None:
+    try:
+        table = load_table(settings)
+    except RulesError as exc:
+        log.error("rules.rejected", problems=[str(p) for p in exc.problems])  # noqa: TRY400 - the problems say it
+        return
+    consumer.reload(table)
+    log.info("rules.reloaded", rules=len(table.rules))
+
+
+async def _stop_when_idle(consumer: HubConsumer, seconds: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(min(seconds / 4, 1.0))
+        if consumer.idle and time.monotonic() - consumer.last_activity >= seconds:
+            log.info("worker.idle", seconds=seconds)
+            stop.set()
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _on_signals(stop: asyncio.Event, reload: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stopping(name: str) -> None:
+        log.info("worker.stopping", signal=name)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stopping, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stopping, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+def _off_signals() -> None:
+    loop = asyncio.get_running_loop()
+    for number in _SIGNALS:
+        loop.remove_signal_handler(number)
