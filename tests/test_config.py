@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.settings_table import table as settings_table
 from worker.cli import main
 from worker.config import RunSettings, load_settings
 from worker.errors import SettingsError
@@ -124,3 +125,9 @@ def test_the_run_command_fails_at_start_up_naming_the_setting(
     minimal(monkeypatch)
     assert main(["run", "--max-wait", "soon"]) == 2
     assert "WORKER_MAX_WAIT (--max-wait): Input should be a valid number" in capsys.readouterr().err
+
+
+def test_the_readme_documents_every_setting_as_it_is() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for line in settings_table():
+        assert line in readme, f"README.md is out of date (python -m scripts.settings_table): {line}"

@@ -85,6 +85,11 @@ class RunSettings(BaseSettings):
 
     # --- processing --------------------------------------------------------------------------
     rules: _PathList = Field((), description="rules files or directories, comma-separated (the flag is repeatable)")
+    rules_watch: float = Field(
+        10.0,
+        ge=0,
+        description="seconds between checks of the rules files for changes, reloaded when changed (0: only on SIGHUP)",
+    )
     reorder_window: float = Field(5.0, ge=0, description="seconds an event waits for earlier events of its subject")
     late_policy: LatePolicy = Field(LatePolicy.SKIP, description="late events: skip (counted) or process (marked)")
     sequencers: _Sequencers = Field(
@@ -297,7 +302,7 @@ _REPEATABLE = {"rules", "sequencers"}
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; unset flags fall back to the environment, then to the default."""
     for field, info in RunSettings.model_fields.items():
-        default = "required" if info.is_required() else _shown(info.default)
+        default = "required" if info.is_required() else shown_default(info.default)
         help_text = f"{info.description} [{env_name(field)}; default: {default}]"
         if field in _REPEATABLE:
             parser.add_argument(flag_name(field), dest=field, action="append", metavar="VALUE", help=help_text)
@@ -305,7 +310,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag_name(field), dest=field, metavar="VALUE", help=help_text)
 
 
-def _shown(default: Any) -> str:
+def shown_default(default: Any) -> str:
     if default is None:
         return "unset"
     if isinstance(default, tuple):

@@ -2,8 +2,8 @@
 
 Loads the rules, opens the checkpoint stores, serves health and metrics, and runs the consumer
 until SIGTERM or SIGINT (or, with ``idle_exit``, until the hub has been quiet and everything is
-finished). SIGHUP reloads the rules: an invalid table is rejected, its errors logged, and the old
-one kept.
+finished). SIGHUP, or a change to a rules file (a Kubernetes ConfigMap update), reloads the rules:
+an invalid table is rejected, its errors logged, and the old one kept.
 """
 
 from __future__ import annotations
@@ -69,12 +69,16 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         _on_signals(stop, lambda: _reload(settings, consumer))
         stack.callback(_off_signals)
         log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(settings.checkpoints()))
-        idle = asyncio.create_task(_stop_when_idle(consumer, settings.idle_exit, stop)) if settings.idle_exit else None
+        helpers = []
+        if settings.idle_exit:
+            helpers.append(asyncio.create_task(_stop_when_idle(consumer, settings.idle_exit, stop)))
+        if settings.rules_watch:
+            helpers.append(asyncio.create_task(_watch_rules(settings, consumer)))
         try:
             await consumer.run(stop)
         finally:
-            if idle is not None:
-                idle.cancel()
+            for helper in helpers:
+                helper.cancel()
     tally = consumer.tally()
     log.info("worker.stopped", events=tally.read, **{fate.value: n for fate, n in tally.fates.items()})
     return tally
@@ -88,6 +92,30 @@ def _reload(settings: RunSettings, consumer: HubConsumer) -> None:
         return
     consumer.reload(table)
     log.info("rules.reloaded", rules=len(table.rules))
+
+
+def _fingerprint(settings: RunSettings) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a rules file is edited, added or removed (a ConfigMap swaps a symlink)."""
+    out = []
+    for path in paths_of(settings.rules):
+        try:
+            stat = path.stat()
+        except OSError:
+            out.append((str(path), -1, -1))
+            continue
+        out.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(out)
+
+
+async def _watch_rules(settings: RunSettings, consumer: HubConsumer) -> None:
+    seen = await asyncio.to_thread(_fingerprint, settings)
+    while True:
+        await asyncio.sleep(settings.rules_watch)
+        now = await asyncio.to_thread(_fingerprint, settings)
+        if now != seen:
+            seen = now
+            log.info("rules.changed")
+            _reload(settings, consumer)
 
 
 async def _stop_when_idle(consumer: HubConsumer, seconds: float, stop: asyncio.Event) -> None:
