@@ -49,6 +49,7 @@ async def test_a_clean_close_finishes_the_work_and_checkpoints_it(probe: Probe, 
     run = run_for(tmp_path)
     run.start()
     await run.put([message(n, f"s{n % 3}", n) for n in range(10)])
+    await settle(run, 9)
     await run.close(5.0, write=True)
     assert sorted(event for _, event in probe.order) == sorted(f"e{n}" for n in range(10))
     assert await checkpoint_of(tmp_path) == 9

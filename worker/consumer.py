@@ -147,7 +147,8 @@ class HubConsumer:
     @property
     def idle(self) -> bool:
         """Nothing held, nothing in flight, every checkpoint written."""
-        return all(run.flow.open_messages == 0 and not run.pending_checkpoint for run in self._runs.values())
+        runs = list(self._runs.values())
+        return bool(runs) and all(run.flow.open_messages == 0 and not run.pending_checkpoint for run in runs)
 
     def reload(self, table: RulesTable) -> None:
         """Use ``table`` for every event released from now on."""
@@ -192,6 +193,7 @@ class HubConsumer:
         finally:
             watching.cancel()
             await self._client.close()  # closes each partition (our grace runs there) and releases it
+            receiving.cancel()  # what is left of it is the balancing loop's sleep
             with contextlib.suppress(asyncio.CancelledError):
                 await receiving
             log.info("consumer.stopped")
@@ -213,6 +215,7 @@ class HubConsumer:
             await old.close(0, write=False)
             self._retired.add(old.flow.counts())
         self._runs[partition_id] = run
+        self.last_activity = time.monotonic()
         run.start()
         log.info("partition.claimed", partition_id=partition_id, state=state is not None)
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Final
 
 import structlog
 from azure.core.exceptions import AzureError
@@ -27,10 +26,6 @@ from worker.flow import PartitionFlow
 from worker.pipeline import DriveSettings, PartitionPipeline
 
 log = structlog.get_logger("worker.partition")
-
-#: What the callback hands in: a batch of messages, or None for "nothing arrived" (a tick).
-_Item = list[Message] | None
-_CLOSE: Final = object()
 
 
 class PartitionFailed(WorkerError):
@@ -60,7 +55,13 @@ class PartitionRun:
         self._runner = runner
         self._drive = drive
         self._checkpointing = checkpointing
-        self._inbox: asyncio.Queue[_Item | object] = asyncio.Queue(maxsize=4)
+        #: Messages handed in and not yet fed; the callback waits while there are ``_limit`` of them.
+        self._pending: list[Message] = []
+        self._limit = max(drive.inbox, 1)
+        self._ticked = False
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
         self._grace = 0.0
         self._task: asyncio.Task[None] | None = None
         self._written: Position | None = flow.checkpoint
@@ -100,17 +101,28 @@ class PartitionRun:
             self._task = asyncio.create_task(self._main(), name=f"partition-{self.partition_id}")
 
     async def put(self, messages: list[Message]) -> None:
-        """Hand in a batch (empty: nothing arrived in time); waits while the partition is busy."""
+        """Hand in a batch (empty: nothing arrived in time); waits while the partition is busy.
+
+        The SDK hands batches of whatever arrived, often one event: this only appends, and the
+        partition's task takes everything pending at once.
+        """
         task = self._task
         if task is None or task.done():
             raise PartitionFailed(f"partition {self.partition_id}: its pipeline has stopped")
         if messages:
             self.last_delivery = time.monotonic()
             self.last_sequence_number = messages[-1].position.sequence_number
-        put = asyncio.ensure_future(self._inbox.put(messages or None))
-        done, _ = await asyncio.wait((put, task), return_when=asyncio.FIRST_COMPLETED)
-        if put not in done:
-            put.cancel()
+            self._pending += messages
+        else:
+            self._ticked = True
+        self._wake.set()
+        if len(self._pending) < self._limit:
+            return
+        self._room.clear()
+        room = asyncio.ensure_future(self._room.wait())
+        done, _ = await asyncio.wait((room, task), return_when=asyncio.FIRST_COMPLETED)
+        if room not in done:
+            room.cancel()
             raise PartitionFailed(f"partition {self.partition_id}: its pipeline has stopped")
 
     async def close(self, grace: float, *, write: bool) -> None:
@@ -124,10 +136,9 @@ class PartitionRun:
         if task is None:
             return
         self._grace = grace if write else 0.0
-        inbox = self._inbox
-        while not inbox.empty():
-            inbox.get_nowait()
-        inbox.put_nowait(_CLOSE)
+        self._closing = True
+        self._pending = []
+        self._wake.set()
         with contextlib.suppress(PartitionFailed):
             await task
         if write:
@@ -137,12 +148,19 @@ class PartitionRun:
         pipeline = PartitionPipeline(self.flow, self._runner, self._drive)
         try:
             async with pipeline:
-                inbox = self._inbox
-                while (item := await inbox.get()) is not _CLOSE:
+                wake = self._wake
+                while True:
+                    await wake.wait()
+                    wake.clear()
+                    if self._closing:
+                        break
+                    batch, self._pending = self._pending, []
+                    self._room.set()
                     now = time.monotonic()
-                    if item:
-                        await pipeline.feed_many(item, now)  # type: ignore[arg-type]
-                    else:
+                    if batch:
+                        await pipeline.feed_many(batch, now)
+                    if self._ticked:
+                        self._ticked = False
                         pipeline.tick(now)
                     await self._write(force=False)
                 if self._grace > 0:

@@ -26,6 +26,8 @@ class DriveSettings:
     concurrency: int = 16
     #: Messages read ahead of the checkpoint before reading waits.
     max_open: int = 20_000
+    #: Messages received and not yet fed before the receiver waits (live worker).
+    inbox: int = 3_000
 
 
 class PartitionPipeline:
