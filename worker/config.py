@@ -105,8 +105,8 @@ class RunSettings(BaseSettings):
     idle_exit: float = Field(
         0.0,
         ge=0,
-        description="stop after this many seconds with no events and nothing in flight (0: never); for "
-        "demos and catching up",
+        description="stop once every partition is owned here and caught up, nothing in flight, and no event "
+        "arrived for this many seconds (0: never); for a worker alone on its consumer group: demos, catching up",
     )
     dead_letter_dir: Path = Field(Path("dead-letters"), description="directory of the dead-letter lane")
 

@@ -120,6 +120,8 @@ class HubConsumer:
         self._retired = Tally()
         #: Set once the hub answered; cleared when it stops answering.
         self.connected = False
+        #: The hub's partitions, known once it answered.
+        self.partition_count = 0
         #: Monotonic time of the last event delivered to any partition (or of the start).
         self.last_activity = time.monotonic()
 
@@ -146,9 +148,17 @@ class HubConsumer:
 
     @property
     def idle(self) -> bool:
-        """Nothing held, nothing in flight, every checkpoint written."""
+        """Every partition of the hub owned here, nothing held or in flight, every checkpoint written.
+
+        Meant for a worker alone on its consumer group (demos, catching up): a partition owned by
+        another worker, or by a dead one whose ownership has not expired yet, keeps this false.
+        """
         runs = list(self._runs.values())
-        return bool(runs) and all(run.flow.open_messages == 0 and not run.pending_checkpoint for run in runs)
+        return (
+            len(runs) == self.partition_count
+            and bool(runs)
+            and all(run.flow.open_messages == 0 and not run.pending_checkpoint and not run.lag for run in runs)
+        )
 
     def reload(self, table: RulesTable) -> None:
         """Use ``table`` for every event released from now on."""
@@ -162,6 +172,7 @@ class HubConsumer:
         """Receive until ``stop`` is set; then close the partitions (with the grace) and release them."""
         properties = await self._client.get_eventhub_properties()
         self.connected = True
+        self.partition_count = len(properties["partition_ids"])
         log.info(
             "consumer.started",
             eventhub=self._hub.eventhub,
