@@ -16,6 +16,7 @@ from tests.support import compile_ok
 from worker.accounting import ActionFate
 from worker.actions import ActionParams, ActionSpec, ActionType, PlannedAction, action_types
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
+from worker.actions.services import Services
 from worker.errors import ActionError
 from worker.events import Message, Position
 from worker.flow import FlowSettings, PartitionFlow
@@ -49,7 +50,9 @@ ACTIVE: list[Probe] = []
 
 
 class ProbeExecutor:
-    def __init__(self, params: ProbeParams) -> None:
+    target = "probe"
+
+    def __init__(self, params: ProbeParams, services: Services) -> None:
         self.params = params
 
     async def execute(self, action: PlannedAction) -> None:

@@ -107,10 +107,10 @@ class PartitionPipeline:
         try:
             while queue:
                 work = queue[0]
-                async with self._slots:
-                    for action in work.actions:
-                        fate = await runner.run(action)
-                        count(action.rule, action.spec.type, fate)
+                for action in work.actions:
+                    # The slot is held while an attempt runs, not while the action waits to retry.
+                    fate = await runner.run(action, self._slots)
+                    count(action.rule, action.spec.type, fate)
                 flow.finish(work)
                 queue.popleft()
                 self._progress.set()

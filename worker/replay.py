@@ -37,7 +37,8 @@ class ReplaySettings:
     dry_run: bool = False
     flow: FlowSettings = field(default_factory=FlowSettings)
     drive: DriveSettings = field(default_factory=DriveSettings)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: The retry policy of actions whose rule sets none (None: each action type's default).
+    retry: RetryPolicy | None = None
     dead_letters: Path = Path("dead-letters")
     #: Messages read per hand-over from the reading thread.
     batch: int = 2_000
