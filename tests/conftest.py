@@ -31,3 +31,21 @@ def default_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+#: The secrets rules/examples.yaml references, as a deployment's environment would hold them.
+EXAMPLE_SECRETS = {
+    "SMTP_PASSWORD": "example-smtp-password",
+    "MODEL_FUNCTION_KEY": "example-function-key",
+    "GITHUB_TOKEN": "example-github-token",
+    "AUDIT_EVENTHUB_CONNECTION_STRING": (
+        "Endpoint=sb://audit.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=example-key"
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def example_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment the shipped example rules need, so every test can load them."""
+    for name, value in EXAMPLE_SECRETS.items():
+        monkeypatch.setenv(name, value)

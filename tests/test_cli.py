@@ -133,7 +133,7 @@ def test_demo_replays_the_bundled_sample_and_acts(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the example file action writes out/production-audit.jsonl here
     report = tmp_path / "report.json"
-    assert main(["demo", "--rules", str(EXAMPLES), "--log-level", "warning", "--report", str(report)]) == 0
+    assert main(["demo", "--log-level", "warning", "--report", str(report)]) == 0
     counts = orjson.loads(report.read_bytes())
     assert sum(counts["outcomes"].values()) == counts["events"] > 400
     audit = (tmp_path / "out" / "production-audit.jsonl").read_bytes().splitlines()

@@ -130,7 +130,7 @@ def test_example_rules_act_on_ml_events():
         "audit-production-changes",
     ]
     audit = next(rule for rule in table.rules if rule.name == "audit-production-changes")
-    assert [(spec.type, spec.index) for spec in audit.actions] == [("file", 0)]
+    assert [(spec.type, spec.index) for spec in audit.actions] == [("file", 0), ("eventhub", 1)]
     assert isinstance(audit.actions[0].params, FileParams)
     assert audit.actions[0].params.path == Path("out/production-audit.jsonl")
     automl = event("RunCompleted", data={"runType": "automl"})

@@ -17,7 +17,7 @@ from typing import TextIO
 import orjson
 
 from worker.accounting import summary
-from worker.errors import CaptureError, RulesError, SourceError
+from worker.errors import CaptureError, DeadLetterError, RulesError, SourceError
 from worker.events import InvalidEvent, decode_body
 from worker.flow import FlowSettings, LatePolicy
 from worker.keys import split_key
@@ -27,12 +27,13 @@ from worker.pipeline import DriveSettings
 from worker.replay import ReplaySettings, progress_for, replay
 from worker.rules import explain
 from worker.rulesfile import load_rules, paths_of
-from worker.sources import plan_sources
+from worker.sources import plan_dead_letters, plan_sources
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-DEFAULT_DEMO_RULES = Path("rules/examples.yaml")
 #: Realistic Azure ML events as Event Hubs Capture stores them (scripts/make_sample_capture.py).
 SAMPLE_CAPTURE = Path(__file__).parent / "samples" / "capture"
+#: The example scenarios, acting locally (log lines and a file).
+DEFAULT_DEMO_RULES = Path(__file__).parent / "samples" / "demo-rules.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,7 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--rules", action="append", required=True, metavar="FILE", help="rules file (repeatable)")
     _replay_options(play)
     play.add_argument(
-        "sources", nargs="+", metavar="SOURCE", help="a capture file, a directory, or a blob container URL [/prefix]"
+        "--from-dead-letters",
+        action="store_true",
+        help="the SOURCEs are dead-letter lanes: re-drive the actions they hold (after a fix), and only those",
+    )
+    play.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a capture file, a directory, or a blob container URL [/prefix] (with --from-dead-letters: a "
+        "dead-letter directory or container)",
     )
     play.set_defaults(command="replay", handler=_replay)
 
@@ -85,7 +95,12 @@ def _parser() -> argparse.ArgumentParser:
         description="The replay of a bundled Event Hubs Capture of realistic Azure ML events (out of order, some "
         "delivered twice, a foreign workspace, a malformed body) through the example rules.",
     )
-    demo.add_argument("--rules", action="append", metavar="FILE", help=f"rules file (default: {DEFAULT_DEMO_RULES})")
+    demo.add_argument(
+        "--rules",
+        action="append",
+        metavar="FILE",
+        help="rules file (default: the bundled demo rules, the example scenarios acting locally)",
+    )
     _replay_options(demo)
     demo.set_defaults(command="demo", handler=_demo, sources=[str(SAMPLE_CAPTURE)])
     return parser
@@ -156,7 +171,13 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
         "default: event time, then sequence number (repeatable)",
     )
     parser.add_argument("--concurrency", type=int, default=DriveSettings().concurrency, help="actions at once")
-    parser.add_argument("--dead-letters", type=Path, default=Path("dead-letters"), metavar="DIR")
+    parser.add_argument(
+        "--dead-letters",
+        default="dead-letters",
+        metavar="DIR_OR_URL",
+        help="where actions that fail for good go: a directory (default: dead-letters), or a blob container URL "
+        "[/prefix] (credentials as for blob sources)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -187,19 +208,24 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         ),
         drive=DriveSettings(concurrency=args.concurrency),
         dead_letters=args.dead_letters,
+        connection_string=args.connection_string,
     )
     partitions = set(args.partition) if args.partition else None
     errors: list[str] = []
     try:
-        with plan_sources(
-            args.sources,
-            connection_string=args.connection_string,
-            partitions=partitions,
-            since=args.since,
-            until=args.until,
-        ) as plan:
+        if getattr(args, "from_dead_letters", False):
+            planned = plan_dead_letters(args.sources, connection_string=args.connection_string, partitions=partitions)
+        else:
+            planned = plan_sources(
+                args.sources,
+                connection_string=args.connection_string,
+                partitions=partitions,
+                since=args.since,
+                until=args.until,
+            )
+        with planned as plan:
             tally = asyncio.run(replay(plan, table, settings, progress_for(plan)))
-    except* (SourceError, CaptureError) as group:
+    except* (SourceError, CaptureError, DeadLetterError) as group:
         errors += [str(exc) for exc in group.exceptions]
     except* OSError as group:
         errors += [f"cannot write a dead letter: {exc}" for exc in group.exceptions]

@@ -231,7 +231,8 @@ def _actions(raw: object, at: KeyPath, state: _FileState) -> tuple[ActionSpec, .
             for error in exc.errors():
                 loc = tuple(error["loc"])
                 field = ".".join(str(p) for p in loc) or "(parameters)"
-                state.report((*where, *loc), f"action {i} ({kind.name}): {field}: {error['msg']}")
+                message = error["msg"].removeprefix("Value error, ")
+                state.report((*where, *loc), f"action {i} ({kind.name}): {field}: {message}")
             ok = False
             continue
         specs.append(ActionSpec(kind.name, i, params))

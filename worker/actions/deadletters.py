@@ -131,6 +131,19 @@ def message_of(record: Any, where: str) -> Letter:
         raise ValueError(f"{where}: not a dead letter ({type(exc).__name__}: {exc})") from exc
 
 
+class Redrive:
+    """Which actions of which events a re-drive runs again: those that dead letters name."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, set[tuple[str, int]]] = {}
+
+    def add(self, event_id: str, rule: str, action_index: int) -> None:
+        self._actions.setdefault(event_id, set()).add((rule, action_index))
+
+    def admits(self, event_id: str, rule: str, action_index: int) -> bool:
+        return (rule, action_index) in self._actions.get(event_id, ())
+
+
 class DeadLetterDirectory:
     """Dead letters as JSON files in a local directory."""
 
