@@ -136,6 +136,7 @@ def dead_letter_lane(where: Path | str, connection_string: str | None = None) ->
     if "://" not in text:
         return DeadLetterDirectory(Path(text))
     location = parse_container_url(text)
+    credential = None
     if location.sas_token:
         client = ContainerClient(location.account_url, location.container, credential=location.sas_token)
     elif connection_string:
@@ -145,8 +146,9 @@ def dead_letter_lane(where: Path | str, connection_string: str | None = None) ->
     else:
         from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - heavy, and only for Azure AD
 
-        client = ContainerClient(location.account_url, location.container, credential=DefaultAzureCredential())
-    return DeadLetterContainer(client, location.prefix)
+        credential = DefaultAzureCredential()
+        client = ContainerClient(location.account_url, location.container, credential=credential)
+    return DeadLetterContainer(client, location.prefix, credential=credential)
 
 
 def _take(messages: Iterator[Message], count: int) -> list[Message]:

@@ -41,6 +41,10 @@ class Attempt:
     transient: bool
 
 
+class _AsyncCloseable(Protocol):
+    async def close(self) -> None: ...
+
+
 class DeadLetterLane(Protocol):
     """Where actions that could not be completed are kept, to be re-driven later."""
 
@@ -169,8 +173,10 @@ class DeadLetterDirectory:
 class DeadLetterContainer:
     """Dead letters as blobs in a container (created on first use), under an optional prefix."""
 
-    def __init__(self, client: ContainerClient, prefix: str = "") -> None:
+    def __init__(self, client: ContainerClient, prefix: str = "", *, credential: _AsyncCloseable | None = None) -> None:
+        """``credential``: closed with the lane (the Azure AD credential made for it, if any)."""
         self._client = client
+        self._credential = credential
         self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._created = False
 
@@ -191,3 +197,5 @@ class DeadLetterContainer:
 
     async def aclose(self) -> None:
         await self._client.close()
+        if self._credential is not None:
+            await self._credential.close()
