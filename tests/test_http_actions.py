@@ -306,3 +306,15 @@ async def test_azure_devops_runs_a_pipeline(http_target: HttpTarget, harness: Ha
     else:
         assert request.header("Authorization") == "Bearer aad-token-for-tests"
         assert harness.credential.scopes == ["499b84ac-1321-427f-aa17-267ca6975798/.default"]
+
+
+async def test_the_type_default_policy_applies_where_the_rule_sets_only_part(tmp_path: Path):
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), sleep=Harness(tmp_path)._sleep)
+    closed = f"http://127.0.0.1:{free_port()}/h"
+    action = spec("webhook", url=closed, retry={"first_delay": 0, "max_delay": 0})
+    try:
+        assert await runner.run(PlannedAction("r", action, make_event())) is ActionFate.DEAD_LETTERED
+    finally:
+        await runner.aclose()
+    (path,) = tmp_path.glob("*.json")
+    assert len(orjson.loads(path.read_bytes())["attempts"]) == action_types()["webhook"].retry.attempts == 5

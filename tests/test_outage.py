@@ -49,6 +49,11 @@ rules:
 SECRET = "outage-function-key-0042"  # noqa: S105 - a test value, kept out of dead letters
 
 
+@pytest.fixture(autouse=True)
+def function_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTAGE_FUNCTION_KEY", SECRET)
+
+
 def bodies(count: int) -> list[bytes]:
     out = []
     for i in range(count):
@@ -108,9 +113,8 @@ class Outage:
 
 
 async def test_an_outage_then_recovery_loses_nothing(
-    tmp_path: Path, http_target: HttpTarget, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, http_target: HttpTarget, capsys: pytest.CaptureFixture[str]
 ):
-    monkeypatch.setenv("OUTAGE_FUNCTION_KEY", SECRET)
     dead = tmp_path / "dead"
     outage = Outage(http_target, lambda: any(dead.glob("*.json")))
     source = capture(tmp_path / "capture", "0", bodies(EVENTS))
@@ -175,9 +179,8 @@ async def test_an_outage_then_recovery_loses_nothing(
 
 
 async def test_a_dead_letter_container_is_written_and_re_driven(
-    tmp_path: Path, http_target: HttpTarget, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, http_target: HttpTarget, azurite: Azurite
 ):
-    monkeypatch.setenv("OUTAGE_FUNCTION_KEY", SECRET)
     lane = f"{azurite.account_url}/dead-letters/worker-1"
     down = f"http://127.0.0.1:{free_port()}"
     source = capture(tmp_path / "capture", "3", bodies(6))
@@ -203,3 +206,23 @@ async def test_a_dead_letter_container_is_written_and_re_driven(
     args = ["--rules", str(rules_file(tmp_path, http_target.url)), "--connection-string", azurite.connection_string]
     assert await asyncio.to_thread(main, ["replay", "--from-dead-letters", "--log-level", "error", *args, lane]) == 0
     assert sorted(event_id for event_id, _, _ in outage.answers) == [f"ev-{i:03d}" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ({}, "no .json files found"),
+        ({"0_00000000000000000001_00000_abc.json": b"{not json"}, "not a dead letter"),
+        ({"0_00000000000000000001_00000_abc.json": b'{"rule": "r"}'}, "not a dead letter"),
+    ],
+)
+def test_a_lane_that_is_empty_or_holds_no_letters_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, bytes], fragment: str
+):
+    lane = tmp_path / "lane"
+    lane.mkdir()
+    for name, data in files.items():
+        (lane / name).write_bytes(data)
+    rules = rules_file(tmp_path, "http://127.0.0.1:9")
+    assert main(["replay", "--from-dead-letters", "--rules", str(rules), str(lane)]) == 2
+    assert fragment in capsys.readouterr().err
