@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -53,6 +53,20 @@ class Secret:
         if not value:
             raise ValueError(f"the environment variable {name} is not set (or is empty); set it before starting")
         return cls(name, value)
+
+
+class Placeholders(Mapping[str, str]):
+    """An environment in which every variable holds a placeholder (``<NAME>``): for the commands that
+    execute nothing (``explain``, dry runs), so that they need no secrets."""
+
+    def __getitem__(self, name: str) -> str:
+        return f"<{name}>"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def secrets_in(value: object) -> tuple[str, ...]:
