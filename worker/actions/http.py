@@ -48,6 +48,7 @@ class HttpRequest:
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
+    #: Names in lower case.
     headers: Mapping[str, str]
     body: bytes
 
@@ -87,7 +88,8 @@ class HttpClient:
                 request.method, request.url, headers=dict(request.headers), data=request.body, allow_redirects=False
             ) as reply:
                 body = await reply.content.read(MAX_RESPONSE)
-                response = HttpResponse(reply.status, dict(reply.headers), body)
+                headers = {name.lower(): value for name, value in reply.headers.items()}
+                response = HttpResponse(reply.status, headers, body)
         except aiohttp.InvalidURL as exc:
             raise TargetRejected(f"{request.where}: invalid URL ({exc})") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -110,7 +112,7 @@ def check_status(request: HttpRequest, response: HttpResponse, now: datetime) ->
     excerpt = response.body[:_EXCERPT].decode("utf-8", "replace").strip()
     message = f"{request.where}: HTTP {status}" + (f": {excerpt}" if excerpt else "")
     if status in (408, 429) or status >= 500:
-        raise TargetUnavailable(message, retry_after=retry_after_seconds(response.headers.get("Retry-After"), now))
+        raise TargetUnavailable(message, retry_after=retry_after_seconds(response.headers.get("retry-after"), now))
     raise TargetRejected(message)
 
 
