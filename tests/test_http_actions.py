@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from tests.servers import free_port
 from tests.targets import FixedCredential, HttpTarget, Received
@@ -145,8 +146,17 @@ async def test_a_4xx_is_dead_lettered_at_once_and_the_letter_holds_no_secret(htt
         secret_headers={"x-functions-key": "${env:FUNCTION_KEY}"},
         signature={"secret": "${env:HOOK_KEY}"},
     )
-    assert await harness.run(hook) is ActionFate.DEAD_LETTERED
+    with capture_logs() as logs:
+        assert await harness.run(hook) is ActionFate.DEAD_LETTERED
     assert len(http_target.requests) == 1
+    assert [(log["event"], log["log_level"]) for log in logs] == [
+        ("action.failed", "warning"),
+        ("action.dead_lettered", "error"),
+    ]
+    assert logs[0]["attempt"] == 1
+    assert logs[0]["transient"] is False
+    assert logs[1]["attempts"] == 1
+    assert all(secret not in repr(logs) for secret in SECRETS.values())
     (letter,) = harness.letters()
     (attempt,) = letter["attempts"]
     assert attempt["transient"] is False
