@@ -19,7 +19,7 @@ ENV PATH=/opt/worker/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WORKER_RULES=/etc/worker/rules \
-    WORKER_DEAD_LETTER_DIR=/var/lib/worker/dead-letters \
+    WORKER_DEAD_LETTERS=/var/lib/worker/dead-letters \
     WORKER_LOG_FORMAT=json \
     WORKER_HTTP_PORT=8080
 RUN mkdir -p /var/lib/worker && chown worker:worker /var/lib/worker

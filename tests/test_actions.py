@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
+from worker.actions.services import Services
 from worker.errors import ActionError
 from worker.events import Event, Position, decode_body
 from worker.rulesfile import load_rules
@@ -40,7 +41,7 @@ def make_event(
 def file_executor(**params: object):
     kind = action_types()["file"]
     validated = kind.params.model_validate(params)
-    return validated, kind.executor(validated)
+    return validated, kind.executor(validated, Services())
 
 
 def read_lines(path: Path) -> list[dict[str, object]]:
@@ -258,7 +259,7 @@ rules:
         ("audit-production", "log", 0),
         ("audit-production", "file", 1),
     ]
-    executors = [action_types()[a.spec.type].executor(a.spec.params) for a in planned]
+    executors = [action_types()[a.spec.type].executor(a.spec.params, Services()) for a in planned]
     with capture_logs() as logs:
         for action, executor in zip(planned, executors, strict=True):
             await executor.execute(action)
@@ -278,7 +279,7 @@ rules:
 async def test_the_log_action_writes_one_structured_event():
     kind = action_types()["log"]
     params = kind.params.model_validate({"message": "call the model-registered function", "level": "warning"})
-    executor = kind.executor(params)
+    executor = kind.executor(params, Services())
     event = make_event()
     action = PlannedAction("function-on-model-registered", ActionSpec("log", 1, params), event, late=True)
     with capture_logs() as logs:
@@ -306,7 +307,7 @@ async def test_the_log_action_writes_one_structured_event():
 async def test_the_log_action_levels(level):
     kind = action_types()["log"]
     params = kind.params.model_validate({"level": level})
-    executor = kind.executor(params)
+    executor = kind.executor(params, Services())
     with capture_logs() as logs:
         await executor.execute(PlannedAction("r", ActionSpec("log", 0, params), make_event("ev-9")))
     (log,) = logs
@@ -320,7 +321,7 @@ async def test_the_log_action_levels(level):
 async def test_the_log_action_default_level_is_info():
     kind = action_types()["log"]
     params = kind.params()
-    executor = kind.executor(params)
+    executor = kind.executor(params, Services())
     with capture_logs() as logs:
         await executor.execute(PlannedAction("r", ActionSpec("log", 0, params), make_event()))
         await executor.execute(PlannedAction("r", ActionSpec("log", 0, params), make_event("ev-2")))

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.conftest import EXAMPLE_SECRETS
 from worker.cli import main
 from worker.mlevents import DEFAULT_TOPIC, MODEL_REGISTERED, RUN_STATUS_CHANGED
 
@@ -133,7 +134,7 @@ def test_demo_replays_the_bundled_sample_and_acts(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the example file action writes out/production-audit.jsonl here
     report = tmp_path / "report.json"
-    assert main(["demo", "--rules", str(EXAMPLES), "--log-level", "warning", "--report", str(report)]) == 0
+    assert main(["demo", "--log-level", "warning", "--report", str(report)]) == 0
     counts = orjson.loads(report.read_bytes())
     assert sum(counts["outcomes"].values()) == counts["events"] > 400
     audit = (tmp_path / "out" / "production-audit.jsonl").read_bytes().splitlines()
@@ -156,3 +157,23 @@ def test_module_entry_point_runs() -> None:
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "validate" in capsys.readouterr().err
+
+
+def test_secrets_are_needed_to_act_but_not_to_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in EXAMPLE_SECRETS:
+        monkeypatch.delenv(name)
+    assert main(["validate", str(EXAMPLES)]) == 2
+    err = capsys.readouterr().err
+    assert all(f"environment variable {name} is not set" in err for name in EXAMPLE_SECRETS)
+    assert main(["validate", "--skip-secrets", str(EXAMPLES)]) == 0
+    assert capsys.readouterr().out.startswith("ok: 6 rules")
+    # Executing nothing needs no secrets: explain, and a dry run.
+    body = tmp_path / "body.json"
+    body.write_bytes(_body(MODEL_REGISTERED, "models/m:1", {"modelName": "m"}))
+    assert main(["explain", "--rules", str(EXAMPLES), str(body)]) == 0
+    sample = ROOT / "worker" / "samples" / "capture"
+    assert main(["replay", "--dry-run", "--log-level", "error", "--rules", str(EXAMPLES), str(sample)]) == 0
+    assert main(["replay", "--log-level", "error", "--rules", str(EXAMPLES), str(sample)]) == 2
+    assert "SMTP_PASSWORD" in capsys.readouterr().err

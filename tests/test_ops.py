@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.servers import free_port
 from worker.accounting import ActionFate, Fate, Skip, Tally
 from worker.config import OpsSettings
-from worker.metrics import PartitionGauges, new_registry
+from worker.metrics import ActionMetrics, PartitionGauges, new_registry
 from worker.ops import serve
 
 
@@ -39,7 +39,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_health_readiness_and_metrics() -> None:
     view = View()
     ready: dict[str, str | None] = {"reason": "the Event Hub has not answered"}
-    registry, actions = new_registry(view)
+    actions = ActionMetrics()
+    registry = new_registry(view, actions)
     port = free_port()
     async with (
         serve(OpsSettings("127.0.0.1", port), registry, lambda: ready["reason"]),
@@ -63,6 +64,7 @@ async def test_health_readiness_and_metrics() -> None:
         view.owned = [PartitionGauges("0", 4, 9, 2.5, 7, 1, 120), PartitionGauges("1", 0, 0, 0.5, 3, 0, None)]
         actions.observe("webhook", 0.02, "ok")
         actions.observe("webhook", 0.3, "transient")
+        actions.observe("webhook", None, "circuit_open")
         async with http.get("/metrics") as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain")
@@ -84,10 +86,11 @@ async def test_health_readiness_and_metrics() -> None:
     assert got["azml_worker_partition_lag", (("partition", "0"),)] == 120
     assert ("azml_worker_partition_lag", (("partition", "1"),)) not in got  # unknown, not zero
     assert got["azml_worker_action_attempts_total", (("action_type", "webhook"), ("result", "transient"))] == 1
+    assert got["azml_worker_action_attempts_total", (("action_type", "webhook"), ("result", "circuit_open"))] == 1
     assert got["azml_worker_action_seconds_count", (("action_type", "webhook"),)] == 2
 
 
 async def test_port_zero_turns_the_server_off() -> None:
-    registry, _ = new_registry(View())
+    registry = new_registry(View(), ActionMetrics())
     async with serve(OpsSettings("127.0.0.1", 0), registry, lambda: None) as port:
         assert port is None

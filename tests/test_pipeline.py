@@ -15,7 +15,8 @@ import pytest
 from tests.support import compile_ok
 from worker.accounting import ActionFate
 from worker.actions import ActionParams, ActionSpec, ActionType, PlannedAction, action_types
-from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
+from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy, RunnerSettings
+from worker.actions.services import Services
 from worker.errors import ActionError
 from worker.events import Message, Position
 from worker.flow import FlowSettings, PartitionFlow
@@ -30,6 +31,9 @@ class ProbeParams(ActionParams):
 
     failures: int = 0
     transient: bool = True
+    #: Wait for the probe's gate before finishing.
+    gated: bool = True
+    target: str = "probe"
 
 
 class Probe:
@@ -49,8 +53,9 @@ ACTIVE: list[Probe] = []
 
 
 class ProbeExecutor:
-    def __init__(self, params: ProbeParams) -> None:
+    def __init__(self, params: ProbeParams, services: Services) -> None:
         self.params = params
+        self.target = params.target
 
     async def execute(self, action: PlannedAction) -> None:
         probe = ACTIVE[-1]
@@ -61,11 +66,15 @@ class ProbeExecutor:
         assert probe.subject_running[subject] == 0, "two actions of one subject ran at once"
         probe.subject_running[subject] += 1
         probe.running["all"] += 1
+        probe.running[self.target] += 1
         probe.peak["all"] = max(probe.peak["all"], probe.running["all"])
-        await probe.gate.wait()
+        probe.peak[self.target] = max(probe.peak[self.target], probe.running[self.target])
+        if self.params.gated:
+            await probe.gate.wait()
         await asyncio.sleep(0)
         probe.order.append((subject, action.event.id))
         probe.running["all"] -= 1
+        probe.running[self.target] -= 1
         probe.subject_running[subject] -= 1
 
     async def aclose(self) -> None:
@@ -118,6 +127,30 @@ async def test_subjects_run_concurrently_but_each_in_its_order(probe: Probe, tmp
     assert flow.checkpoint is not None
     assert flow.checkpoint.sequence_number == 23
     assert flow.counts().actions == {("all", "probe", ActionFate.DONE): 24}
+
+
+async def test_a_stuck_target_does_not_stall_other_subjects(probe: Probe, tmp_path: Path) -> None:
+    stuck = ActionSpec("probe", 0, ProbeParams(target="stuck"))
+    healthy = ActionSpec("probe", 0, ProbeParams(target="healthy", gated=False))
+    rules = [
+        Rule("stuck", compile_ok({"subjectBeginsWith": "stuck/"}), (stuck,)),
+        Rule("healthy", compile_ok({"subjectBeginsWith": "ok/"}), (healthy,)),
+    ]
+    flow = PartitionFlow("0", RulesTable.build(rules), FlowSettings(window=0))
+    settings = RunnerSettings(per_target=1)
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), sleep=_no_sleep, types=TYPES, settings=settings)
+    subjects = [f"stuck/{i}" if i % 3 == 0 else f"ok/{i}" for i in range(12)]
+    async with PartitionPipeline(flow, runner, DriveSettings(concurrency=2)) as pipeline:
+        for i, subject in enumerate(subjects):
+            await pipeline.feed(message(i, subject, i))
+        await asyncio.sleep(0.05)
+        # One request at a time to the stuck target, waiting without a slot: the others went through.
+        assert sorted(s for s, _ in probe.order) == sorted(s for s in subjects if s.startswith("ok/"))
+        assert (probe.running["stuck"], probe.peak["stuck"]) == (1, 1)
+        probe.gate.set()
+        await pipeline.finish()
+    assert len(probe.order) == 12
+    assert flow.counts().actions == {("stuck", "probe", ActionFate.DONE): 4, ("healthy", "probe", ActionFate.DONE): 8}
 
 
 async def test_reading_waits_while_too_much_is_ahead_of_the_checkpoint(probe: Probe, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_the_bundled_sample_replays_with_every_outcome_and_the_counts_add_up(
     rules = report["rules"]
     assert isinstance(rules, dict)
     planned = {name: entry["actions"] for name, entry in rules.items()}
-    assert planned["mail-on-failed-run"] == {"log": {"planned": rules["mail-on-failed-run"]["matched"]}}
+    assert planned["mail-on-failed-run"] == {"email": {"planned": rules["mail-on-failed-run"]["matched"]}}
     out = capsys.readouterr().out
     assert f"Events read: {report['events']}" in out
     assert "mail-on-failed-run" in out

@@ -23,6 +23,20 @@ WS = (
 )
 ML = "Microsoft.MachineLearningServices."
 
+KNOWN_TYPES = ", ".join(
+    [
+        "azure_devops_pipeline",
+        "azureml_pipeline",
+        "datafactory_pipeline",
+        "email",
+        "eventhub",
+        "file",
+        "github_workflow",
+        "log",
+        "webhook",
+    ]
+)
+
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
@@ -116,7 +130,7 @@ def test_example_rules_act_on_ml_events():
         "audit-production-changes",
     ]
     audit = next(rule for rule in table.rules if rule.name == "audit-production-changes")
-    assert [(spec.type, spec.index) for spec in audit.actions] == [("file", 0)]
+    assert [(spec.type, spec.index) for spec in audit.actions] == [("file", 0), ("eventhub", 1)]
     assert isinstance(audit.actions[0].params, FileParams)
     assert audit.actions[0].params.path == Path("out/production-audit.jsonl")
     automl = event("RunCompleted", data={"runType": "automl"})
@@ -511,12 +525,12 @@ INVALID = [
     ),
     pytest.param(
         {"r.yaml": "rules:\n  - name: a\n    actions:\n      - type: logg\n"},
-        [("r.yaml", 4, "a", "unknown action type 'logg' (did you mean 'log'?); known: file, log")],
+        [("r.yaml", 4, "a", f"unknown action type 'logg' (did you mean 'log'?); known: {KNOWN_TYPES}")],
         id="unknown-action-type",
     ),
     pytest.param(
         {"r.yaml": "rules:\n  - name: a\n    actions: [log]\n"},
-        [("r.yaml", 3, "a", "each action must be a mapping with a 'type' (one of: file, log)")],
+        [("r.yaml", 3, "a", f"each action must be a mapping with a 'type' (one of: {KNOWN_TYPES})")],
         id="action-not-a-mapping",
     ),
     pytest.param(

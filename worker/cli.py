@@ -19,8 +19,9 @@ from azure.core.exceptions import AzureError
 from azure.eventhub.exceptions import EventHubError
 
 from worker.accounting import summary
+from worker.actions.secrets import Placeholders
 from worker.config import RunSettings, add_flags, load_settings
-from worker.errors import CaptureError, RulesError, SettingsError, SourceError
+from worker.errors import CaptureError, DeadLetterError, RulesError, SettingsError, SourceError
 from worker.events import InvalidEvent, decode_body
 from worker.flow import FlowSettings, LatePolicy
 from worker.keys import split_key
@@ -31,12 +32,13 @@ from worker.replay import ReplaySettings, progress_for, replay
 from worker.rules import explain
 from worker.rulesfile import load_rules, paths_of
 from worker.run import run_worker
-from worker.sources import plan_sources
+from worker.sources import plan_dead_letters, plan_sources
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-DEFAULT_DEMO_RULES = Path("rules/examples.yaml")
 #: Realistic Azure ML events as Event Hubs Capture stores them (scripts/make_sample_capture.py).
 SAMPLE_CAPTURE = Path(__file__).parent / "samples" / "capture"
+#: The example scenarios, acting locally (log lines and a file).
+DEFAULT_DEMO_RULES = Path(__file__).parent / "samples" / "demo-rules.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check rules files; exit 0 when valid, 2 otherwise")
     validate.add_argument("files", nargs="+", metavar="FILE", help="rules files or directories of *.yaml")
+    validate.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="do not check that the environment holds the secrets the rules reference (${env:NAME})",
+    )
     validate.set_defaults(command="validate", handler=_validate)
 
     why = commands.add_parser("explain", help="show which rules match the events of one message body, and why")
@@ -79,7 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--rules", action="append", required=True, metavar="FILE", help="rules file (repeatable)")
     _replay_options(play)
     play.add_argument(
-        "sources", nargs="+", metavar="SOURCE", help="a capture file, a directory, or a blob container URL [/prefix]"
+        "--from-dead-letters",
+        action="store_true",
+        help="the SOURCEs are dead-letter lanes: re-drive the actions they hold (after a fix), and only those",
+    )
+    play.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a capture file, a directory, or a blob container URL [/prefix] (with --from-dead-letters: a "
+        "dead-letter directory or container)",
     )
     play.set_defaults(command="replay", handler=_replay)
 
@@ -99,7 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         description="The replay of a bundled Event Hubs Capture of realistic Azure ML events (out of order, some "
         "delivered twice, a foreign workspace, a malformed body) through the example rules.",
     )
-    demo.add_argument("--rules", action="append", metavar="FILE", help=f"rules file (default: {DEFAULT_DEMO_RULES})")
+    demo.add_argument(
+        "--rules",
+        action="append",
+        metavar="FILE",
+        help="rules file (default: the bundled demo rules, the example scenarios acting locally)",
+    )
     _replay_options(demo)
     demo.set_defaults(command="demo", handler=_demo, sources=[str(SAMPLE_CAPTURE)])
     return parser
@@ -107,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
     files = paths_of(args.files)
-    table = load_rules(files)
+    table = load_rules(files, env=Placeholders() if args.skip_secrets else None)
     for warning in table.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"ok: {len(table.rules)} rules in {len(files)} file{'s' * (len(files) != 1)}", file=out)
@@ -115,7 +136,7 @@ def _validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _explain(args: argparse.Namespace, out: TextIO) -> int:
-    table = load_rules(paths_of(args.rules))
+    table = load_rules(paths_of(args.rules), env=Placeholders())  # executes nothing: needs no secrets
     try:
         body = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
     except OSError as exc:
@@ -170,7 +191,13 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
         "default: event time, then sequence number (repeatable)",
     )
     parser.add_argument("--concurrency", type=int, default=DriveSettings().concurrency, help="actions at once")
-    parser.add_argument("--dead-letters", type=Path, default=Path("dead-letters"), metavar="DIR")
+    parser.add_argument(
+        "--dead-letters",
+        default="dead-letters",
+        metavar="DIR_OR_URL",
+        help="where actions that fail for good go: a directory (default: dead-letters), or a blob container URL "
+        "[/prefix] (credentials as for blob sources)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -193,7 +220,8 @@ def _moment(text: str) -> datetime:
 
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
     configure_logging(args.log_level)
-    table = load_rules(paths_of(args.rules))
+    # A dry run executes nothing, so it needs no secrets.
+    table = load_rules(paths_of(args.rules), env=Placeholders() if args.dry_run else None)
     settings = ReplaySettings(
         dry_run=args.dry_run,
         flow=FlowSettings(
@@ -201,19 +229,24 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         ),
         drive=DriveSettings(concurrency=args.concurrency),
         dead_letters=args.dead_letters,
+        connection_string=args.connection_string,
     )
     partitions = set(args.partition) if args.partition else None
     errors: list[str] = []
     try:
-        with plan_sources(
-            args.sources,
-            connection_string=args.connection_string,
-            partitions=partitions,
-            since=args.since,
-            until=args.until,
-        ) as plan:
+        if getattr(args, "from_dead_letters", False):
+            planned = plan_dead_letters(args.sources, connection_string=args.connection_string, partitions=partitions)
+        else:
+            planned = plan_sources(
+                args.sources,
+                connection_string=args.connection_string,
+                partitions=partitions,
+                since=args.since,
+                until=args.until,
+            )
+        with planned as plan:
             tally = asyncio.run(replay(plan, table, settings, progress_for(plan)))
-    except* (SourceError, CaptureError) as group:
+    except* (SourceError, CaptureError, DeadLetterError) as group:
         errors += [str(exc) for exc in group.exceptions]
     except* OSError as group:
         errors += [f"cannot write a dead letter: {exc}" for exc in group.exceptions]

@@ -108,7 +108,13 @@ class RunSettings(BaseSettings):
         description="stop once every partition is owned here and caught up, nothing in flight, and no event "
         "arrived for this many seconds (0: never); for a worker alone on its consumer group: demos, catching up",
     )
-    dead_letter_dir: Path = Field(Path("dead-letters"), description="directory of the dead-letter lane")
+    dead_letters: str = Field(
+        "dead-letters",
+        min_length=1,
+        description="the dead-letter lane: a directory, or a blob container URL "
+        "(https://ACCOUNT.blob.core.windows.net/CONTAINER[/prefix]) reached with the storage connection string or "
+        "DefaultAzureCredential",
+    )
 
     # --- operations --------------------------------------------------------------------------
     http_host: str = Field(

@@ -9,7 +9,13 @@
     │   ├── NotAnEvent      the JSON is not an Event Grid or CloudEvents 1.0 event
     │   ├── MissingField    a required envelope field is absent
     │   └── BadField        an envelope field has the wrong type or an unparseable value
-    ├── ActionError         an action could not be executed
+    ├── ActionError         an action could not be executed; ``transient`` says whether to retry
+    │   ├── TargetUnavailable   transient: connection refused or dropped, timed out, 408, 429,
+    │   │                       5xx (with the target's Retry-After, if any)
+    │   ├── TargetRejected      permanent: the target answered and refused (any other 4xx)
+    │   ├── RenderError         permanent: a template could not be rendered for this event
+    │   └── CircuitOpen         transient: the target's circuit is open; no request was made
+    ├── DeadLetterError     a dead letter could not be written (fatal: the event is not finished)
     ├── CaptureError        an Event Hubs Capture file is not Avro, not EventData, or is corrupt
     ├── SourceError         a replay source cannot be listed or read (missing path, bad URL,
     │                       missing container, failed authentication)
@@ -91,6 +97,39 @@ class ActionError(WorkerError):
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class TargetUnavailable(ActionError):
+    """The target could not be reached or answered "not now". ``retry_after``: seconds it asked to wait."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, transient=True)
+        self.retry_after = retry_after
+
+
+class TargetRejected(ActionError):
+    """The target answered and refused the request: trying again will not help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+class RenderError(ActionError):
+    """A template failed on this event (a missing key, a wrong type): the action cannot be built."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+class CircuitOpen(ActionError):
+    """The target failed repeatedly and its circuit is open: the attempt was not made."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+class DeadLetterError(WorkerError):
+    """A dead letter could not be written; the message names the lane and the cause."""
 
 
 class CaptureError(WorkerError):

@@ -71,3 +71,16 @@ def _get_ignoring_case(mapping: dict[str, object], member: str) -> object:
         if len(name) == size and name.casefold() == folded:
             return value
     return MISSING
+
+
+def member(mapping: Mapping[str, object], name: str) -> object:
+    """The member ``name`` of one JSON object, looked up as one step of a key (exact, then ignoring
+    case), or :data:`MISSING`."""
+    if not name:
+        return mapping.get(name, MISSING)
+    value = mapping.get(name, MISSING)
+    if value is MISSING:
+        value = mapping.get(name[0].swapcase() + name[1:], MISSING)
+        if value is MISSING and isinstance(mapping, dict):
+            value = _get_ignoring_case(mapping, name)
+    return value

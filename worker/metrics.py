@@ -142,28 +142,32 @@ def _gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple
 class ActionMetrics:
     """Action attempts as they happen: count, failures and latency by action type."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self) -> None:
         self.attempts = CounterMetric(
             f"{PREFIX}_action_attempts",
             "Action attempts, by action type and result",
             ["action_type", "result"],
-            registry=registry,
+            registry=None,
         )
         self.latency = Histogram(
             f"{PREFIX}_action_seconds",
             "Seconds per action attempt, by action type",
             ["action_type"],
-            registry=registry,
+            registry=None,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
 
-    def observe(self, action_type: str, seconds: float, result: str) -> None:
-        """``result``: ok, transient or permanent."""
+    def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+        """``result``: ok, transient, permanent or circuit_open (no request made, no latency)."""
         self.attempts.labels(action_type, result).inc()
-        self.latency.labels(action_type).observe(seconds)
+        if seconds is not None:
+            self.latency.labels(action_type).observe(seconds)
 
 
-def new_registry(view: WorkerView) -> tuple[CollectorRegistry, ActionMetrics]:
+def new_registry(view: WorkerView, actions: ActionMetrics) -> CollectorRegistry:
+    """A registry of the worker's own metrics (not the process-wide default one)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(WorkerCollector(view))
-    return registry, ActionMetrics(registry)
+    registry.register(actions.attempts)
+    registry.register(actions.latency)
+    return registry

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -30,10 +30,23 @@ class DriveSettings:
     inbox: int = 3_000
 
 
+#: Whether to run the action (event id, rule, action index): a re-drive runs only what failed.
+Selection = Callable[[str, str, int], bool]
+
+
 class PartitionPipeline:
-    def __init__(self, flow: PartitionFlow, runner: ActionRunner | None, settings: DriveSettings | None = None) -> None:
-        """``runner`` None is a dry run: actions are counted as planned, never executed."""
+    def __init__(
+        self,
+        flow: PartitionFlow,
+        runner: ActionRunner | None,
+        settings: DriveSettings | None = None,
+        *,
+        select: Selection | None = None,
+    ) -> None:
+        """``runner`` None is a dry run: actions are counted as planned, never executed. ``select``:
+        only the actions it admits run (and are counted)."""
         self.flow = flow
+        self._select = select
         self._runner = runner
         self._settings = settings or DriveSettings()
         self._slots = asyncio.Semaphore(self._settings.concurrency)
@@ -100,10 +113,11 @@ class PartitionPipeline:
         runner, flow = self._runner, self.flow
         for work in released:
             if runner is None:
-                count = flow.tally.count_action
+                count, select, event_id = flow.tally.count_action, self._select, work.event.id
                 for rule in work.rules:
                     for spec in rule.actions:
-                        count(rule.name, spec.type, ActionFate.PLANNED)
+                        if select is None or select(event_id, rule.name, spec.index):
+                            count(rule.name, spec.type, ActionFate.PLANNED)
                 flow.finish(work)
                 continue
             queue = self._queues.get(work.subject)
@@ -116,15 +130,17 @@ class PartitionPipeline:
             task.add_done_callback(self._running.discard)
 
     async def _run_subject(self, subject: str, queue: deque[Work], runner: ActionRunner) -> None:
-        flow = self.flow
+        flow, select = self.flow, self._select
         count = flow.tally.count_action
         try:
             while queue:
                 work = queue[0]
-                async with self._slots:
-                    for action in work.actions:
-                        fate = await runner.run(action)
-                        count(action.rule, action.spec.type, fate)
+                for action in work.actions:
+                    if select is not None and not select(action.event.id, action.rule, action.spec.index):
+                        continue
+                    # The slot is held while an attempt runs, not while the action waits to retry.
+                    fate = await runner.run(action, self._slots)
+                    count(action.rule, action.spec.type, fate)
                 flow.finish(work)
                 queue.popleft()
                 self._progress.set()

@@ -19,15 +19,19 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
+from azure.storage.blob.aio import ContainerClient
 from tqdm import tqdm
 
 from worker.accounting import Tally
-from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
+from worker.actions.deadletters import DeadLetterContainer, DeadLetterDirectory, DeadLetterLane
+from worker.actions.runner import ActionRunner, RetryPolicy, RunnerSettings
+from worker.actions.services import Services
+from worker.errors import SourceError
 from worker.events import Message
 from worker.flow import FlowSettings, PartitionFlow
 from worker.pipeline import DriveSettings, PartitionPipeline
 from worker.rules import RulesTable
-from worker.sources import CaptureFile, Plan
+from worker.sources import CaptureFile, Plan, parse_container_url
 
 log = structlog.get_logger("worker.replay")
 
@@ -37,8 +41,13 @@ class ReplaySettings:
     dry_run: bool = False
     flow: FlowSettings = field(default_factory=FlowSettings)
     drive: DriveSettings = field(default_factory=DriveSettings)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    dead_letters: Path = Path("dead-letters")
+    #: The retry policy of actions whose rule sets none (None: each action type's default).
+    retry: RetryPolicy | None = None
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    #: The dead-letter lane: a directory, or a blob container URL (``https://.../CONTAINER[/PREFIX]``).
+    dead_letters: Path | str = Path("dead-letters")
+    #: For a blob container lane without a SAS token in its URL (else DefaultAzureCredential).
+    connection_string: str | None = field(default=None, repr=False)
     #: Messages read per hand-over from the reading thread.
     batch: int = 2_000
 
@@ -87,15 +96,22 @@ def progress_for(plan: Plan) -> Progress:
     return LogProgress(sum(len(files) for files in plan.partitions.values()))
 
 
-async def replay(plan: Plan, table: RulesTable, settings: ReplaySettings, progress: Progress) -> Tally:
-    """Replay every partition of ``plan``; return the counts of the whole run."""
+async def replay(
+    plan: Plan, table: RulesTable, settings: ReplaySettings, progress: Progress, *, services: Services | None = None
+) -> Tally:
+    """Replay every partition of ``plan``; return the counts of the whole run. A plan of dead letters
+    runs only the actions they name. ``services``: the clients actions use (default: real ones)."""
     total = Tally()
-    runner = None if settings.dry_run else ActionRunner(DeadLetterDirectory(settings.dead_letters), settings.retry)
+    runner = None
+    if not settings.dry_run:
+        lane = dead_letter_lane(settings.dead_letters, settings.connection_string)
+        runner = ActionRunner(lane, settings.retry, services=services, settings=settings.runner)
+    select = plan.redrive.admits if plan.redrive is not None else None
     try:
         for partition_id, files in plan.partitions.items():
             flow = PartitionFlow(partition_id, table, settings.flow)
             log.debug("replay.partition", partition_id=partition_id, files=len(files))
-            async with PartitionPipeline(flow, runner, settings.drive) as pipeline:
+            async with PartitionPipeline(flow, runner, settings.drive, select=select) as pipeline:
                 for file in files:
                     messages = plan.messages(file)
                     while batch := await asyncio.to_thread(_take, messages, settings.batch):
@@ -108,6 +124,31 @@ async def replay(plan: Plan, table: RulesTable, settings: ReplaySettings, progre
         if runner is not None:
             await runner.aclose()
     return total
+
+
+def dead_letter_lane(where: Path | str, connection_string: str | None = None) -> DeadLetterLane:
+    """The lane at ``where``: a directory, or a blob container URL with an optional prefix.
+
+    Blob credentials as for replay sources: a SAS token in the URL, else ``connection_string``,
+    else ``DefaultAzureCredential`` (HTTPS only). Raises SourceError for a malformed URL.
+    """
+    text = str(where)
+    if "://" not in text:
+        return DeadLetterDirectory(Path(text))
+    location = parse_container_url(text)
+    credential = None
+    if location.sas_token:
+        client = ContainerClient(location.account_url, location.container, credential=location.sas_token)
+    elif connection_string:
+        client = ContainerClient.from_connection_string(connection_string, location.container)
+    elif location.account_url.startswith("http://"):
+        raise SourceError(f"{text}: an http:// dead-letter container needs a connection string or a SAS token")
+    else:
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - heavy, and only for Azure AD
+
+        credential = DefaultAzureCredential()
+        client = ContainerClient(location.account_url, location.container, credential=credential)
+    return DeadLetterContainer(client, location.prefix, credential=credential)
 
 
 def _take(messages: Iterator[Message], count: int) -> list[Message]:

@@ -18,6 +18,7 @@ File format::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -47,8 +48,11 @@ _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_rules(paths: Sequence[str | Path]) -> RulesTable:
-    """Load, validate and compile the rules in ``paths`` into one table."""
+def load_rules(paths: Sequence[str | Path], *, env: Mapping[str, str] | None = None) -> RulesTable:
+    """Load, validate and compile the rules in ``paths`` into one table.
+
+    Secrets (``${env:NAME}``) are resolved from ``env`` (default: the process environment).
+    """
     problems: list[Problem] = []
     rules: list[Rule] = []
     topics: list[str] = []
@@ -58,6 +62,7 @@ def load_rules(paths: Sequence[str | Path]) -> RulesTable:
         raise RulesError([Problem("(no file)", None, None, None, "no rules file given")])
     for path in paths:
         state = _FileState(path, problems, rules, topics, warnings, seen)
+        state.env = os.environ if env is None else env
         try:
             _load_file(Path(path), state)
         except RecursionError:
@@ -89,6 +94,7 @@ class _FileState:
         self.positions: dict[KeyPath, tuple[int, int]] = {}
         self.rule: str | None = None
         self.yaml: Any = _Loader("")
+        self.env: Mapping[str, str] = {}
 
     def report(self, at: KeyPath, message: str) -> None:
         line = column = None
@@ -208,22 +214,25 @@ def _actions(raw: object, at: KeyPath, state: _FileState) -> tuple[ActionSpec, .
     for i, item in enumerate(raw):
         where = (*at, i)
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            state.report(where, f"each action must be a mapping with a 'type' (one of: {', '.join(registry)})")
+            state.report(where, f"each action must be a mapping with a 'type' (one of: {', '.join(sorted(registry))})")
             ok = False
             continue
         kind = registry.get(item["type"])
         if kind is None:
-            hint = _did_you_mean(item["type"], registry)
-            state.report((*where, "type"), f"unknown action type {item['type']!r}{hint}; known: {', '.join(registry)}")
+            hint = f"{_did_you_mean(item['type'], registry)}; known: {', '.join(sorted(registry))}"
+            state.report((*where, "type"), f"unknown action type {item['type']!r}{hint}")
             ok = False
             continue
         try:
-            params = kind.params.model_validate({k: v for k, v in item.items() if k != "type"})
+            params = kind.params.model_validate(
+                {k: v for k, v in item.items() if k != "type"}, context={"env": state.env}
+            )
         except ValidationError as exc:
             for error in exc.errors():
                 loc = tuple(error["loc"])
                 field = ".".join(str(p) for p in loc) or "(parameters)"
-                state.report((*where, *loc), f"action {i} ({kind.name}): {field}: {error['msg']}")
+                message = error["msg"].removeprefix("Value error, ")
+                state.report((*where, *loc), f"action {i} ({kind.name}): {field}: {message}")
             ok = False
             continue
         specs.append(ActionSpec(kind.name, i, params))

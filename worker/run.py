@@ -18,13 +18,14 @@ import structlog
 from azure.identity.aio import DefaultAzureCredential
 
 from worker.accounting import Tally
-from worker.actions.runner import ActionRunner, DeadLetterDirectory
+from worker.actions.runner import ActionRunner
 from worker.checkpoints import Scope, open_stores
 from worker.config import RunSettings
 from worker.consumer import HubConsumer, client_for, namespace_of
 from worker.errors import RulesError
-from worker.metrics import new_registry
+from worker.metrics import ActionMetrics, new_registry
 from worker.ops import serve
+from worker.replay import dead_letter_lane
 from worker.rules import RulesTable
 from worker.rulesfile import load_rules, paths_of
 
@@ -47,7 +48,11 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         if hub.connection_string is None:
             credential = await stack.enter_async_context(DefaultAzureCredential())
         stores = await stack.enter_async_context(open_stores(settings.checkpoints(), scope))
-        runner = ActionRunner(DeadLetterDirectory(settings.dead_letter_dir))
+        checkpoints = settings.checkpoints()
+        metrics = ActionMetrics()
+        runner = ActionRunner(
+            dead_letter_lane(settings.dead_letters, checkpoints.connection_string), observe=metrics.observe
+        )
         stack.push_async_callback(runner.aclose)
         consumer = HubConsumer(
             client_for(hub, stores, credential),
@@ -60,7 +65,7 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
             settings.drive(),
             settings.shutdown_grace,
         )
-        registry, _ = new_registry(consumer)
+        registry = new_registry(consumer, metrics)
 
         def readiness() -> str | None:
             return None if consumer.connected else "the Event Hub has not answered"

@@ -37,6 +37,7 @@ Failures become :class:`~worker.errors.SourceError` naming the source, and unrea
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import re
@@ -49,6 +50,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Final, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
+import orjson
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -58,6 +60,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient, StorageStreamDownloader
 
+from worker.actions.deadletters import Redrive, message_of
 from worker.capture import partition_from_path, read_capture, window_from_path
 from worker.errors import SourceError
 from worker.events import Message
@@ -89,6 +92,8 @@ class CaptureFile:
     #: The time in the file's path (the start of its capture window), None outside the layout.
     window_start: datetime | None
     opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
+    #: Reads the messages itself, for sources that are not Capture files (dead letters).
+    reader: Callable[[], Iterator[Message]] | None = field(default=None, repr=False, compare=False)
 
     def open(self) -> BinaryIO:
         """A binary stream of the file's bytes; the caller closes it."""
@@ -105,6 +110,8 @@ class Plan:
     #: Files left out because the time in their path is outside ``[since, until)``.
     skipped: int = 0
     resources: tuple[_Closeable, ...] = field(default=(), repr=False, compare=False)
+    #: For a plan of dead letters: the actions to run again, filled in as the letters are read.
+    redrive: Redrive | None = field(default=None, repr=False, compare=False)
 
     @property
     def files(self) -> tuple[CaptureFile, ...]:
@@ -117,6 +124,8 @@ class Plan:
 
     def messages(self, file: CaptureFile) -> Iterator[Message]:
         """The messages of ``file`` inside the plan's time range."""
+        if file.reader is not None:
+            return file.reader()
         return iter_messages(file, since=self.since, until=self.until)
 
     def close(self) -> None:
@@ -176,6 +185,72 @@ def plan_sources(
     return Plan(ordered, since, until, skipped, tuple(resources))
 
 
+def plan_dead_letters(
+    sources: Sequence[str],
+    *,
+    connection_string: str | None = None,
+    partitions: AbstractSet[str] | None = None,
+) -> Plan:
+    """Plan the re-drive of dead-letter lanes (directories or blob container URLs, as for Capture).
+
+    Letters are grouped by the message they hold (one message per partition and sequence number,
+    whichever of its events and actions failed) and ordered as in the hub, by their names; the
+    plan's :attr:`Plan.redrive` learns, as each is read, which actions to run again.
+    """
+    found: dict[str, CaptureFile] = {}
+    resources: list[_Closeable] = []
+    try:
+        for source in sources:
+            for file in _list_source(source, connection_string, resources, ".json"):
+                found.setdefault(file.name, file)
+    except BaseException:
+        for resource in resources:
+            resource.close()
+        raise
+    messages: dict[tuple[str, str], list[CaptureFile]] = {}
+    for file in sorted(found.values(), key=_base_name):
+        match = _LETTER.fullmatch(_base_name(file))
+        partition, sequence = (match["partition"], match["sequence"]) if match else (file.name, "")
+        if partitions is None or partition in partitions:
+            messages.setdefault((partition, sequence), []).append(file)
+    redrive = Redrive()
+    grouped: dict[str, list[CaptureFile]] = {}
+    for (partition, _), letters in messages.items():
+        size = sum(letter.size or 0 for letter in letters)
+        reader = functools.partial(_read_letters, tuple(letters), redrive)
+        first = letters[0]
+        grouped.setdefault(partition, []).append(CaptureFile(first.name, partition, size, None, first.opener, reader))
+    ordered = {partition: tuple(grouped[partition]) for partition in sorted(grouped, key=_partition_order)}
+    return Plan(ordered, resources=tuple(resources), redrive=redrive)
+
+
+#: A dead letter's name (see :mod:`worker.actions.deadletters`).
+_LETTER: Final = re.compile(r"(?P<partition>[^_/]+)_(?P<sequence>\d{20}|unknown)_\d+_[0-9a-f]+\.json")
+
+
+def _base_name(file: CaptureFile) -> str:
+    return file.name.rpartition("/")[2]
+
+
+def _read_letters(letters: tuple[CaptureFile, ...], redrive: Redrive) -> Iterator[Message]:
+    """The one message that the letters of a group hold; records their actions in ``redrive``."""
+    message = None
+    for letter in letters:
+        try:
+            with letter.open() as stream:
+                raw = stream.read()
+        except OSError as exc:
+            raise SourceError(f"{letter.name}: cannot read: {exc.strerror or exc}") from exc
+        try:
+            found = message_of(orjson.loads(raw), letter.name)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            raise SourceError(f"{letter.name}: not a dead letter ({exc})") from exc
+        redrive.add(found.event_id, found.rule, found.action_index)
+        message = message or found.message
+    if message is not None:
+        yield message
+
+
 def iter_messages(
     file: CaptureFile, *, since: datetime | None = None, until: datetime | None = None
 ) -> Iterator[Message]:
@@ -214,24 +289,26 @@ def _partition_order(partition_id: str) -> tuple[int, int, str]:
     return (1, 0, partition_id)
 
 
-def _list_source(source: str, connection_string: str | None, resources: list[_Closeable]) -> list[CaptureFile]:
+def _list_source(
+    source: str, connection_string: str | None, resources: list[_Closeable], suffix: str = ".avro"
+) -> list[CaptureFile]:
     if "://" in source:
-        files = _list_container(parse_container_url(source), connection_string, resources)
+        files = _list_container(parse_container_url(source), connection_string, resources, suffix)
     else:
-        files = _list_local(source)
+        files = _list_local(source, suffix)
     if not files:
-        raise SourceError(f"{source}: no .avro files found")
+        raise SourceError(f"{source}: no {suffix} files found")
     return files
 
 
 # -- local files --------------------------------------------------------------------------------
 
 
-def _list_local(source: str) -> list[CaptureFile]:
+def _list_local(source: str, suffix: str = ".avro") -> list[CaptureFile]:
     root = Path(source)
     if root.is_dir():
         try:
-            paths = [path for path in root.rglob("*.avro") if path.is_file()]
+            paths = [path for path in root.rglob(f"*{suffix}") if path.is_file()]
         except OSError as exc:
             raise SourceError(f"{source}: cannot list the directory: {exc.strerror or exc}") from exc
     elif root.exists():
@@ -343,7 +420,7 @@ def _container_client(
 
 
 def _list_container(
-    location: ContainerUrl, connection_string: str | None, resources: list[_Closeable]
+    location: ContainerUrl, connection_string: str | None, resources: list[_Closeable], suffix: str = ".avro"
 ) -> list[CaptureFile]:
     client = _container_client(location, connection_string, resources)
     where = location.container_url + (f"/{location.prefix}" if location.prefix else "")
@@ -353,7 +430,7 @@ def _list_container(
     try:
         for blob in client.list_blobs(name_starts_with=prefix or None):
             name: str = blob.name
-            if not name.endswith(".avro") or not (name == prefix or name.startswith(folder)):
+            if not name.endswith(suffix) or not (name == prefix or name.startswith(folder)):
                 continue
             files.append(_blob_file(client, location, name, blob.size))
     except AzureError as exc:

@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from worker.events import Event
 
 
-class ActionParams(BaseModel):
-    """Base of every action type's parameters: frozen, unknown fields rejected."""
+class RetryParams(BaseModel):
+    """A rule's own retry policy for one action; what it leaves out comes from the type's default."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int | None = Field(default=None, ge=1, le=100)
+    first_delay: float | None = Field(default=None, ge=0)
+    max_delay: float | None = Field(default=None, ge=0)
+
+
+class ActionParams(BaseModel):
+    """Base of every action type's parameters: frozen, unknown fields rejected.
+
+    ``retry`` and ``timeout`` (seconds per attempt) are common to every type; unset, the type's
+    defaults apply.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    retry: RetryParams | None = None
+    timeout: float | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +64,18 @@ class PlannedAction:
     def idempotency_key(self) -> str:
         return idempotency_key(self.event.id, self.rule, self.spec.index)
 
+    @property
+    def request_id(self) -> str:
+        """The idempotency key spelled as a UUID, for services that take one (``x-ms-client-request-id``)."""
+        return str(uuid.UUID(self.idempotency_key))
+
 
 class Executor(Protocol):
-    """Executes planned actions of one action type. Raises ActionError on failure."""
+    """Executes planned actions of one action entry. Raises ActionError on failure."""
+
+    #: What a circuit breaker and a concurrency limit are kept for: the remote service the action
+    #: talks to (an HTTP origin, an SMTP server, an Event Hub).
+    target: str
 
     async def execute(self, action: PlannedAction) -> None: ...
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import IO
 
-import orjson
-
 from worker.actions.base import ActionParams, PlannedAction
 from worker.actions.registry import ActionType, register
+from worker.actions.services import Services
 from worker.errors import ActionError
+from worker.jsontext import dumps
 
 
 class FileParams(ActionParams):
@@ -44,16 +43,13 @@ def action_record(action: PlannedAction, *, include_data: bool = False) -> dict[
 
 
 def _json_line(record: dict[str, object]) -> bytes:
-    try:
-        return orjson.dumps(record) + b"\n"
-    except orjson.JSONEncodeError:
-        # orjson cannot write integers beyond 64 bits, which the decoder keeps exact past a double's range.
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return dumps(record) + b"\n"
 
 
 class FileExecutor:
-    def __init__(self, params: FileParams) -> None:
+    def __init__(self, params: FileParams, services: Services) -> None:
         self._params = params
+        self.target = f"file:{params.path}"
         self._handle: IO[bytes] | None = None
         self._lock = asyncio.Lock()
 

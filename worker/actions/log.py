@@ -8,6 +8,7 @@ import structlog
 
 from worker.actions.base import ActionParams, PlannedAction
 from worker.actions.registry import ActionType, register
+from worker.actions.services import Services
 
 
 class LogParams(ActionParams):
@@ -17,7 +18,10 @@ class LogParams(ActionParams):
 
 
 class LogExecutor:
-    def __init__(self, params: LogParams) -> None:
+    #: The log never fails for want of a target; one circuit serves every log action.
+    target = "log"
+
+    def __init__(self, params: LogParams, services: Services) -> None:
         self._params = params
         self._log = structlog.get_logger("worker.actions")
 

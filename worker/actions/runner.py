@@ -1,116 +1,76 @@
-"""Running planned actions: one executor per rule action, retries, and the dead-letter lane.
+"""Running planned actions: one executor per rule action, retries, circuits, and the dead-letter lane.
 
 An action either completes or, once its attempts are spent (or at once on a permanent error), is
 written to the dead-letter lane with everything needed to re-drive it. Only then does its event
 count as finished. A dead letter that cannot be written is fatal: the error propagates, and the
 event is never reported finished.
+
+Each attempt is bounded: by the action's timeout, by a limit of requests at once per target, and by
+the caller's slot (the partition's concurrency), which is held only while the attempt runs, never
+while waiting to retry. Each target has a circuit breaker: while it is open, attempts fail at once
+without a request, and the wait before the next one lasts at least until a probe may go.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Protocol
 
-import orjson
 import structlog
 
 from worker.accounting import ActionFate
-from worker.actions.base import ActionSpec, Executor, PlannedAction
+from worker.actions.base import ActionParams, Executor, PlannedAction
+from worker.actions.breaker import BreakerSettings, CircuitBreaker
+from worker.actions.deadletters import Attempt, DeadLetterDirectory, DeadLetterLane, dead_letter_record
 from worker.actions.registry import ActionType, action_types
-from worker.errors import ActionError, WorkerError
+from worker.actions.retry import RetryPolicy
+from worker.actions.secrets import redact, secrets_in
+from worker.actions.services import Services
+from worker.errors import ActionError, CircuitOpen, TargetRejected, TargetUnavailable, WorkerError
+
+__all__ = [
+    "ActionRunner",
+    "Attempt",
+    "DeadLetterDirectory",
+    "DeadLetterLane",
+    "RetryPolicy",
+    "RunnerSettings",
+    "dead_letter_record",
+]
 
 log = structlog.get_logger("worker.actions")
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Attempts per action, and the exponential backoff (with full jitter) between them."""
+#: Told of each attempt: the action type, its seconds (None when no request was made), and its result
+#: (ok, transient, permanent, circuit_open).
+Observer = Callable[[str, float | None, str], None]
 
-    attempts: int = 3
-    first_delay: float = 0.5
-    max_delay: float = 30.0
 
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
-        return rng.uniform(0, ceiling)
+def _unobserved(_kind: str, _seconds: float | None, _result: str) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
-    at: datetime
-    error: str
-    transient: bool
+class RunnerSettings:
+    #: Attempts in flight at once per target (an HTTP origin, an SMTP server, an Event Hub).
+    per_target: int = 8
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
 
 
-class DeadLetterLane(Protocol):
-    """Where actions that could not be completed are kept, to be re-driven later."""
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One rule action's executor, what bounds its attempts, and the secrets to mask in its errors."""
 
-    async def write(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
-        """Keep the action; return where it went. Raises OSError (or a WorkerError) when it cannot."""
-        ...
-
-
-def dead_letter_record(action: PlannedAction, attempts: tuple[Attempt, ...]) -> dict[str, object]:
-    """A dead letter: the raw message, its position, the rule, the action and every attempt."""
-    event, message = action.event, action.event.message
-    position = message.position
-    try:
-        body: dict[str, str] = {"text": message.body.decode("utf-8")}
-    except UnicodeDecodeError:
-        body = {"base64": base64.b64encode(message.body).decode("ascii")}
-    return {
-        "rule": action.rule,
-        "action": {"type": action.spec.type, "index": action.spec.index},
-        "idempotency_key": action.idempotency_key,
-        "event": {"id": event.id, "type": event.type, "subject": event.subject, "index": event.index},
-        "position": {
-            "partition_id": position.partition_id,
-            "offset": position.offset,
-            "sequence_number": position.sequence_number,
-            "enqueued_time": position.enqueued_time.isoformat() if position.enqueued_time else None,
-        },
-        "properties": {k: _json_safe(v) for k, v in message.properties.items()},
-        "body": body,
-        "late": action.late,
-        "attempts": [{"at": a.at.isoformat(), "error": a.error, "transient": a.transient} for a in attempts],
-    }
-
-
-def _json_safe(value: object) -> object:
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(value).decode("ascii")}
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
-class DeadLetterDirectory:
-    """Dead letters as JSON files in a local directory, one per action, named by idempotency key."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    async def write(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
-        data = orjson.dumps(dead_letter_record(action, attempts), option=orjson.OPT_INDENT_2)
-        return await asyncio.to_thread(self._write, action.idempotency_key, data)
-
-    def _write(self, name: str, data: bytes) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{name}.json"
-        partial = path.with_suffix(".json.partial")
-        partial.write_bytes(data)
-        partial.replace(path)
-        return str(path)
+    executor: Executor
+    policy: RetryPolicy
+    timeout: float
+    secrets: tuple[str, ...]
 
 
 class ActionRunner:
@@ -121,64 +81,156 @@ class ActionRunner:
         dead_letters: DeadLetterLane,
         retry: RetryPolicy | None = None,
         *,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
+        services: Services | None = None,
+        settings: RunnerSettings | None = None,
         types: Mapping[str, ActionType] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        observe: Observer | None = None,
     ) -> None:
-        """``types``: the action types to execute (default: every registered type)."""
+        """``retry``: the policy of actions whose rule sets none, instead of their type's default.
+        ``types``: the action types to execute (default: every registered type).
+        ``observe``: told of every attempt (action type, seconds or None without a request, result)."""
         self._dead_letters = dead_letters
-        self._retry = retry or RetryPolicy()
-        self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._retry = retry
+        self._services = services or Services()
+        self._settings = settings or RunnerSettings()
         self._types = types
-        self._executors: dict[tuple[str, ActionSpec], Executor] = {}
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._observe = observe or _unobserved
+        #: By the identity of the action's spec (a reloaded table brings new specs, so new executors).
+        self._entries: dict[int, tuple[object, _Entry]] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
 
-    async def run(self, action: PlannedAction) -> ActionFate:
-        executor = self._executor(action)
+    def breaker(self, target: str) -> CircuitBreaker:
+        breaker = self._breakers.get(target)
+        if breaker is None:
+            breaker = self._breakers[target] = CircuitBreaker(self._settings.breaker)
+        return breaker
+
+    async def run(self, action: PlannedAction, slot: AbstractAsyncContextManager[object] | None = None) -> ActionFate:
+        """Run ``action`` to completion or to the dead-letter lane. ``slot`` is held during each attempt."""
+        entry = self._entry(action)
+        target, policy = entry.executor.target, entry.policy
+        breaker = self.breaker(target)
         attempts: list[Attempt] = []
-        for number in range(1, self._retry.attempts + 1):
-            try:
-                await executor.execute(action)
-            except ActionError as exc:
-                attempts.append(Attempt(datetime.now(UTC), str(exc), exc.transient))
-                log.warning(
-                    "action.failed",
-                    rule=action.rule,
-                    action_type=action.spec.type,
-                    event_id=action.event.id,
-                    attempt=number,
-                    transient=exc.transient,
-                    error=str(exc),
-                )
-                if not exc.transient or number == self._retry.attempts:
-                    break
-                await self._sleep(self._retry.delay(number, self._rng))
-            else:
+        for number in range(1, policy.attempts + 1):
+            error = await self._attempt(action, entry, breaker, slot)
+            if error is None:
+                if attempts:
+                    log.info("action.recovered", rule=action.rule, event_id=action.event.id, attempt=number)
                 return ActionFate.DONE
+            message = redact(str(error), entry.secrets)
+            attempts.append(Attempt(datetime.now(UTC), message, error.transient))
+            log.warning(
+                "action.failed",
+                rule=action.rule,
+                action_type=action.spec.type,
+                action_index=action.spec.index,
+                event_id=action.event.id,
+                target=target,
+                attempt=number,
+                transient=error.transient,
+                error=message,
+            )
+            if not error.transient or number == policy.attempts:
+                break
+            retry_after = error.retry_after if isinstance(error, TargetUnavailable) else None
+            opens_in = breaker.opens_in(self._clock())
+            await self._sleep(policy.wait(number, self._rng, retry_after=retry_after, circuit_opens_in=opens_in))
         where = await self._dead_letters.write(action, tuple(attempts))
         log.error(
             "action.dead_lettered",
             rule=action.rule,
             action_type=action.spec.type,
+            action_index=action.spec.index,
             event_id=action.event.id,
             attempts=len(attempts),
             dead_letter=where,
         )
         return ActionFate.DEAD_LETTERED
 
-    def _executor(self, action: PlannedAction) -> Executor:
-        # Keyed by the spec too: a reloaded table may give a rule other parameters.
-        key = (action.rule, action.spec)
-        executor = self._executors.get(key)
-        if executor is None:
-            types = self._types if self._types is not None else action_types()
-            action_type = types.get(action.spec.type)
-            if action_type is None:
-                raise WorkerError(f"rule {action.rule!r}: unknown action type {action.spec.type!r} ({sorted(types)})")
-            executor = self._executors[key] = action_type.executor(action.spec.params)
-        return executor
+    async def _attempt(
+        self,
+        action: PlannedAction,
+        entry: _Entry,
+        breaker: CircuitBreaker,
+        slot: AbstractAsyncContextManager[object] | None,
+    ) -> ActionError | None:
+        """One attempt: None when it succeeded, else its error (a breaker outcome is recorded either way)."""
+        target = entry.executor.target
+        limit = self._limits.get(target)
+        if limit is None:
+            limit = self._limits[target] = asyncio.Semaphore(self._settings.per_target)
+        async with limit, slot or contextlib.nullcontext():
+            # Asked after waiting for room, so that a circuit opened meanwhile is respected.
+            kind = action.spec.type
+            if not breaker.allow(self._clock()):
+                self._observe(kind, None, "circuit_open")
+                return CircuitOpen(f"{target}: circuit open after repeated failures; no request made")
+            started = self._clock()
+            try:
+                async with asyncio.timeout(entry.timeout):
+                    await entry.executor.execute(action)
+            except TimeoutError:
+                breaker.failed(self._clock())
+                self._observe(kind, self._clock() - started, "transient")
+                return TargetUnavailable(f"{target}: no answer within {entry.timeout:g} s")
+            except TargetRejected as exc:
+                breaker.succeeded()  # it answered: it is up
+                self._observe(kind, self._clock() - started, "permanent")
+                return exc
+            except ActionError as exc:
+                if exc.transient:
+                    breaker.failed(self._clock())
+                else:
+                    breaker.abandoned()
+                self._observe(kind, self._clock() - started, "transient" if exc.transient else "permanent")
+                return exc
+            except BaseException:
+                breaker.abandoned()
+                raise
+        breaker.succeeded()
+        self._observe(kind, self._clock() - started, "ok")
+        return None
+
+    def _entry(self, action: PlannedAction) -> _Entry:
+        spec = action.spec
+        found = self._entries.get(id(spec))
+        if found is not None and found[0] is spec:
+            return found[1]
+        types = self._types if self._types is not None else action_types()
+        action_type = types.get(spec.type)
+        if action_type is None:
+            raise WorkerError(f"rule {action.rule!r}: unknown action type {spec.type!r} ({sorted(types)})")
+        params = spec.params
+        entry = _Entry(
+            action_type.executor(params, self._services),
+            _policy(params, self._retry or action_type.retry),
+            params.timeout or action_type.timeout,
+            secrets_in(params),
+        )
+        self._entries[id(spec)] = (spec, entry)
+        return entry
 
     async def aclose(self) -> None:
-        executors, self._executors = self._executors, {}
-        for executor in executors.values():
-            await executor.aclose()
+        entries, self._entries = self._entries, {}
+        try:
+            for _, entry in entries.values():
+                await entry.executor.aclose()
+        finally:
+            await self._services.aclose()
+            await self._dead_letters.aclose()
+
+
+def _policy(params: ActionParams, default: RetryPolicy) -> RetryPolicy:
+    """The rule's retry settings over the default."""
+    own = params.retry
+    if own is None:
+        return default
+    given = {name: value for name, value in own.model_dump().items() if value is not None}
+    return replace(default, **given)

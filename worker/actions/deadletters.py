@@ -1,0 +1,201 @@
+"""The dead-letter lane: where actions that could not be completed are kept, to be re-driven.
+
+A dead letter is one JSON document per action: the raw message (body and application properties),
+its position in the hub, the rule, the action, its idempotency key and every attempt's time and
+error (secrets masked). Its name sorts the letters of a partition in hub order:
+``{partition}_{sequence number:020}_{event index:05}_{idempotency key}.json``; letters are written
+whole (never half), and a letter for the same action again replaces the earlier one.
+
+Two lanes: a local directory, and a blob container (``https://ACCOUNT.blob.core.windows.net/
+CONTAINER[/PREFIX]``) for a worker running in Azure. :func:`message_of` turns a letter back into
+the message it came from, for ``replay --from-dead-letters``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.storage.blob.aio import ContainerClient
+
+from worker.actions.base import PlannedAction
+from worker.errors import DeadLetterError
+from worker.events import Message, Position
+from worker.jsontext import dumps
+
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at: datetime
+    #: The error, with secret values masked.
+    error: str
+    transient: bool
+
+
+class _AsyncCloseable(Protocol):
+    async def close(self) -> None: ...
+
+
+class DeadLetterLane(Protocol):
+    """Where actions that could not be completed are kept, to be re-driven later."""
+
+    async def write(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
+        """Keep the action; return where it went. Raises OSError or DeadLetterError when it cannot."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def dead_letter_name(action: PlannedAction) -> str:
+    """The letter's name: sorts a partition's letters in hub order (see the module's docstring)."""
+    event = action.event
+    position = event.position
+    sequence = f"{position.sequence_number:020d}" if position.sequence_number is not None else "unknown"
+    partition = _UNSAFE.sub("-", position.partition_id)
+    return f"{partition}_{sequence}_{event.index:05d}_{action.idempotency_key}.json"
+
+
+def dead_letter_record(action: PlannedAction, attempts: tuple[Attempt, ...]) -> dict[str, object]:
+    """A dead letter: the raw message, its position, the rule, the action and every attempt."""
+    event, message = action.event, action.event.message
+    position = message.position
+    try:
+        body: dict[str, str] = {"text": message.body.decode("utf-8")}
+    except UnicodeDecodeError:
+        body = {"base64": base64.b64encode(message.body).decode("ascii")}
+    return {
+        "rule": action.rule,
+        "action": {"type": action.spec.type, "index": action.spec.index},
+        "idempotency_key": action.idempotency_key,
+        "event": {"id": event.id, "type": event.type, "subject": event.subject, "index": event.index},
+        "position": {
+            "partition_id": position.partition_id,
+            "offset": position.offset,
+            "sequence_number": position.sequence_number,
+            "enqueued_time": position.enqueued_time.isoformat() if position.enqueued_time else None,
+        },
+        "properties": {k: _json_safe(v) for k, v in message.properties.items()},
+        "body": body,
+        "late": action.late,
+        "attempts": [{"at": a.at.isoformat(), "error": a.error, "transient": a.transient} for a in attempts],
+    }
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(value).decode("ascii")}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead letter read back: the message, and which action of which event failed."""
+
+    message: Message
+    event_id: str
+    rule: str
+    action_index: int
+
+
+def message_of(record: Any, where: str) -> Letter:
+    """The message and failed action a dead letter holds. Raises ValueError naming ``where``."""
+    try:
+        raw_body = record["body"]
+        body = raw_body["text"].encode() if "text" in raw_body else base64.b64decode(raw_body["base64"])
+        place = record["position"]
+        enqueued = place.get("enqueued_time")
+        position = Position(
+            str(place["partition_id"]),
+            place.get("offset"),
+            place.get("sequence_number"),
+            datetime.fromisoformat(enqueued) if enqueued else None,
+        )
+        properties = dict(record.get("properties") or {})
+        return Letter(
+            Message(body, position, properties),
+            str(record["event"]["id"]),
+            str(record["rule"]),
+            int(record["action"]["index"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{where}: not a dead letter ({type(exc).__name__}: {exc})") from exc
+
+
+class Redrive:
+    """Which actions of which events a re-drive runs again: those that dead letters name."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, set[tuple[str, int]]] = {}
+
+    def add(self, event_id: str, rule: str, action_index: int) -> None:
+        self._actions.setdefault(event_id, set()).add((rule, action_index))
+
+    def admits(self, event_id: str, rule: str, action_index: int) -> bool:
+        return (rule, action_index) in self._actions.get(event_id, ())
+
+
+class DeadLetterDirectory:
+    """Dead letters as JSON files in a local directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def write(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
+        data = dumps(dead_letter_record(action, attempts), indent=True)
+        return await asyncio.to_thread(self._write, dead_letter_name(action), data)
+
+    def _write(self, name: str, data: bytes) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / name
+        partial = path.with_suffix(".json.partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+        return str(path)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class DeadLetterContainer:
+    """Dead letters as blobs in a container (created on first use), under an optional prefix."""
+
+    def __init__(self, client: ContainerClient, prefix: str = "", *, credential: _AsyncCloseable | None = None) -> None:
+        """``credential``: closed with the lane (the Azure AD credential made for it, if any)."""
+        self._client = client
+        self._credential = credential
+        self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._created = False
+
+    async def write(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
+        name = self._prefix + dead_letter_name(action)
+        data = dumps(dead_letter_record(action, attempts), indent=True)
+        where = f"{self._client.url.partition('?')[0]}/{name}"
+        try:
+            if not self._created:
+                with contextlib.suppress(ResourceExistsError):
+                    await self._client.create_container()
+                self._created = True
+            await self._client.upload_blob(name, data, overwrite=True)
+        except AzureError as exc:
+            reason = str(getattr(exc, "message", None) or exc).split("\n", 1)[0][:200]
+            raise DeadLetterError(f"{where}: cannot write the dead letter: {reason}") from exc
+        return where
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        if self._credential is not None:
+            await self._credential.close()

@@ -1,0 +1,164 @@
+"""HTTP for the actions: one aiohttp session, and its failures translated once, here.
+
+A response 2xx is success. 408, 429 and 5xx, refused or dropped connections and timeouts are
+:class:`~worker.errors.TargetUnavailable` (transient; ``Retry-After`` is kept); any other status is
+:class:`~worker.errors.TargetRejected` (permanent). Messages name the method and the URL without its
+query string, which may hold a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from pydantic import AfterValidator
+
+from worker.actions.base import PlannedAction
+from worker.actions.retry import retry_after_seconds
+from worker.actions.templates import Context, JsonTemplate
+from worker.errors import TargetRejected, TargetUnavailable
+from worker.jsontext import dumps
+
+log = structlog.get_logger("worker.actions")
+
+#: Bytes of a response kept (for error messages and results).
+MAX_RESPONSE: Final = 64 * 1024
+_EXCERPT: Final = 300
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+    @property
+    def where(self) -> str:
+        """Method and URL without query string, for messages."""
+        parts = urlsplit(self.url)
+        return f"{self.method} {parts.scheme}://{parts.netloc}{parts.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    #: Names in lower case.
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: the target an action's circuit breaker is kept for."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+
+
+def check_url(url: str) -> str:
+    """A fixed http(s) URL with a host, or ValueError (for parameter validation)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    if "{" in parts.netloc:
+        raise ValueError(f"{url!r}: the scheme and host of a URL are fixed (templates may fill its path and query)")
+    return url
+
+
+#: A fixed http(s) URL parameter.
+Url = Annotated[str, AfterValidator(check_url)]
+
+
+class HttpClient:
+    """Sends requests on one shared session, created on first use (inside the running event loop)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """Send ``request``; return a 2xx response, else raise TargetUnavailable or TargetRejected."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        try:
+            async with self._session.request(
+                request.method, request.url, headers=dict(request.headers), data=request.body, allow_redirects=False
+            ) as reply:
+                body = await reply.content.read(MAX_RESPONSE)
+                headers = {name.lower(): value for name, value in reply.headers.items()}
+                response = HttpResponse(reply.status, headers, body)
+        except aiohttp.InvalidURL as exc:
+            raise TargetRejected(f"{request.where}: invalid URL ({exc})") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise TargetUnavailable(f"{request.where}: {type(exc).__name__}: {reason}") from exc
+        check_status(request, response, datetime.now(UTC))
+        return response
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def check_status(request: HttpRequest, response: HttpResponse, now: datetime) -> None:
+    """Raise the error a non-2xx response stands for."""
+    status = response.status
+    if 200 <= status < 300:
+        return
+    excerpt = response.body[:_EXCERPT].decode("utf-8", "replace").strip()
+    message = f"{request.where}: HTTP {status}" + (f": {excerpt}" if excerpt else "")
+    if status in (408, 429) or status >= 500:
+        raise TargetUnavailable(message, retry_after=retry_after_seconds(response.headers.get("retry-after"), now))
+    raise TargetRejected(message)
+
+
+class HttpExecutor:
+    """An action that is one HTTP request: subclasses build the request, this sends it."""
+
+    def __init__(self, client: HttpClient, target: str) -> None:
+        self._http = client
+        self.target = target
+
+    async def request(self, action: PlannedAction) -> HttpRequest:
+        raise NotImplementedError
+
+    async def execute(self, action: PlannedAction) -> None:
+        request = await self.request(action)
+        response = await self._http.send(request)
+        log.debug(
+            "action.http",
+            rule=action.rule,
+            event_id=action.event.id,
+            request=request.where,
+            status=response.status,
+            idempotency_key=action.idempotency_key,
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def json_request(
+    action: PlannedAction, method: str, url: str, body: object, headers: Mapping[str, str] | None = None
+) -> HttpRequest:
+    """A JSON request carrying the action's idempotency key (``Idempotency-Key``, and as a UUID in
+    ``x-ms-client-request-id``, which Azure services log)."""
+    return HttpRequest(
+        method,
+        url,
+        {
+            "Content-Type": "application/json",
+            "Idempotency-Key": action.idempotency_key,
+            "x-ms-client-request-id": action.request_id,
+            **(headers or {}),
+        },
+        dumps(body),
+    )
+
+
+def render_values(templates: Mapping[str, JsonTemplate], context: Context) -> dict[str, object]:
+    return {name: template.render(context) for name, template in templates.items()}

@@ -1,0 +1,61 @@
+"""Azure AD tokens for the actions that call Azure services: one narrow interface.
+
+The worker takes tokens from an azure.core async credential, by default azure-identity's
+``DefaultAzureCredential`` (managed identity in production, environment or Azure CLI login
+elsewhere), created on first use. Each action names its scope; tokens are cached by the credential.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError
+from azure.identity import CredentialUnavailableError
+
+from worker.errors import ActionError, TargetUnavailable
+
+
+class TokenSource(Protocol):
+    async def token(self, scope: str) -> str:
+        """A bearer token for ``scope``. Raises ActionError."""
+        ...
+
+    def credential(self) -> AsyncTokenCredential:
+        """The credential itself, for SDK clients that take one."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class CredentialTokens:
+    """Tokens from ``credential``, or from a ``DefaultAzureCredential`` made on first use (and closed here)."""
+
+    def __init__(self, credential: AsyncTokenCredential | None = None) -> None:
+        self._credential = credential
+        self._owned = credential is None
+
+    def credential(self) -> AsyncTokenCredential:
+        if self._credential is None:
+            from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - heavy, and only for Azure AD
+
+            self._credential = DefaultAzureCredential()
+        return self._credential
+
+    async def token(self, scope: str) -> str:
+        try:
+            access = await self.credential().get_token(scope)
+        except CredentialUnavailableError as exc:
+            raise ActionError(
+                f"no Azure AD credential is available for {scope} ({exc.message}); give the worker a managed "
+                "identity, or sign in (environment variables or the Azure CLI)",
+                transient=False,
+            ) from exc
+        except AzureError as exc:
+            raise TargetUnavailable(f"cannot get an Azure AD token for {scope}: {exc.message}") from exc
+        return access.token
+
+    async def aclose(self) -> None:
+        if self._owned and self._credential is not None:
+            await self._credential.close()
+            self._credential = None
