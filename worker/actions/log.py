@@ -23,12 +23,15 @@ class LogExecutor:
 
     def __init__(self, params: LogParams, services: Services) -> None:
         self._params = params
-        self._log = structlog.get_logger("worker.actions")
+        self._level = _LEVELS[params.level]
+        # Bound once: the lazy proxy would rebuild the logger on every call. Written synchronously: a
+        # log line costs less than the thread hop of structlog's async methods.
+        self._log = structlog.get_logger("worker.actions").bind()
 
     async def execute(self, action: PlannedAction) -> None:
         event = action.event
-        await self._log.alog(
-            _LEVELS[self._params.level],
+        self._log.log(
+            self._level,
             "action.log",
             message=self._params.message,
             rule=action.rule,
