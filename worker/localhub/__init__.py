@@ -1,0 +1,7 @@
+"""A local Event Hubs-compatible hub: AMQP 1.0 as the azure-eventhub SDK speaks it. A development and test tool.
+
+Modules: ``codec`` and ``frames`` (AMQP bytes), ``messages`` (sections, batches, the hub's
+annotations), ``routing`` (partition keys), ``store`` (bounded partition logs, selectors),
+``addresses``, ``server`` (proton driven from asyncio), ``hub`` (:class:`LocalHub`).
+Only this package imports proton, and only ``server`` and ``hub`` need it.
+"""
