@@ -27,6 +27,9 @@ _FIXED: Final = {
     **dict.fromkeys(range(0x80, 0x85), 8),
     **dict.fromkeys((0x94, 0x98), 16),
 }
+#: Variable-width types whose size takes one byte, and four bytes.
+_SMALL: Final = frozenset((0xA0, 0xA1, 0xA3, 0xC0, 0xC1, 0xE0))
+_LARGE: Final = frozenset((0xB0, 0xB1, 0xB3, 0xD0, 0xD1, 0xF0))
 _SIZE1: Final = 1
 _SIZE4: Final = 4
 _UNPACK: Final = {
@@ -69,13 +72,13 @@ def skip(buf: bytes, pos: int) -> int:
         width = _FIXED.get(code)
         if width is not None:
             end = pos + 1 + width
-        elif code & 0xF0 in (0xA0, 0xC0, 0xE0):
+        elif code in _SMALL:
             end = pos + 2 + buf[pos + 1]
-        elif code & 0xF0 in (0xB0, 0xD0, 0xF0):
+        elif code in _LARGE:
             end = pos + 5 + _U32.unpack_from(buf, pos + 1)[0]
         else:
             raise ProtocolError(f"unknown AMQP format code 0x{code:02x} at byte {pos}")
-    except IndexError:
+    except (IndexError, struct.error):
         raise ProtocolError(f"truncated AMQP value at byte {pos}") from None
     if end > len(buf):
         raise ProtocolError(f"truncated AMQP value at byte {pos}")

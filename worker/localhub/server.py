@@ -170,22 +170,23 @@ class HubState:
     def store(self, name: str) -> HubStore | None:
         return self.stores.get(name.casefold())
 
-    def publish(self, store: HubStore, partition: str | None, batch: list[bytes], outer_key: str | None) -> None:
-        """Append the messages of one transfer to their partitions, and wake that partition's readers."""
+    def publish(self, store: HubStore, partition: str | None, batch: list[bytes], key: str | None) -> None:
+        """Append the messages of one transfer to one partition, and wake that partition's readers.
+
+        The partition is the link's, else the one the key hashes to, else the next in turn: a batch
+        stays together, as on the service.
+        """
         ids = store.spec.partition_ids
-        touched = set()
-        if partition is None and outer_key is None:
-            rotation = self._rotation.setdefault(store.spec.name.casefold(), routing.round_robin(ids))
-            partition = next(rotation)  # a batch without a key stays together, as on the service
+        if partition is None and key is not None:
+            partition = routing.partition_for_key(key, ids)
+        elif partition is None:
+            partition = next(self._rotation.setdefault(store.spec.name.casefold(), routing.round_robin(ids)))
         now = self.clock()
+        partition_log = store.logs[partition]
         for message in batch:
-            key = messages.partition_key(message) or outer_key
-            target = partition if partition is not None else routing.partition_for_key(key or "", ids)
-            store.logs[target].append(message, key, now)
-            touched.add(target)
-        for target in touched:
-            for outlet in self.outlets.get((store.spec.name.casefold(), target), ()):
-                outlet.connection.wake()
+            partition_log.append(message, messages.partition_key(message) or key, now)
+        for outlet in self.outlets.get((store.spec.name.casefold(), partition), ()):
+            outlet.connection.wake()
 
     def attach(self, outlet: Outlet, epoch: int | None) -> str | None:
         """Register a consumer; the error condition to refuse it with, if any (closing whom it takes over from)."""
@@ -420,13 +421,8 @@ class AmqpConnection:
 
     def _publish(self, producer: tuple[HubStore, str | None], payload: bytes, message_format: int) -> None:
         store, partition = producer
-        if message_format == messages.BATCH_FORMAT:
-            batch = messages.split_batch(payload)
-            outer_key = messages.partition_key(payload)
-        else:
-            batch = [payload]
-            outer_key = None
-        self.state.publish(store, partition, batch, outer_key)
+        batch = messages.split_batch(payload) if message_format == messages.BATCH_FORMAT else [payload]
+        self.state.publish(store, partition, batch, messages.partition_key(payload))
 
     # Management and claims-based security ----------------------------------------------------------
 
