@@ -28,6 +28,7 @@ class Received:
     """What one consumer got: events, errors and the contexts' last-enqueued properties."""
 
     events: list[EventData] = field(default_factory=list)
+    partitions: list[str] = field(default_factory=list)  # each event's partition
     errors: list[Exception] = field(default_factory=list)
     last_enqueued: list[dict[str, Any] | None] = field(default_factory=list)
 
@@ -81,6 +82,7 @@ async def collect(
         if event is None:
             return
         received.events.append(event)
+        received.partitions.append(context.partition_id)
         received.last_enqueued.append(context.last_enqueued_event_properties)
         if len(received.events) >= count:
             done.set()

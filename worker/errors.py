@@ -11,8 +11,11 @@
     │   └── BadField        an envelope field has the wrong type or an unparseable value
     ├── ActionError         an action could not be executed
     ├── CaptureError        an Event Hubs Capture file is not Avro, not EventData, or is corrupt
-    └── SourceError         a replay source cannot be listed or read (missing path, bad URL,
-                            missing container, failed authentication)
+    ├── SourceError         a replay source cannot be listed or read (missing path, bad URL,
+    │                       missing container, failed authentication); also an event hub that
+    │                       ``send`` cannot publish to, or an unreadable events file
+    └── LocalHubError       the local hub's own errors (worker.localhub.errors): bytes that are
+                            not the AMQP it understands, a selector filter it cannot apply
 
 Messages name what is wrong and where (file, line, rule, key, partition), the bad value, and what
 to do next. Code never branches on the text of an exception.

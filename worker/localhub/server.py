@@ -236,6 +236,7 @@ class AmqpConnection:
         self._nodes: dict[tuple[int, str], proton.Sender] = {}
         self._outlets: dict[str, Outlet] = {}
         self._woken = False
+        self._tags = itertools.count()  # delivery tags of management and token replies
         self.peer = str(writer.get_extra_info("peername"))
 
     # Input ---------------------------------------------------------------------------------------
@@ -436,7 +437,7 @@ class AmqpConnection:
         reply = _reply(message, 202, "Accepted", None) if node == CBS else self._management(message, properties)
         if reply_link is None:
             raise ProtocolError(f"no reply link for a request to {node!r} in this session")
-        delivery = reply_link.delivery(str(next(_TAGS)))
+        delivery = reply_link.delivery(str(next(self._tags)))
         reply_link.send(reply.encode())
         reply_link.advance()
         delivery.settle()
@@ -511,9 +512,6 @@ class AmqpConnection:
             transport.abort()
 
 
-_TAGS = itertools.count()
-
-
 def _reply(request: proton.Message, status: int, description: str, body: dict[str, object] | None) -> proton.Message:
     return proton.Message(
         correlation_id=request.id,
@@ -530,8 +528,13 @@ async def serve_connection(state: HubState, reader: asyncio.StreamReader, writer
         while data := await reader.read(_READ_SIZE):
             connection.received(data)
             await writer.drain()
-    except (ConnectionError, ProtocolError) as exc:
+    except ConnectionError as exc:
         log.debug("localhub.connection.dropped", peer=connection.peer, reason=str(exc))
+    except ProtocolError as exc:
+        log.warning("localhub.connection.refused", peer=connection.peer, reason=str(exc))
+    except Exception:
+        # A bug in the hub: drop this connection, keep serving the others, and say why.
+        log.exception("localhub.connection.failed", peer=connection.peer)
     finally:
         connection.closed()
         writer.close()
