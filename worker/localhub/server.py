@@ -37,6 +37,8 @@ log = structlog.get_logger("worker.localhub")
 MAX_MESSAGE_SIZE: Final = 1024 * 1024
 MAX_FRAME_SIZE: Final = 1024 * 1024
 PRODUCER_CREDIT: Final = 1000
+#: Deliveries encoded before the bytes so far go out.
+FLUSH_EVERY: Final = 256
 #: Every pre-settled delivery carries this tag: the SDK remembers tags it has seen.
 DELIVERY_TAG: Final = b"\x00"
 SELECTOR_FILTER: Final = "apache.org:selector-filter:string"
@@ -148,6 +150,8 @@ class Outlet:
             pn_link_send(impl, payload)
             pn_link_advance(impl)
             pn_delivery_settle(delivery)
+            if (number - cursor) % FLUSH_EVERY == FLUSH_EVERY - 1:
+                self.connection.flush()  # the consumer starts on the first ones while the rest are encoded
         self.cursor = end
 
 
