@@ -57,6 +57,8 @@ class LocalHub:
             return
         self._server.close()
         self.drop_connections()
+        if self.state.tasks:
+            await asyncio.wait(list(self.state.tasks), timeout=5)
         await self._server.wait_closed()
         self._server = None
 

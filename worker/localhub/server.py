@@ -164,6 +164,8 @@ class HubState:
     outlets: dict[tuple[str, str], set[Outlet]] = field(default_factory=dict)
     owners: dict[tuple[str, str, str], list[Outlet]] = field(default_factory=dict)
     connections: set[AmqpConnection] = field(default_factory=set)
+    #: The tasks serving connections, awaited when the hub stops.
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _rotation: dict[str, Iterator[str]] = field(default_factory=dict)
 
     @classmethod
@@ -528,6 +530,10 @@ async def serve_connection(state: HubState, reader: asyncio.StreamReader, writer
     """Run one peer's connection until either side closes it."""
     connection = AmqpConnection(state, writer)
     state.connections.add(connection)
+    task = asyncio.current_task()
+    if task is not None:
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
     try:
         while data := await reader.read(_READ_SIZE):
             connection.received(data)
