@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.hubclient import sdk_hash
-from worker.localhub import codec, frames, messages
+from worker.localhub import codec, frames, links, management, messages
 from worker.localhub.addresses import Entity, parse_entity
 from worker.localhub.errors import ProtocolError, SelectorError
 from worker.localhub.routing import hash_code, partition_for_key
-from worker.localhub.store import PartitionLog, Retention, Selector, parse_selector
+from worker.localhub.store import HubSpec, HubStore, PartitionLog, Retention, Selector, parse_selector
 
 
 def data_section(body: bytes) -> bytes:
@@ -274,3 +274,54 @@ def test_partition_for_key_uses_the_sdk_formula() -> None:
 )
 def test_parse_entity(address: str, entity: Entity | None) -> None:
     assert parse_entity(address) == entity
+
+
+# Attach requests and the management node -------------------------------------------------------
+
+
+def test_link_request_reads_filter_epoch_and_capabilities() -> None:
+    selector = codec.described(0x468C00000004, codec.string("amqp.annotation.x-opt-offset > '-1'"))
+    source = codec.described(
+        0x28,
+        codec.list_of(
+            [codec.string("amqps://h/hub/ConsumerGroups/$Default/Partitions/0")]
+            + [codec.NULL] * 6
+            + [codec.map_of([(codec.symbol(links.SELECTOR_FILTER), selector)])]
+        ),
+    )
+    fields = [codec.string("r1"), b"\x52\x05", b"\x41", codec.NULL, codec.NULL, source, codec.NULL]
+    fields += [codec.NULL] * 5 + [codec.symbol(links.RUNTIME_METRIC)]
+    fields.append(codec.map_of([(codec.symbol(links.EPOCH), codec.long(3))]))
+    attach = frame(codec.described(0x12, codec.list_of(fields)), channel=2)
+    parsed = frames.parse(attach, frozenset({0x12}))
+    assert parsed is not None
+    request = links.link_request(parsed)
+    assert request == links.LinkRequest(
+        channel=2,
+        handle=5,
+        name="r1",
+        source="amqps://h/hub/ConsumerGroups/$Default/Partitions/0",
+        target=None,
+        selector="amqp.annotation.x-opt-offset > '-1'",
+        epoch=3,
+        runtime_metric=True,
+    )
+
+
+def test_management_reads_hub_and_partition_properties() -> None:
+    store = HubStore(HubSpec("hub", partitions=2), Retention(), created_at=1_000)
+    store.logs["1"].append(data_section(b"x"), None, 5_000)
+    stores = {"hub": store}
+    hub = management.read({"operation": "READ", "name": "HUB", "type": "com.microsoft:eventhub"}, stores.get)
+    assert hub.status == 404  # names are looked up as given here; the server folds case first
+    hub = management.read({"operation": "READ", "name": "hub", "type": "com.microsoft:eventhub"}, stores.get)
+    assert (hub.status, hub.body and hub.body["partition_ids"]) == (200, ["0", "1"])
+    partition = management.read(
+        {"operation": "READ", "name": "hub", "type": "com.microsoft:partition", "partition": "1"}, stores.get
+    )
+    assert partition.body is not None
+    assert partition.body["last_enqueued_sequence_number"] == 0
+    assert partition.body["last_enqueued_time_utc"] == management.Timestamp(5_000)
+    assert management.read({"operation": "READ", "name": "nope"}, stores.get).status == 404
+    assert management.read({"operation": "READ", "name": "hub", "partition": "7"}, stores.get).status == 404
+    assert management.read({"operation": "DELETE"}, stores.get).status == 400

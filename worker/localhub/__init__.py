@@ -2,6 +2,7 @@
 
 Modules: ``codec`` and ``frames`` (AMQP bytes), ``messages`` (sections, batches, the hub's
 annotations), ``routing`` (partition keys), ``store`` (bounded partition logs, selectors),
-``addresses``, ``server`` (proton driven from asyncio), ``hub`` (:class:`LocalHub`).
+``addresses``, ``links`` (what an attach asks for), ``management`` (the management and token
+nodes), ``server`` (proton driven from asyncio), ``hub`` (:class:`LocalHub`), ``serve`` (the command).
 Only this package imports proton, and only ``server`` and ``hub`` need it.
 """

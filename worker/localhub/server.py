@@ -27,9 +27,11 @@ from cproton import (  # type: ignore[import-untyped]
     pn_link_send,
 )
 
-from worker.localhub import codec, frames, messages, routing
+from worker.localhub import frames, management, messages, routing
 from worker.localhub.addresses import CBS, MANAGEMENT, Entity, parse_entity
 from worker.localhub.errors import LocalHubError, ProtocolError, SelectorError
+from worker.localhub.links import LinkRequest, link_request
+from worker.localhub.management import TOKEN_ACCEPTED, Reply, Timestamp
 from worker.localhub.store import HubSpec, HubStore, PartitionLog, Retention, Selector, parse_selector
 
 log = structlog.get_logger("worker.localhub")
@@ -41,9 +43,6 @@ PRODUCER_CREDIT: Final = 1000
 FLUSH_EVERY: Final = 256
 #: Every pre-settled delivery carries this tag: the SDK remembers tags it has seen.
 DELIVERY_TAG: Final = b"\x00"
-SELECTOR_FILTER: Final = "apache.org:selector-filter:string"
-EPOCH: Final = "com.microsoft:epoch"
-RUNTIME_METRIC: Final = "com.microsoft:enable-receiver-runtime-metric"
 NOT_FOUND: Final = "amqp:not-found"
 STOLEN: Final = "amqp:link:stolen"
 INVALID_FIELD: Final = "amqp:invalid-field"
@@ -53,54 +52,6 @@ _READ_SIZE: Final = 256 * 1024
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class LinkRequest:
-    """What a peer's attach asked for, read from its bytes."""
-
-    channel: int
-    handle: int
-    name: str
-    source: str | None
-    target: str | None
-    selector: str | None
-    epoch: int | None
-    runtime_metric: bool
-
-
-def link_request(frame: frames.Frame) -> LinkRequest:
-    fields = frame.fields + [None] * (14 - len(frame.fields))
-    source = _composite_fields(fields[5])
-    target = _composite_fields(fields[6])
-    filters = source[7] if len(source) > 7 and isinstance(source[7], dict) else {}
-    selector = filters.get(SELECTOR_FILTER)
-    if isinstance(selector, codec.Described):
-        selector = selector.value
-    desired = fields[12]
-    capabilities = desired if isinstance(desired, list) else [desired]
-    properties = fields[13] if isinstance(fields[13], dict) else {}
-    epoch = properties.get(EPOCH)
-    return LinkRequest(
-        channel=frame.channel,
-        handle=int(fields[1]) if isinstance(fields[1], int) else -1,
-        name=str(fields[0]),
-        source=_address(source),
-        target=_address(target),
-        selector=selector if isinstance(selector, str) else None,
-        epoch=epoch if isinstance(epoch, int) else None,
-        runtime_metric=RUNTIME_METRIC in capabilities,
-    )
-
-
-def _composite_fields(value: object) -> list[object]:
-    if isinstance(value, codec.Described) and isinstance(value.value, list):
-        return value.value
-    return []
-
-
-def _address(fields: list[object]) -> str | None:
-    return fields[0] if fields and isinstance(fields[0], str) else None
 
 
 class Outlet:
@@ -440,46 +391,14 @@ class AmqpConnection:
         message = proton.Message()
         message.decode(payload)
         properties: dict[object, object] = dict(message.properties or {})
-        reply = _reply(message, 202, "Accepted", None) if node == CBS else self._management(message, properties)
+        answer = TOKEN_ACCEPTED if node == CBS else management.read(properties, self.state.store)
+        reply = _reply(message, answer)
         if reply_link is None:
             raise ProtocolError(f"no reply link for a request to {node!r} in this session")
         delivery = reply_link.delivery(str(next(self._tags)))
         reply_link.send(reply.encode())
         reply_link.advance()
         delivery.settle()
-
-    def _management(self, message: proton.Message, properties: dict[object, object]) -> proton.Message:
-        if properties.get("operation") != "READ":
-            return _reply(message, 400, f"unsupported operation {properties.get('operation')!r}", None)
-        name = str(properties.get("name", ""))
-        store = self.state.store(name)
-        if store is None:
-            return _reply(message, 404, f"the messaging entity {name!r} could not be found", None)
-        if properties.get("type") == "com.microsoft:eventhub":
-            body: dict[str, object] = {
-                "name": store.spec.name,
-                "type": "com.microsoft:eventhub",
-                "created_at": proton.timestamp(store.created_at),
-                "partition_count": store.spec.partitions,
-                "partition_ids": list(store.spec.partition_ids),
-            }
-            return _reply(message, 200, "OK", body)
-        partition = str(properties.get("partition", ""))
-        partition_log = store.logs.get(partition)
-        if partition_log is None:
-            return _reply(message, 404, f"partition {partition!r} of {store.spec.name!r} does not exist", None)
-        info = partition_log.info()
-        body = {
-            "name": store.spec.name,
-            "type": "com.microsoft:partition",
-            "partition": partition,
-            "begin_sequence_number": info.begin_sequence_number,
-            "last_enqueued_sequence_number": info.last_sequence_number,
-            "last_enqueued_offset": str(info.last_offset),
-            "last_enqueued_time_utc": proton.timestamp(info.last_enqueued_time),
-            "is_partition_empty": info.is_empty,
-        }
-        return _reply(message, 200, "OK", body)
 
     # Output --------------------------------------------------------------------------------------
 
@@ -518,11 +437,13 @@ class AmqpConnection:
             transport.abort()
 
 
-def _reply(request: proton.Message, status: int, description: str, body: dict[str, object] | None) -> proton.Message:
+def _reply(request: proton.Message, reply: Reply) -> proton.Message:
+    body = {k: proton.timestamp(v.millis) if isinstance(v, Timestamp) else v for k, v in (reply.body or {}).items()}
+    description = reply.description
     return proton.Message(
         correlation_id=request.id,
-        properties={"status-code": status, "status-description": description, "statusDescription": description},
-        body=body,
+        properties={"status-code": reply.status, "status-description": description, "statusDescription": description},
+        body=body if reply.body is not None else None,
     )
 
 
