@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 from azure.eventhub import EventData
 
-from tests.hubclient import collect, last_sequence_numbers
+from tests.hubclient import collect, last_sequence_numbers, sdk_hash
 from tests.servers import HubServer
 from worker.cli import main
 from worker.events import Event, decode_body
@@ -23,11 +23,11 @@ def run(argv: list[str]) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-def received_since(localhub: HubServer, starts: dict[str, int], count: int) -> list[EventData]:
-    """The ``count`` events sent after ``starts``, read from every partition at once."""
+def received_since(localhub: HubServer, starts: dict[str, int], count: int) -> list[tuple[EventData, str]]:
+    """The ``count`` events sent after ``starts`` with their partitions, read from every partition at once."""
     got = asyncio.run(collect(localhub.connection_string, None, count, starting_position=dict(starts), settle=0.5))
     assert len(got.events) == count
-    return got.events
+    return list(zip(got.events, got.partitions, strict=True))
 
 
 def positions(localhub: HubServer) -> dict[str, int]:
@@ -43,10 +43,11 @@ def test_send_generated_events_keyed_by_subject(localhub: HubServer) -> None:
     assert sent > 60  # some delivered twice
     got = received_since(localhub, starts, sent)
     schemas, ids = set(), []
-    for message in got:
+    for message, partition in got:
         (event,) = decode_body(message.body_as_str())
         assert isinstance(event, Event)
         assert message.partition_key == str(event.subject).encode()
+        assert partition == str(abs(sdk_hash(str(event.subject)) % len(starts)))  # where the service puts the key
         assert message.sequence_number is not None
         assert message.properties[b"aeg-output-event-id"] == event.id.encode()
         schemas.add(event.schema)
@@ -66,8 +67,9 @@ def test_send_json_files_round_robin(localhub: HubServer, tmp_path: Path) -> Non
     code, out = run(["send", "--connection-string", localhub.connection_string, "--partition-key", "none", *files])
     assert code == 0, out
     got = received_since(localhub, starts, 6)
-    assert sorted(orjson.loads(m.body_as_str())[0]["id"] for m in got) == [f"e{i}" for i in range(6)]
-    assert all(m.partition_key is None for m in got)
+    assert sorted(orjson.loads(m.body_as_str())[0]["id"] for m, _ in got) == [f"e{i}" for i in range(6)]
+    assert all(m.partition_key is None for m, _ in got)
+    assert len({partition for _, partition in got}) > 1  # round-robin
 
 
 def test_send_needs_a_source(localhub: HubServer, tmp_path: Path) -> None:
