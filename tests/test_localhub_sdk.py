@@ -160,14 +160,18 @@ async def test_latest_sees_only_new_events(localhub: HubServer) -> None:
     mark = tag()
     await send(cs, [f"{mark}-old"], partition_id="1")
 
-    async def later() -> None:
-        await asyncio.sleep(1.5)
-        await send(cs, [f"{mark}-new"], partition_id="1")
+    async def keep_sending() -> None:  # until the receiver, attaching meanwhile, sees one
+        for i in range(30):
+            await send(cs, [f"{mark}-new{i}"], partition_id="1")
+            await asyncio.sleep(0.5)
 
-    sender = asyncio.create_task(later())
-    got = await collect(cs, "1", 1, starting_position="@latest", within=20)
-    await sender
-    assert got.bodies == [f"{mark}-new"]
+    sender = asyncio.create_task(keep_sending())
+    try:
+        got = await collect(cs, "1", 1, starting_position="@latest", within=30)
+    finally:
+        sender.cancel()
+    assert got.bodies
+    assert all(body.startswith(f"{mark}-new") for body in got.bodies)
 
 
 async def test_consumer_groups_each_see_every_event(localhub: HubServer) -> None:
@@ -199,9 +203,9 @@ async def test_unknown_hub_is_refused(localhub: HubServer) -> None:
 async def test_owner_level_takes_over_and_refuses_lower(localhub: HubServer) -> None:
     cs = localhub.connection_string
     start = await last_sequence_number(cs, "3")
-    first = asyncio.create_task(collect(cs, "3", 1, starting_position=start, owner_level=1, within=15))
+    first = asyncio.create_task(collect(cs, "3", 1, starting_position=start, owner_level=1, within=40))
     await asyncio.sleep(2)
-    second = asyncio.create_task(collect(cs, "3", 1, starting_position=start, owner_level=2, within=15))
+    second = asyncio.create_task(collect(cs, "3", 1, starting_position=start, owner_level=2, within=40))
     await asyncio.sleep(2)
     lower = await collect(cs, "3", 1, starting_position=start, owner_level=0, within=5)
     plain = await collect(cs, "3", 1, starting_position=start, within=5)
