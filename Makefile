@@ -24,6 +24,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_rules
 	$(BIN)/python -m bench.bench_replay
+	$(BIN)/python -m bench.bench_localhub
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

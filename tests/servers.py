@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,22 @@ class Azurite:
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint={self.account_url};"
         )
+
+
+#: The local hub the conformance tests use: its event hub, partitions and consumer groups.
+HUB_NAME: Final = "ml-events"
+HUB_PARTITIONS: Final = 4
+HUB_CONSUMER_GROUPS: Final = ("$Default", "audit")
+
+
+@dataclass(frozen=True)
+class HubServer:
+    """A running local hub (``python -m worker localhub``) in a subprocess."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    #: The line the hub printed: the connection string to use.
+    connection_string: str
 
 
 def free_port() -> int:
@@ -76,17 +93,41 @@ def start_azurite(location: Path, *, timeout: float = 30.0, executable: Path = A
     )
     log.close()
     server = Azurite(process, port)
+    _wait_until_accepting(server, "Azurite", location / "azurite.log", timeout=timeout)
+    return server
+
+
+def start_localhub(location: Path, *, timeout: float = 30.0, retention_events: int = 100_000) -> HubServer:
+    """Start the local hub on a free loopback port; its log goes to ``location``."""
+    location.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [sys.executable, "-m", "worker", "localhub", "--port", str(port), "--eventhub", HUB_NAME]
+    command += ["--partitions", str(HUB_PARTITIONS), "--retention-events", str(retention_events)]
+    for group in HUB_CONSUMER_GROUPS[1:]:
+        command += ["--consumer-group", group]
+    log = (location / "localhub.log").open("wb")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
+    log.close()
+    assert process.stdout is not None
+    line = process.stdout.readline().decode().strip()  # printed once listening; EOF if it died
+    server = HubServer(process, port, line)
+    _wait_until_accepting(server, "the local hub", location / "localhub.log", timeout=timeout)
+    return server
+
+
+def _wait_until_accepting(server: Azurite | HubServer, name: str, log: Path, *, timeout: float) -> None:
+    """Return once the server accepts connections; stop it and raise ServerError if it dies or takes too long."""
+    process, port = server.process, server.port
     deadline = time.monotonic() + timeout
     while not _accepts(port):
         if process.poll() is not None or time.monotonic() > deadline:
             stop(server)
-            output = (location / "azurite.log").read_text(errors="replace")[-2000:]
-            raise ServerError(f"Azurite did not start on port {port} (exit code {process.returncode}):\n{output}")
+            output = log.read_text(errors="replace")[-2000:]
+            raise ServerError(f"{name} did not start on port {port} (exit code {process.returncode}):\n{output}")
         time.sleep(0.05)
-    return server
 
 
-def stop(server: Azurite, *, timeout: float = 10.0) -> None:
+def stop(server: Azurite | HubServer, *, timeout: float = 10.0) -> None:
     """Stop a server started here, killing it if it does not exit in time."""
     process = server.process
     if process.poll() is None:
@@ -96,6 +137,8 @@ def stop(server: Azurite, *, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def _accepts(port: int) -> bool:

@@ -123,7 +123,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     _replay_options(demo)
     demo.set_defaults(command="demo", handler=_demo, sources=[str(SAMPLE_CAPTURE)])
+    _localhub_command(commands)
+    _send_command(commands)
     return parser
+
+
+def _localhub_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hub = commands.add_parser(
+        "localhub",
+        help="run a local Event Hubs-compatible hub (a development and test tool, not a product)",
+        description="A local hub that speaks Event Hubs' AMQP 1.0 dialect well enough for the azure-eventhub SDK, "
+        "for tests and laptops. A development and test tool, not a product: no TLS, any credentials accepted, "
+        "events kept in memory with bounded retention. Prints one line, the connection string, then serves until "
+        "SIGINT or SIGTERM. Needs the localhub extra (python-qpid-proton).",
+    )
+    hub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    hub.add_argument("--port", type=int, default=5672, help="port to listen on (0: any free port; default 5672)")
+    hub.add_argument("--eventhub", default="ml-events", metavar="NAME", help="the event hub's name")
+    hub.add_argument("--partitions", type=_positive, default=4, metavar="N", help="partition count (default 4)")
+    hub.add_argument(
+        "--consumer-group",
+        action="append",
+        metavar="CG",
+        help="a consumer group besides $Default (repeatable); others are refused as the service refuses them",
+    )
+    hub.add_argument(
+        "--retention-events", type=_positive, default=100_000, metavar="N", help="events kept per partition"
+    )
+    hub.add_argument("--retention-mb", type=_positive, default=64, metavar="MB", help="megabytes kept per partition")
+    hub.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    hub.set_defaults(command="localhub", handler=_localhub)
+
+
+def _send_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = commands.add_parser(
+        "send",
+        help="publish events to an event hub (local or in Azure), from JSON files or generated",
+        description="Publish events to an event hub, one event per message as Event Grid delivers them (Event Grid "
+        "schema in a one-element array, CloudEvents as an object, with Event Grid's aeg-* properties): from JSON "
+        "files (an event, an array of events, or JSON Lines) or generated realistic Azure ML events.",
+    )
+    send.add_argument(
+        "--connection-string",
+        default=os.environ.get("EVENTHUB_CONNECTION_STRING"),
+        help="the event hub's connection string (default: $EVENTHUB_CONNECTION_STRING)",
+    )
+    send.add_argument("--eventhub", metavar="NAME", help="the event hub, when the connection string names none")
+    send.add_argument("--generate", type=_positive, metavar="N", help="send N generated Azure ML events")
+    send.add_argument(
+        "--schema", choices=["eventgrid", "cloudevents", "both"], default="eventgrid", help="of generated events"
+    )
+    send.add_argument("--seed", type=int, default=7, help="seed of generated events, shuffling and duplicates")
+    send.add_argument("--body-size", type=int, default=0, metavar="BYTES", help="pad generated bodies to about this")
+    send.add_argument("--shuffle", type=int, default=0, metavar="N", help="let an event be overtaken by up to N later")
+    send.add_argument(
+        "--duplicates", type=float, default=0.0, metavar="P", help="chance that an event is delivered twice"
+    )
+    send.add_argument(
+        "--partition-key",
+        choices=["subject", "none"],
+        default="subject",
+        help="key each message by its event's subject (default), or send round-robin",
+    )
+    send.add_argument("--partition-id", metavar="ID", help="send every message to this partition")
+    send.add_argument("files", nargs="*", metavar="FILE", help="JSON files of events")
+    send.set_defaults(command="send", handler=_send)
 
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
@@ -285,6 +349,74 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if settings.idle_exit:
         for line in summary(tally.report()):
             print(line, file=out)
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return number
+
+
+def _localhub(args: argparse.Namespace, out: TextIO) -> int:
+    configure_logging(args.log_level)
+    try:
+        from worker.localhub.serve import HubSettings, serve  # noqa: PLC0415 - proton is an optional extra
+    except ImportError as exc:
+        print(
+            f"error: the local hub needs the localhub extra ({exc}): pip install 'azureml-events-worker[localhub]'",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    settings = HubSettings(
+        host=args.host,
+        port=args.port,
+        eventhub=args.eventhub,
+        partitions=args.partitions,
+        consumer_groups=("$Default", *(args.consumer_group or ())),
+        retention_events=args.retention_events,
+        retention_bytes=args.retention_mb * 1024 * 1024,
+    )
+    try:
+        asyncio.run(serve(settings, out))
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _send(args: argparse.Namespace, out: TextIO) -> int:
+    from worker import mlevents, publish  # noqa: PLC0415 - loads the SDK only for this command
+
+    if not args.connection_string:
+        print(
+            "error: no connection string: pass --connection-string or set EVENTHUB_CONNECTION_STRING", file=sys.stderr
+        )
+        return EXIT_INVALID
+    if bool(args.generate) == bool(args.files):
+        print("error: give either --generate N or JSON files of events", file=sys.stderr)
+        return EXIT_INVALID
+    if args.generate:
+        events = publish.generated_events(
+            publish.GenerateOptions(args.generate, args.schema, seed=args.seed, body_size=args.body_size)
+        )
+    else:
+        events = publish.events_from_files([Path(name) for name in args.files])
+    deliveries = mlevents.deliveries(events, shuffle=args.shuffle, duplicates=args.duplicates, seed=args.seed)
+    messages = publish.plan(deliveries, args.partition_key)
+    try:
+        report = asyncio.run(
+            publish.publish(args.connection_string, messages, eventhub=args.eventhub, partition_id=args.partition_id)
+        )
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    spread = ", ".join(f"{pid}: {n}" for pid, n in sorted(report.by_partition.items()))
+    print(f"sent {report.sent} messages in {report.batches} batches to {report.eventhub} ({spread})", file=out)
     return EXIT_OK
 
 

@@ -18,8 +18,11 @@
     ├── DeadLetterError     a dead letter could not be written (fatal: the event is not finished)
     ├── CaptureError        an Event Hubs Capture file is not Avro, not EventData, or is corrupt
     ├── SourceError         a replay source cannot be listed or read (missing path, bad URL,
-    │                       missing container, failed authentication)
-    └── SettingsError       the live worker's settings are missing, malformed or contradictory
+    │                       missing container, failed authentication); also an event hub that
+    │                       ``send`` cannot publish to, or an unreadable events file
+    ├── SettingsError       the live worker's settings are missing, malformed or contradictory
+    └── LocalHubError       the local hub's own errors (worker.localhub.errors): bytes that are
+                            not the AMQP it understands, a selector filter it cannot apply
 
 Messages name what is wrong and where (file, line, rule, key, partition), the bad value, and what
 to do next. Code never branches on the text of an exception.
