@@ -107,7 +107,7 @@ def best(fn: Callable[[], object], repeat: int) -> float:
 
 
 def peak_rss_mb(rules: Path, source: Path) -> float:
-    done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+    done = subprocess.run(
         [sys.executable, "-c", _PEAK, *replay_args(rules, source)], check=True, capture_output=True, text=True
     )
     return int(done.stdout.strip().splitlines()[-1]) / 1024

@@ -129,17 +129,26 @@ def test_explain_reports_a_missing_body_file(tmp_path: Path, capsys: pytest.Capt
     assert "cannot read the body file" in capsys.readouterr().err
 
 
-def test_demo_replays_the_bundled_sample_and_acts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.usefixtures("sdk_garbage")
+@pytest.mark.parametrize("mode", [["--capture"], []], ids=["capture", "live"])
+def test_demo_acts_on_realistic_events_and_the_counts_add_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mode: list[str]
 ) -> None:
+    """``--capture``: the bundled capture replayed. Live: published to an in-process local hub and
+    consumed by the worker, with checkpoints in a local directory."""
     monkeypatch.chdir(tmp_path)  # the example file action writes out/production-audit.jsonl here
     report = tmp_path / "report.json"
-    assert main(["demo", "--log-level", "warning", "--report", str(report)]) == 0
+    assert main(["demo", *mode, "--log-level", "warning", "--report", str(report)]) == 0
     counts = orjson.loads(report.read_bytes())
     assert sum(counts["outcomes"].values()) == counts["events"] > 400
+    assert counts["outcomes"]["invalid"] == 1  # the malformed body
+    assert counts["skipped"]["foreign_topic"] == 8  # the other workspace's events
+    assert counts["skipped"]["duplicate"] > 0
     audit = (tmp_path / "out" / "production-audit.jsonl").read_bytes().splitlines()
     assert len(audit) == counts["rules"]["audit-production-changes"]["actions"]["file"]["done"] > 0
     assert f"Events read: {counts['events']}" in capsys.readouterr().out
+    if not mode:
+        assert any((tmp_path / "out" / "demo" / "checkpoints").rglob("checkpoint/*"))
 
 
 def test_module_entry_point_runs() -> None:

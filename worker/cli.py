@@ -18,7 +18,7 @@ import orjson
 from azure.core.exceptions import AzureError
 from azure.eventhub.exceptions import EventHubError
 
-from worker.accounting import summary
+from worker.accounting import Tally, summary
 from worker.actions.secrets import Placeholders
 from worker.config import RunSettings, add_flags, load_settings
 from worker.errors import CaptureError, DeadLetterError, RulesError, SettingsError, SourceError
@@ -111,9 +111,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="replay the bundled sample capture through the example rules and print the counts",
-        description="The replay of a bundled Event Hubs Capture of realistic Azure ML events (out of order, some "
-        "delivered twice, a foreign workspace, a malformed body) through the example rules.",
+        help="the live worker on a local hub: publish realistic Azure ML events, act on them, print the counts",
+        description="Starts a local hub in-process, publishes realistic Azure ML events to it as Event Grid delivers "
+        "them (out of order, some twice, keyed by subject; a few from another workspace, some CloudEvents, one "
+        "malformed body), and runs the worker with the demo rules (the example scenarios, acting locally) until "
+        "everything is finished; checkpoints go to a local directory. With --capture, replays the bundled Event "
+        "Hubs Capture sample instead (the replay options apply then).",
     )
     demo.add_argument(
         "--rules",
@@ -121,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="rules file (default: the bundled demo rules, the example scenarios acting locally)",
     )
+    demo.add_argument("--events", type=_positive, default=400, metavar="N", help="events to publish (default 400)")
+    demo.add_argument(
+        "--workdir", type=Path, default=Path("out/demo"), metavar="DIR", help="checkpoints and dead letters"
+    )
+    demo.add_argument("--capture", action="store_true", help="replay the bundled capture sample instead")
     _replay_options(demo)
     demo.set_defaults(command="demo", handler=_demo, sources=[str(SAMPLE_CAPTURE)])
     _localhub_command(commands)
@@ -318,6 +326,11 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         for error in errors:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    return _report(tally, args, out)
+
+
+def _report(tally: Tally, args: argparse.Namespace, out: TextIO) -> int:
+    """Print the counts, write them to ``--report``, and fail when they do not add up."""
     report = tally.report()
     for line in summary(report):
         print(line, file=out)
@@ -422,4 +435,14 @@ def _send(args: argparse.Namespace, out: TextIO) -> int:
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     args.rules = args.rules or [str(DEFAULT_DEMO_RULES)]
-    return _replay(args, out)
+    if args.capture:
+        return _replay(args, out)
+    configure_logging(args.log_level)
+    try:
+        from worker.demo import DemoSettings, live_demo  # noqa: PLC0415 - the local hub is an optional extra
+    except ImportError as exc:
+        print(f"error: the demo needs the localhub extra ({exc}): pip install 'azureml-events-worker[localhub]'")
+        return EXIT_INVALID
+    settings = DemoSettings(tuple(Path(name) for name in args.rules), args.workdir, args.events)
+    tally = asyncio.run(live_demo(settings))
+    return _report(tally, args, out)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.errors import SettingsError
 from worker.flow import FlowSettings, LatePolicy
@@ -182,6 +182,11 @@ class RunSettings(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
+    @classmethod
+    def explicit(cls, **values: Any) -> RunSettings:
+        """Settings from ``values`` and the defaults only, whatever the environment holds (the demo)."""
+        return _Explicit(**values)
+
     # --- the parts each component takes ------------------------------------------------------
 
     def hub(self) -> HubSettings:
@@ -224,6 +229,19 @@ class RunSettings(BaseSettings):
 
     def ops(self) -> OpsSettings:
         return OpsSettings(host=self.http_host, port=self.http_port)
+
+
+class _Explicit(RunSettings):
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 @dataclass(frozen=True, slots=True)

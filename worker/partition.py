@@ -3,7 +3,8 @@
 The SDK's callback hands batches in through :meth:`PartitionRun.put` (waiting when the partition
 is busy, which is the back-pressure on the receiver). The run's task feeds them to the pipeline,
 passes the time for the idle release, and writes the checkpoint on an interval or after a number
-of events: the pipeline state first, then the checkpoint, never past an unfinished event.
+of events, and when nothing arrived for a receive wait: the pipeline state first, then the
+checkpoint, never past an unfinished event.
 """
 
 from __future__ import annotations
@@ -159,10 +160,13 @@ class PartitionRun:
                     now = time.monotonic()
                     if batch:
                         await pipeline.feed_many(batch, now)
+                    quiet = self._ticked and not batch
                     if self._ticked:
                         self._ticked = False
                         pipeline.tick(now)
-                    await self._write(force=False)
+                    # A partition with nothing to read writes its checkpoint at once (at most once a
+                    # receive wait): a quiet hub is not left with work done but not checkpointed.
+                    await self._write(force=quiet)
                 if self._grace > 0:
                     try:
                         async with asyncio.timeout(self._grace):

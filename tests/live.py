@@ -1,0 +1,205 @@
+"""The live worker's test bed: a local hub per test, Azurite, workers in-process or as subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from azure.core.exceptions import ResourceNotFoundError
+from azure.eventhub import EventData
+from azure.eventhub.aio import EventHubProducerClient
+from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
+
+from tests.servers import ROOT, Azurite
+from worker import mlevents
+from worker.localhub.hub import LocalHub
+from worker.localhub.routing import partition_for_key
+from worker.localhub.store import HubSpec
+from worker.publish import PublishReport, plan, publish
+
+#: One rule acting on every event, appending a line per action to ``actions.jsonl`` in the worker's
+#: working directory: what the tests read back.
+RULES = """
+rules:
+  - name: every-event
+    filter: {}
+    actions:
+      - type: file
+        path: actions.jsonl
+"""
+
+
+@asynccontextmanager
+async def local_hub(name: str, partitions: int = 4) -> AsyncIterator[LocalHub]:
+    """A hub of the test's own, in this process, on a free port."""
+    async with LocalHub([HubSpec(name, partitions, ("$Default",))]) as hub:
+        yield hub
+
+
+def events(count: int, *, seed: int, shuffle: int = 20, duplicates: float = 0.1) -> list[mlevents.Delivery]:
+    """Realistic ML events as Event Grid delivers them: shuffled, some twice."""
+    return list(
+        mlevents.deliveries(
+            mlevents.generate(count, mlevents.Options(seed=seed)), shuffle=shuffle, duplicates=duplicates, seed=seed
+        )
+    )
+
+
+def ids_of(deliveries: list[mlevents.Delivery]) -> set[str]:
+    out = set()
+    for delivery in deliveries:
+        document = orjson.loads(delivery.body)
+        for event in document if isinstance(document, list) else [document]:
+            out.add(event["id"])
+    return out
+
+
+async def send(hub: LocalHub, deliveries: list[mlevents.Delivery]) -> PublishReport:
+    """Publish with the real producer, keyed by subject as the Event Grid subscription is told to."""
+    return await publish(hub.connection_string(), plan(deliveries, "subject"))
+
+
+async def send_stream(hub: LocalHub, deliveries: list[mlevents.Delivery], per_second: float, chunk: int = 100) -> None:
+    """Publish at about ``per_second`` events a second, a chunk at a time: a stream, not a burst.
+
+    Keyed by subject, routed with the service's hash, as the Event Grid subscription would.
+    """
+    async with EventHubProducerClient.from_connection_string(hub.connection_string()) as producer:
+        ids = await producer.get_partition_ids()
+        outgoing = list(plan(deliveries, "subject"))
+        for start in range(0, len(outgoing), chunk):
+            groups: dict[str, list[EventData]] = defaultdict(list)
+            for message in outgoing[start : start + chunk]:
+                event = EventData(message.body)
+                properties: dict[str | bytes, Any] = {str(key): value for key, value in message.properties.items()}
+                event.properties = properties
+                assert message.partition_key is not None
+                groups[partition_for_key(message.partition_key, ids)].append(event)
+            for partition, group in groups.items():
+                batch = await producer.create_batch(partition_id=partition)
+                for event in group:
+                    batch.add(event)
+                await producer.send_batch(batch)
+            await asyncio.sleep(chunk / per_second)
+
+
+@dataclass
+class Actions:
+    """The action lines the workers wrote, read back."""
+
+    lines: list[dict[str, object]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, *paths: Path) -> Actions:
+        lines = []
+        for path in paths:
+            if path.exists():
+                lines += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        return cls(lines)
+
+    @property
+    def per_event(self) -> Counter[str]:
+        return Counter(str(line["event_id"]) for line in self.lines)
+
+    def keys_by_event(self) -> dict[str, set[str]]:
+        keys: dict[str, set[str]] = defaultdict(set)
+        for line in self.lines:
+            keys[str(line["event_id"])].add(str(line["idempotency_key"]))
+        return keys
+
+
+def worker_env(hub: LocalHub, azurite: Azurite, container: str, rules: Path, **settings: object) -> dict[str, str]:
+    """The environment of a worker subprocess: every setting as its WORKER_* variable."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WORKER_")}
+    values: dict[str, object] = {
+        "eventhub_connection_string": hub.connection_string(),
+        "storage_connection_string": azurite.connection_string,
+        "checkpoint_container": container,
+        "rules": rules,
+        "http_port": 0,
+        "load_balancing_interval": 1,
+        "reorder_window": 0.5,
+        "max_wait": 0.2,
+        "checkpoint_interval": 0.5,
+        "log_format": "json",
+        "dead_letters": "dead-letters",
+        "late_policy": "process",
+    }
+    values.update(settings)
+    env.update({f"WORKER_{name.upper()}": str(value) for name, value in values.items()})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+async def start_worker(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    cwd.mkdir(parents=True, exist_ok=True)
+    log = (cwd / "worker.log").open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker", "run", env=env, cwd=cwd, stdout=log, stderr=log
+        )
+    finally:
+        log.close()
+
+
+async def stop_worker(process: asyncio.subprocess.Process, how: signal.Signals = signal.SIGTERM) -> int:
+    if process.returncode is None:
+        process.send_signal(how)
+    async with asyncio.timeout(60):
+        return await process.wait()
+
+
+async def wait_worker(process: asyncio.subprocess.Process, within: float = 120) -> int:
+    """The exit code of a worker that stops by itself (``WORKER_IDLE_EXIT``)."""
+    async with asyncio.timeout(within):
+        return await process.wait()
+
+
+async def checkpoints(azurite: Azurite, container: str, namespace: str, hub: str) -> dict[str, int]:
+    """Each partition's checkpointed sequence number, read through the SDK's own checkpoint store."""
+    async with BlobCheckpointStore.from_connection_string(azurite.connection_string, container) as store:
+        found = await store.list_checkpoints(namespace, hub, "$Default")
+    return {str(c["partition_id"]): int(c["sequence_number"]) for c in found}
+
+
+async def owners(azurite: Azurite, container: str, namespace: str, hub: str) -> dict[str, str]:
+    """Each partition's owner; "" for a partition released (or the container not made yet: none)."""
+    try:
+        async with BlobCheckpointStore.from_connection_string(azurite.connection_string, container) as store:
+            found = await store.list_ownership(namespace, hub, "$Default")
+    except ResourceNotFoundError:
+        return {}
+    return {str(o["partition_id"]): str(o["owner_id"] or "") for o in found}
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    """Poll a condition on other processes' state until it holds; fail naming ``what`` after ``within`` s."""
+    try:
+        async with asyncio.timeout(within):
+            while not await condition():  # noqa: ASYNC110 - the state is in other processes and in Azurite
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within}s waiting for {what}") from None
+
+
+def worker_log(cwd: Path) -> list[dict[str, object]]:
+    path = cwd / "worker.log"
+    out = []
+    for line in path.read_bytes().splitlines() if path.exists() else []:
+        try:
+            out.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue  # the SDK's own warnings, or a traceback
+    return out
+
+
+__all__ = ["ROOT"]

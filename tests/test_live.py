@@ -1,0 +1,297 @@
+"""The live worker on the test bed: the local hub driven by the real SDK, checkpoints in Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.live import (
+    RULES,
+    Actions,
+    checkpoints,
+    events,
+    ids_of,
+    local_hub,
+    owners,
+    send,
+    send_stream,
+    start_worker,
+    stop_worker,
+    wait_for,
+    wait_worker,
+    worker_env,
+    worker_log,
+)
+from tests.servers import Azurite, free_port
+from worker.accounting import Skip
+from worker.config import RunSettings
+from worker.run import run_worker
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("sdk_garbage")]
+
+
+def settings(hub_connection: str, azurite: Azurite, container: str, rules: Path, **changes: object) -> RunSettings:
+    values: dict[str, object] = {
+        "eventhub_connection_string": hub_connection,
+        "storage_connection_string": azurite.connection_string,
+        "checkpoint_container": container,
+        "rules": (rules,),
+        "http_port": 0,
+        "load_balancing_interval": 1,
+        "reorder_window": 0.5,
+        "max_wait": 0.2,
+        "idle_exit": 1.0,
+        "late_policy": "process",
+    }
+    values.update(changes)
+    return RunSettings.explicit(**values)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The in-process worker's working directory: its file actions and dead letters land here."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+async def test_every_published_event_is_acted_on_once_and_a_restart_resumes(workdir: Path, azurite: Azurite) -> None:
+    container = f"live-{uuid.uuid4().hex[:12]}"
+    async with local_hub("resume") as hub:
+        first = events(600, seed=1)
+        report = await send(hub, first)
+        assert report.sent == len(first)
+        config = settings(hub.connection_string(), azurite, container, workdir / "rules.yaml", http_port=free_port())
+
+        tally = await run_worker(config)
+        assert tally.check() == []
+        assert tally.read == len(first)
+        acted = Actions.read(workdir / "actions.jsonl")
+        assert set(acted.per_event) == ids_of(first)
+        assert max(acted.per_event.values()) == 1  # Event Grid's duplicates were skipped, nothing redone
+        assert tally.skipped[Skip.DUPLICATE] == len(first) - len(ids_of(first))
+
+        # Each partition's checkpoint is its last event: everything read was finished.
+        namespace = f"127.0.0.1:{hub.port}"
+        marks = await checkpoints(azurite, container, namespace, "resume")
+        expected = {p: n - 1 for p, n in report.by_partition.items() if n}
+        assert marks == expected
+
+        # A restart reads nothing again; new events are acted on once.
+        again = await run_worker(config)
+        assert again.read == 0
+        second = events(120, seed=2)
+        await send(hub, second)
+        later = await run_worker(config)
+        assert later.read == len(second)
+        acted = Actions.read(workdir / "actions.jsonl")
+        assert set(acted.per_event) == ids_of(first) | ids_of(second)
+        assert max(acted.per_event.values()) == 1
+
+
+async def test_health_and_metrics_of_a_running_worker(workdir: Path, azurite: Azurite) -> None:
+    port = free_port()
+    async with local_hub("ops") as hub:
+        await send(hub, events(50, seed=3, duplicates=0))
+        config = settings(
+            hub.connection_string(),
+            azurite,
+            f"ops-{uuid.uuid4().hex[:12]}",
+            workdir / "rules.yaml",
+            http_port=port,
+            http_host="127.0.0.1",
+            idle_exit=0,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_worker(config, stop))
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+
+            async def read_all() -> bool:
+                try:
+                    async with http.get("/metrics") as response:
+                        text = await response.text()
+                except aiohttp.ClientConnectionError:
+                    return False
+                return 'azml_worker_rule_matches_total{rule="every-event"} 50.0' in text
+
+            await wait_for(read_all, 30, "the metrics to count 50 matches")
+            async with http.get("/readyz") as response:
+                assert response.status == 200
+            async with http.get("/metrics") as response:
+                text = await response.text()
+            assert "azml_worker_partitions_owned 4.0" in text
+            assert "azml_worker_events_read_total 50.0" in text
+        stop.set()
+        tally = await running
+        assert tally.read == 50
+
+
+async def test_sigterm_finishes_in_flight_work_checkpoints_and_releases(tmp_path: Path, azurite: Azurite) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    container = f"term-{uuid.uuid4().hex[:12]}"
+    cwd = tmp_path / "worker"
+    async with local_hub("term") as hub:
+        published = events(3000, seed=4)
+        sending = asyncio.create_task(send(hub, published))
+        env = worker_env(hub, azurite, container, rules)
+        process = await start_worker(env, cwd)
+
+        async def started() -> bool:
+            return len(Actions.read(cwd / "actions.jsonl").lines) > 200
+
+        await wait_for(started, 60, "the worker to act on some events")
+        assert await stop_worker(process, signal.SIGTERM) == 0
+        await sending
+        namespace = f"127.0.0.1:{hub.port}"
+        assert set((await owners(azurite, container, namespace, "term")).values()) <= {""}  # all released
+        names = [entry.get("event") for entry in worker_log(cwd)]
+        assert "worker.stopping" in names
+        assert "worker.stopped" in names
+
+        # The rest, after a restart: every event acted on exactly once, across both runs.
+        process = await start_worker({**env, "WORKER_IDLE_EXIT": "1.5"}, cwd)
+        assert await wait_worker(process) == 0
+        acted = Actions.read(cwd / "actions.jsonl")
+        assert set(acted.per_event) == ids_of(published)
+        assert max(acted.per_event.values()) == 1
+
+
+async def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, azurite: Azurite) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    container = f"kill-{uuid.uuid4().hex[:12]}"
+    cwd = tmp_path / "worker"
+    rng = random.Random(5)
+    async with local_hub("kill") as hub:
+        published = events(4000, seed=5)
+        sending = asyncio.create_task(send_stream(hub, published, per_second=400))
+        # A killed worker keeps its partitions until its ownership expires: keep that short.
+        env = worker_env(hub, azurite, container, rules, load_balancing_interval=0.5, ownership_expiry=2)
+        namespace = f"127.0.0.1:{hub.port}"
+        # After each kill: the action lines written so far, and the checkpoints.
+        kills: list[tuple[int, dict[str, int]]] = []
+        for _ in range(3):
+            process = await start_worker(env, cwd)
+            await asyncio.sleep(rng.uniform(1.5, 4.0))
+            assert await stop_worker(process, signal.SIGKILL) == -signal.SIGKILL
+            written = len(Actions.read(cwd / "actions.jsonl").lines)
+            kills.append((written, await checkpoints(azurite, container, namespace, "kill")))
+        await sending
+        process = await start_worker({**env, "WORKER_IDLE_EXIT": "1.5"}, cwd)
+        assert await wait_worker(process) == 0
+
+    acted = Actions.read(cwd / "actions.jsonl")
+    assert set(acted.per_event) == ids_of(published)  # no event without its action
+    # A repeated action carries the same idempotency key as the first...
+    keys = acted.keys_by_event()
+    assert all(len(found) == 1 for found in keys.values())
+    # ...and only events in flight at a kill were repeated: none at or below the checkpoint written
+    # before the kill is acted on again after it.
+    checked = 0
+    for written, marks in kills:
+        finished = {
+            str(line["event_id"])
+            for line in acted.lines[:written]
+            if int(str(line["sequence_number"])) <= marks.get(str(line["partition_id"]), -1)
+        }
+        checked += len(finished)
+        again = finished & {str(line["event_id"]) for line in acted.lines[written:]}
+        assert not again, f"{len(again)} finished events were acted on again after a kill"
+    assert checked, "no checkpoint was written before any kill: the kills came too early to show anything"
+
+
+async def test_a_consumer_group_shares_partitions_and_takes_over_from_a_dead_worker(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    container = f"group-{uuid.uuid4().hex[:12]}"
+    interval, expiry = 1.0, 4.0
+    async with local_hub("group", partitions=8) as hub:
+        namespace = f"127.0.0.1:{hub.port}"
+        env = worker_env(
+            hub,
+            azurite,
+            container,
+            rules,
+            load_balancing_interval=interval,
+            ownership_expiry=expiry,
+            load_balancing_strategy="balanced",
+        )
+        workers = [await start_worker(env, tmp_path / f"w{i}") for i in range(3)]
+        published = events(3000, seed=6)
+        sending = asyncio.create_task(send(hub, published))
+
+        async def spread() -> bool:
+            owned = await owners(azurite, container, namespace, "group")
+            counts = [list(owned.values()).count(owner) for owner in set(owned.values())]
+            return len(owned) == 8 and len(counts) == 3 and min(counts) >= 2
+
+        await wait_for(spread, 60, "the 8 partitions to be spread over the 3 workers")
+        await asyncio.sleep(1.0)  # mid-stream
+        before = await owners(azurite, container, namespace, "group")
+        victim = workers.pop(0)
+        assert await stop_worker(victim, signal.SIGKILL) == -signal.SIGKILL
+        survivors_before = set(before.values())
+
+        async def taken_over() -> bool:
+            owned = await owners(azurite, container, namespace, "group")
+            return len(set(owned.values())) == 2 and len(owned) == 8
+
+        # Within the ownership expiry plus one balancing interval (and the balancing jitter, the
+        # claims' own round trips and the polling: a margin of a few intervals).
+        await wait_for(taken_over, expiry + interval + 5 * interval, "the dead worker's partitions to move")
+        after = await owners(azurite, container, namespace, "group")
+        assert set(after.values()) < survivors_before
+        await sending
+
+        async def all_acted() -> bool:
+            acted = Actions.read(*(tmp_path / f"w{i}" / "actions.jsonl" for i in range(3)))
+            return set(acted.per_event) == ids_of(published)
+
+        await wait_for(all_acted, 60, "every event to be acted on")
+        for process in workers:
+            assert await stop_worker(process, signal.SIGTERM) == 0
+    acted = Actions.read(*(tmp_path / f"w{i}" / "actions.jsonl" for i in range(3)))
+    keys = acted.keys_by_event()
+    assert all(len(k) == 1 for k in keys.values())
+
+
+async def test_sighup_reloads_the_rules_and_keeps_the_old_table_when_the_new_one_is_invalid(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        RULES.replace("filter: {}", "filter: {includedEventTypes: [Microsoft.MachineLearningServices.ModelRegistered]}")
+    )
+    cwd = tmp_path / "worker"
+    async with local_hub("reload") as hub:
+        env = worker_env(hub, azurite, f"reload-{uuid.uuid4().hex[:12]}", rules, rules_watch=0)
+        process = await start_worker(env, cwd)
+
+        async def logged(name: str) -> bool:
+            return any(entry.get("event") == name for entry in worker_log(cwd))
+
+        await wait_for(lambda: logged("consumer.started"), 60, "the worker to start")
+        rules.write_text("rules:\n  - name: broken\n    filter: {includedEventTypes: 7}\n")
+        assert process.returncode is None
+        process.send_signal(signal.SIGHUP)
+        await wait_for(lambda: logged("rules.rejected"), 30, "the invalid table to be rejected")
+        rules.write_text(RULES)
+        process.send_signal(signal.SIGHUP)
+        await wait_for(lambda: logged("rules.reloaded"), 30, "the new table to be loaded")
+        published = events(200, seed=7, duplicates=0)
+        await send(hub, published)
+
+        async def all_acted() -> bool:
+            return set(Actions.read(cwd / "actions.jsonl").per_event) == ids_of(published)
+
+        await wait_for(all_acted, 60, "every event to be acted on under the new table")
+        assert await stop_worker(process) == 0
