@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import structlog
 
 from tests.live import (
     RULES,
@@ -295,3 +296,48 @@ async def test_sighup_reloads_the_rules_and_keeps_the_old_table_when_the_new_one
 
         await wait_for(all_acted, 60, "every event to be acted on under the new table")
         assert await stop_worker(process) == 0
+
+
+async def test_a_partition_that_stops_delivering_with_lag_is_recycled(workdir: Path, azurite: Azurite) -> None:
+    async with local_hub("stall", partitions=2) as hub:
+        config = settings(
+            hub.connection_string(),
+            azurite,
+            f"stall-{uuid.uuid4().hex[:12]}",
+            workdir / "rules.yaml",
+            idle_exit=0,
+            stall_timeout=2.0,
+        )
+        published = events(60, seed=8, duplicates=0)
+        stop = asyncio.Event()
+        with structlog.testing.capture_logs() as logs:
+            running = asyncio.create_task(run_worker(config, stop))
+
+            def claims(partition: str) -> int:
+                return sum(1 for e in logs if e["event"] == "partition.claimed" and e["partition_id"] == partition)
+
+            async def claimed_both() -> bool:
+                return claims("0") >= 1 and claims("1") >= 1
+
+            await wait_for(claimed_both, 30, "both partitions to be claimed")
+            hub.stick("stall", "0")  # partition 0's link stays open but delivers nothing
+            await send(hub, published)
+
+            async def recycled() -> bool:
+                return claims("0") >= 2
+
+            await wait_for(recycled, 30, "partition 0's stalled receiver to be recycled")
+            stalled = [e for e in logs if e["event"] == "partition.stalled"]
+            assert stalled
+            assert stalled[0]["partition_id"] == "0"
+            assert stalled[0]["lag"] > 0
+            hub.stick("stall", "0", stuck=False)
+
+            async def all_acted() -> bool:
+                return set(Actions.read(workdir / "actions.jsonl").per_event) == ids_of(published)
+
+            await wait_for(all_acted, 30, "every event to be acted on after the recycle")
+            stop.set()
+            tally = await running
+    assert tally.check() == []
+    assert max(Actions.read(workdir / "actions.jsonl").per_event.values()) == 1

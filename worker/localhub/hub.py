@@ -78,6 +78,18 @@ class LocalHub:
             connection.detach_receivers(condition)
 
 
+    def stick(self, hub: str, partition: str, *, stuck: bool = True) -> None:
+        """Make ``partition``'s consumer links stop delivering while staying open (``stuck=False``
+        ends it): the silent receiver long-running consumers meet, for testing their recovery."""
+        key = (hub.casefold(), partition)
+        if stuck:
+            self.state.stuck.add(key)
+            return
+        self.state.stuck.discard(key)
+        for connection in list(self.state.connections):
+            connection.wake()
+
+
 def connection_string(host: str, port: int, hub: str) -> str:
     """An Event Hubs connection string for a local hub (the SDK skips TLS for the development emulator)."""
     return (

@@ -76,6 +76,8 @@ class Outlet:
 
     def deliver(self, clock: Callable[[], int]) -> None:
         """Send what the link has credit for, pre-settled, each with the same tag."""
+        if self.connection.state.stuck and (self.key[0], self.key[2]) in self.connection.state.stuck:
+            return  # a fault injected on purpose: the link stays open and delivers nothing
         impl = self.link._impl
         credit = pn_link_credit(impl)
         if credit <= 0:
@@ -117,6 +119,8 @@ class HubState:
     connections: set[AmqpConnection] = field(default_factory=set)
     #: The tasks serving connections, awaited when the hub stops.
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: (hub, partition) whose consumer links deliver nothing: a stuck receiver, for tests.
+    stuck: set[tuple[str, str]] = field(default_factory=set)
     _rotation: dict[str, Iterator[str]] = field(default_factory=dict)
 
     @classmethod
