@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_rules
 	$(BIN)/python -m bench.bench_replay
 	$(BIN)/python -m bench.bench_localhub
+	$(BIN)/python -m bench.bench_worker
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
