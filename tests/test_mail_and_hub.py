@@ -1,5 +1,5 @@
 """The ``email`` action against a real aiosmtpd server (STARTTLS and implicit TLS, with a login), and
-the ``eventhub`` action's messages (the hub itself comes with the local Event Hubs server)."""
+the ``eventhub`` action: its messages, and forwarding through the real producer to the local hub."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
+from tests.hubclient import collect
 from tests.servers import free_port
 from tests.targets import Certificate, Mailbox
 from tests.test_actions import make_event
@@ -21,6 +22,8 @@ from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_
 from worker.actions.eventhub import build_event
 from worker.actions.services import Services
 from worker.errors import ActionError, TargetRejected, TargetUnavailable
+from worker.localhub.hub import LocalHub
+from worker.localhub.store import HubSpec
 
 #: aiosmtpd warns when AUTH is allowed without STARTTLS; its implicit TLS server is TLS throughout.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
@@ -173,3 +176,46 @@ def test_a_templated_body_and_key():
 def test_an_event_hub_is_reached_one_way(params: dict[str, str]):
     with pytest.raises(ValueError, match="either 'connection_string' or 'namespace'"):
         spec("eventhub", **params)
+
+
+@pytest.mark.usefixtures("sdk_garbage")
+async def test_forwarded_to_a_real_hub_keyed_by_subject_and_refused_for_an_unknown_one():
+    """Through the real producer to the local hub; read back with the real consumer."""
+    async with LocalHub([HubSpec("audit", 4, ("$Default",))]) as hub:
+        env = {"HUB": hub.connection_string()}
+        action_spec = ActionSpec(
+            "eventhub",
+            0,
+            action_types()["eventhub"].params.model_validate(
+                {"eventhub": "audit", "connection_string": "${env:HUB}"}, context={"env": env}
+            ),
+        )
+        services = Services()
+        executor = action_types()["eventhub"].executor(action_spec.params, services)
+        action = planned(action_spec, event_id="ev-42")
+        try:
+            await executor.execute(action)
+            await executor.execute(action)  # a retry: the same message id, the receiver can dedupe
+        finally:
+            await executor.aclose()
+        got = await collect(hub.connection_string(), None, 2, settle=0.2)
+        assert [orjson.loads(e.body_as_str())["id"] for e in got.events] == ["ev-42", "ev-42"]
+        assert {e.message_id for e in got.events} == {idempotency_key("ev-42", "mail-on-failed-run", 0)}
+        assert {e.partition_key for e in got.events} == {b"models/churn:3"}
+        assert len(set(got.partitions)) == 1
+
+        wrong = ActionSpec(
+            "eventhub",
+            0,
+            action_types()["eventhub"].params.model_validate(
+                {"eventhub": "nope", "connection_string": "${env:HUB}"},
+                context={"env": {"HUB": hub.connection_string("audit").replace("EntityPath=audit", "EntityPath=nope")}},
+            ),
+        )
+        refused = action_types()["eventhub"].executor(wrong.params, services)
+        try:
+            with pytest.raises(ActionError):
+                await refused.execute(planned(wrong))
+        finally:
+            await refused.aclose()
+            await services.aclose()

@@ -77,7 +77,6 @@ class LocalHub:
         for connection in list(self.state.connections):
             connection.detach_receivers(condition)
 
-
     def stick(self, hub: str, partition: str, *, stuck: bool = True) -> None:
         """Make ``partition``'s consumer links stop delivering while staying open (``stuck=False``
         ends it): the silent receiver long-running consumers meet, for testing their recovery."""
