@@ -6,6 +6,7 @@ import asyncio
 import random
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -341,3 +342,36 @@ async def test_a_partition_that_stops_delivering_with_lag_is_recycled(workdir: P
             tally = await running
     assert tally.check() == []
     assert max(Actions.read(workdir / "actions.jsonl").per_event.values()) == 1
+
+
+async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, azurite: Azurite) -> None:
+    rules = workdir / "rules.yaml"
+    async with local_hub("watch") as hub:
+        config = settings(
+            hub.connection_string(), azurite, f"watch-{uuid.uuid4().hex[:12]}", rules, idle_exit=0, rules_watch=0.2
+        )
+        stop = asyncio.Event()
+        with structlog.testing.capture_logs() as logs:
+            running = asyncio.create_task(run_worker(config, stop))
+
+            def logged(name: str) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    return any(e["event"] == name for e in logs)
+
+                return check
+
+            await wait_for(logged("consumer.started"), 30, "the worker to start")
+            rules.write_text("rules:\n  - name: broken\n    filter: {includedEventTypes: 7}\n")
+            await wait_for(logged("rules.rejected"), 30, "the invalid table to be rejected")
+            rules.write_text(RULES.replace("every-event", "renamed"))
+            await wait_for(logged("rules.reloaded"), 30, "the new table to be loaded")
+            published = events(40, seed=10, duplicates=0)
+            await send(hub, published)
+
+            async def all_acted() -> bool:
+                lines = Actions.read(workdir / "actions.jsonl").lines
+                return {str(line["event_id"]) for line in lines if line["rule"] == "renamed"} == ids_of(published)
+
+            await wait_for(all_acted, 30, "the reloaded rule to act on every event")
+            stop.set()
+            await running

@@ -122,7 +122,14 @@ class ActionRunner:
             error = await self._attempt(action, entry, breaker, slot)
             if error is None:
                 if attempts:
-                    log.info("action.recovered", rule=action.rule, event_id=action.event.id, attempt=number)
+                    log.info(
+                        "action.recovered",
+                        rule=action.rule,
+                        action_type=action.spec.type,
+                        event_id=action.event.id,
+                        sequence_number=action.event.position.sequence_number,
+                        attempt=number,
+                    )
                 return ActionFate.DONE
             message = redact(str(error), entry.secrets)
             attempts.append(Attempt(datetime.now(UTC), message, error.transient))
@@ -132,6 +139,7 @@ class ActionRunner:
                 action_type=action.spec.type,
                 action_index=action.spec.index,
                 event_id=action.event.id,
+                sequence_number=action.event.position.sequence_number,
                 target=target,
                 attempt=number,
                 transient=error.transient,
@@ -149,6 +157,7 @@ class ActionRunner:
             action_type=action.spec.type,
             action_index=action.spec.index,
             event_id=action.event.id,
+            sequence_number=action.event.position.sequence_number,
             attempts=len(attempts),
             dead_letter=where,
         )
