@@ -380,3 +380,20 @@ def test_work_of_a_subject_must_finish_in_release_order():
     flow.finish(second[0])
     assert flow.checkpoint is not None
     assert flow.checkpoint.sequence_number == 2
+
+
+def test_the_persisted_state_can_be_capped_to_the_newest_but_keeps_what_prevents_repeats():
+    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    works = []
+    for n in range(6):
+        works += flow.receive(message(n, T0 + timedelta(seconds=n), body(Published(f"e{n}", f"runs/{n}", T0))))
+    works += flow.release_all()
+    for work in works[1:]:  # e0 stays in flight: the checkpoint cannot move, e1..e5 finish beyond it
+        flow.finish(work)
+    full = flow.state()
+    capped = flow.state(max_ids=2, max_subjects=3)
+    assert full.recent_ids == ("e1", "e2", "e3", "e4", "e5")
+    assert capped.recent_ids == ("e4", "e5")  # the newest
+    assert [subject for subject, _ in capped.last_keys] == [subject for subject, _ in full.last_keys][-3:]
+    assert capped.finished_beyond == full.finished_beyond == ("e1", "e2", "e3", "e4", "e5")
+    assert flow.state(max_ids=0, max_subjects=0).last_keys == ()

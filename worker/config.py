@@ -79,6 +79,15 @@ class RunSettings(BaseSettings):
         None, description="a local directory instead of Blob Storage (one host only: development and demos)"
     )
     checkpoint_interval: float = Field(10.0, gt=0, description="seconds between a partition's checkpoint writes")
+    state_ids: int = Field(
+        10_000,
+        ge=0,
+        description="event ids saved with each checkpoint (the newest), to recognise Event Grid's re-deliveries "
+        "after a restart",
+    )
+    state_subjects: int = Field(
+        10_000, ge=0, description="subjects whose last sequencer is saved with each checkpoint (the newest)"
+    )
     checkpoint_events: int = Field(
         5000, ge=1, description="events finished after which a partition's checkpoint is written early"
     )
@@ -217,6 +226,8 @@ class RunSettings(BaseSettings):
             directory=self.checkpoint_dir,
             interval=self.checkpoint_interval,
             events=self.checkpoint_events,
+            state_ids=self.state_ids,
+            state_subjects=self.state_subjects,
         )
 
     def flow(self) -> FlowSettings:
@@ -274,6 +285,9 @@ class CheckpointSettings:
     directory: Path | None
     interval: float
     events: int
+    #: Newest event ids and subjects persisted with each checkpoint.
+    state_ids: int = 10_000
+    state_subjects: int = 10_000
 
     def __repr__(self) -> str:
         where = self.directory or self.account_url or "connection string"

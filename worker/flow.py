@@ -17,6 +17,7 @@ import enum
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 
@@ -149,6 +150,11 @@ class PartitionState:
         return state
 
 
+def _newest(items: list[_T], limit: int | None) -> list[_T]:
+    """The last ``limit`` of ``items`` (oldest first), all when ``limit`` is None."""
+    return items if limit is None or len(items) <= limit else items[len(items) - limit :]
+
+
 def _key(raw: object) -> SequencerKey:
     if not isinstance(raw, list) or len(raw) != 4:
         raise ValueError(f"a sequencer key must be a list of 4, got {raw!r}")
@@ -159,6 +165,7 @@ def _key(raw: object) -> SequencerKey:
 
 
 _Held = tuple[Event, Ticket, SequencerKey]
+_T = TypeVar("_T")
 
 
 class PartitionFlow:
@@ -303,12 +310,15 @@ class PartitionFlow:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def state(self) -> PartitionState:
+    def state(self, *, max_ids: int | None = None, max_subjects: int | None = None) -> PartitionState:
         """The state to persist beside :attr:`checkpoint`: only what finished events justify.
 
         A subject with unfinished work keeps the key released before its first unfinished event, and
         the ids of unfinished events (held or in flight) are left out, so that after a restart from
-        the checkpoint they are neither taken for late events nor for duplicates.
+        the checkpoint they are neither taken for late events nor for duplicates. ``max_ids`` and
+        ``max_subjects`` keep only the newest ids and subjects, to keep the persisted state small:
+        what is left out only weakens the recognition of re-deliveries and stragglers after a
+        restart. Ids finished beyond the checkpoint are always kept: they prevent repeated actions.
         """
         unfinished = self._unfinished
         last_keys: list[tuple[str, SequencerKey]] = []
@@ -320,9 +330,10 @@ class PartitionFlow:
                 last_keys.append((subject, prior))
         open_ids = {work.event.id for pending in unfinished.values() for work in pending}
         open_ids.update(held[0].id for held in self._buffer.held())
+        recent = [i for i in self._seen if i not in open_ids]
         return PartitionState(
-            last_keys=tuple(last_keys),
-            recent_ids=tuple(i for i in self._seen if i not in open_ids),
+            last_keys=tuple(_newest(last_keys, max_subjects)),
+            recent_ids=tuple(_newest(recent, max_ids)),
             finished_beyond=tuple(self._tracker.finished_beyond()),
         )
 

@@ -192,7 +192,8 @@ class PartitionRun:
             due = True  # the first checkpoint of a partition never written before
         if not due:
             return
-        state = self.flow.state()  # taken with the position, before any await
+        # Taken with the position, before any await.
+        state = self.flow.state(max_ids=settings.state_ids, max_subjects=settings.state_subjects)
         checkpointing = self._checkpointing
         scope = checkpointing.scope
         try:
