@@ -52,6 +52,17 @@ log = structlog.get_logger("worker.actions")
 Observer = Callable[[str, float | None, str], None]
 
 
+def _about(action: PlannedAction) -> dict[str, object]:
+    """What every log line of an action names: its rule, type and index, and its event."""
+    return {
+        "rule": action.rule,
+        "action_type": action.spec.type,
+        "action_index": action.spec.index,
+        "event_id": action.event.id,
+        "sequence_number": action.event.position.sequence_number,
+    }
+
+
 def _unobserved(_kind: str, _seconds: float | None, _result: str) -> None:
     return None
 
@@ -122,24 +133,13 @@ class ActionRunner:
             error = await self._attempt(action, entry, breaker, slot)
             if error is None:
                 if attempts:
-                    log.info(
-                        "action.recovered",
-                        rule=action.rule,
-                        action_type=action.spec.type,
-                        event_id=action.event.id,
-                        sequence_number=action.event.position.sequence_number,
-                        attempt=number,
-                    )
+                    log.info("action.recovered", **_about(action), attempt=number)
                 return ActionFate.DONE
             message = redact(str(error), entry.secrets)
             attempts.append(Attempt(datetime.now(UTC), message, error.transient))
             log.warning(
                 "action.failed",
-                rule=action.rule,
-                action_type=action.spec.type,
-                action_index=action.spec.index,
-                event_id=action.event.id,
-                sequence_number=action.event.position.sequence_number,
+                **_about(action),
                 target=target,
                 attempt=number,
                 transient=error.transient,
@@ -153,11 +153,7 @@ class ActionRunner:
         where = await self._dead_letters.write(action, tuple(attempts))
         log.error(
             "action.dead_lettered",
-            rule=action.rule,
-            action_type=action.spec.type,
-            action_index=action.spec.index,
-            event_id=action.event.id,
-            sequence_number=action.event.position.sequence_number,
+            **_about(action),
             attempts=len(attempts),
             dead_letter=where,
         )
