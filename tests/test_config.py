@@ -98,6 +98,14 @@ def test_contradictory_settings_are_refused(
     assert any(expected in p for p in found), found
 
 
+def test_a_malformed_connection_string_is_named_without_being_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    minimal(monkeypatch)
+    monkeypatch.setenv("WORKER_EVENTHUB_CONNECTION_STRING", "Endpoint=sb://ns/;EntityPath=hub;Key=s3cr3t")
+    found = problems()
+    assert any(p.startswith("WORKER_EVENTHUB_CONNECTION_STRING (--eventhub-connection-string): ") for p in found)
+    assert all("s3cr3t" not in p for p in found)
+
+
 def test_a_namespace_without_a_hub_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER_EVENTHUB_NAMESPACE", "ns.servicebus.windows.net")
     monkeypatch.setenv("WORKER_CHECKPOINT_DIR", "state")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from azure.eventhub import parse_connection_string
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -164,7 +165,11 @@ class RunSettings(BaseSettings):
                 f"set exactly one of {_name('eventhub_connection_string')} and {_name('eventhub_namespace')}"
             )
         if self.eventhub_connection_string is not None:
-            entity = _entity_path(self.eventhub_connection_string.get_secret_value())
+            try:
+                entity = _entity_path(self.eventhub_connection_string.get_secret_value())
+            except ValueError as exc:  # the SDK's message names no part of the string
+                problems.append(f"{_name('eventhub_connection_string')}: {exc}")
+                entity = self.eventhub_name
             if entity is None and self.eventhub_name is None:
                 problems.append(f"{_name('eventhub_name')} is required: the connection string names no EntityPath")
             elif entity is not None and self.eventhub_name not in (None, entity):
@@ -325,11 +330,9 @@ def _split(value: object) -> tuple[object, ...]:
 
 
 def _entity_path(connection_string: str) -> str | None:
-    for part in connection_string.split(";"):
-        key, sep, value = part.partition("=")
-        if sep and key.strip().lower() == "entitypath":
-            return value.strip() or None
-    return None
+    """The connection string's EntityPath, read by the SDK's own parser (ValueError when malformed)."""
+    name: str | None = parse_connection_string(connection_string).eventhub_name
+    return name
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class HubConsumer:
         self,
         client: EventHubConsumerClient,
         hub: HubSettings,
+        scope: Scope,
         table: RulesTable,
         runner: ActionRunner | None,
         stores: Stores,
@@ -114,8 +115,7 @@ class HubConsumer:
         self._flow_settings = flow
         self._drive = drive
         self._grace = grace
-        self.scope = Scope(namespace_of(hub), hub.eventhub, hub.consumer_group)
-        self._checkpointing = Checkpointing(self.scope, stores.checkpoints, stores.states, checkpoint)
+        self._checkpointing = Checkpointing(scope, stores.checkpoints, stores.states, checkpoint)
         self._runs: dict[str, PartitionRun] = {}
         self._retired = Tally()
         #: Set once the hub answered; cleared when it stops answering.
@@ -177,7 +177,7 @@ class HubConsumer:
             "consumer.started",
             eventhub=self._hub.eventhub,
             consumer_group=self._hub.consumer_group,
-            partitions=len(properties["partition_ids"]),
+            partitions=self.partition_count,
         )
         hub = self._hub
         receiving = asyncio.create_task(

@@ -47,8 +47,8 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         credential = None
         if hub.connection_string is None:
             credential = await stack.enter_async_context(DefaultAzureCredential())
-        stores = await stack.enter_async_context(open_stores(settings.checkpoints(), scope))
         checkpoints = settings.checkpoints()
+        stores = await stack.enter_async_context(open_stores(checkpoints, scope))
         metrics = ActionMetrics()
         runner = ActionRunner(
             dead_letter_lane(settings.dead_letters, checkpoints.connection_string), observe=metrics.observe
@@ -57,10 +57,11 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         consumer = HubConsumer(
             client_for(hub, stores, credential),
             hub,
+            scope,
             table,
             runner,
             stores,
-            settings.checkpoints(),
+            checkpoints,
             settings.flow(),
             settings.drive(),
             settings.shutdown_grace,
@@ -73,7 +74,7 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         port = await stack.enter_async_context(serve(settings.ops(), registry, readiness))
         _on_signals(stop, lambda: _reload(settings, consumer))
         stack.callback(_off_signals)
-        log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(settings.checkpoints()))
+        log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(checkpoints))
         helpers = []
         if settings.idle_exit:
             helpers.append(asyncio.create_task(_stop_when_idle(consumer, settings.idle_exit, stop)))
