@@ -185,11 +185,12 @@ class PartitionRun:
         if position is None or position == written:
             return
         settings = self._checkpointing.settings
-        due = force or time.monotonic() - self._written_at >= settings.interval
-        if not due and written is not None and position.sequence_number is not None:
-            due = position.sequence_number - (written.sequence_number or 0) >= settings.events
-        if not due and written is None:
-            due = True  # the first checkpoint of a partition never written before
+        due = (
+            force
+            or written is None  # the partition's first checkpoint here
+            or time.monotonic() - self._written_at >= settings.interval
+            or (position.sequence_number or 0) - (written.sequence_number or 0) >= settings.events
+        )
         if not due:
             return
         # Taken with the position, before any await.
