@@ -17,7 +17,6 @@ import random
 import shutil
 import zlib
 from datetime import timedelta
-from itertools import chain
 from pathlib import Path
 
 import orjson
@@ -37,14 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = random.Random(args.seed)  # noqa: S311 - sample data
-    sandbox = mlevents.DEFAULT_TOPIC.replace("ml-prod", "ml-sandbox")
-    events = chain(
-        mlevents.generate(args.count, mlevents.Options(seed=args.seed)),
-        mlevents.generate(8, mlevents.Options(seed=args.seed + 1, topic=sandbox)),
-        mlevents.generate(8, mlevents.Options(seed=args.seed + 2, schema="cloudevents")),
-    )
-    ordered = sorted(events, key=lambda e: str(e.get("eventTime") or e.get("time")))
-    deliveries = list(mlevents.deliveries(ordered, shuffle=6, duplicates=0.05, seed=args.seed))
+    deliveries = mlevents.sample_deliveries(args.count, args.seed)
     _straggle(deliveries, rng)
 
     partitions: dict[str, list[Message]] = {str(p): [] for p in range(PARTITIONS)}

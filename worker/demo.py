@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 from worker import mlevents
@@ -31,18 +30,6 @@ class DemoSettings:
     seed: int = 7
 
 
-def demo_deliveries(count: int, seed: int) -> list[mlevents.Delivery]:
-    """The demo's messages: ``count`` events of the demo workspace, 8 of another, 8 CloudEvents."""
-    sandbox = mlevents.DEFAULT_TOPIC.replace("ml-prod", "ml-sandbox")
-    events = chain(
-        mlevents.generate(count, mlevents.Options(seed=seed)),
-        mlevents.generate(8, mlevents.Options(seed=seed + 1, topic=sandbox)),
-        mlevents.generate(8, mlevents.Options(seed=seed + 2, schema="cloudevents")),
-    )
-    ordered = sorted(events, key=lambda e: str(e.get("eventTime") or e.get("time")))
-    return list(mlevents.deliveries(ordered, shuffle=6, duplicates=0.05, seed=seed))
-
-
 async def live_demo(settings: DemoSettings) -> Tally:
     """Publish the demo's events to an in-process local hub and run the worker until idle."""
     from worker.localhub.hub import LocalHub  # noqa: PLC0415 - the localhub extra, needed here only
@@ -52,7 +39,7 @@ async def live_demo(settings: DemoSettings) -> Tally:
     # A new hub each time: checkpoints of an earlier demo would point past its events.
     shutil.rmtree(settings.workdir / "checkpoints", ignore_errors=True)
     async with LocalHub([HubSpec(DEMO_HUB, DEMO_PARTITIONS, ("$Default",))]) as hub:
-        messages = [*plan(demo_deliveries(settings.events, settings.seed), "subject")]
+        messages = [*plan(mlevents.sample_deliveries(settings.events, settings.seed), "subject")]
         messages.append(Outgoing(b'{"eventType": "truncated', {}, None))  # as a misconfigured publisher sends
         await publish(hub.connection_string(), messages)
         run = RunSettings.explicit(

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Final, Literal
 
 import orjson
@@ -103,6 +104,20 @@ def deliveries(
     while due:
         _, _, retries, ready = heapq.heappop(due)
         yield _delivery(ready, retries)
+
+
+def sample_deliveries(count: int, seed: int) -> list[Delivery]:
+    """The samples' messages (the bundled capture, the demo): ``count`` events of the default
+    workspace, 8 of another one and 8 in the CloudEvents schema, in time order, then delivered as
+    Event Grid does (out of order, about 5% twice)."""
+    sandbox = DEFAULT_TOPIC.replace("ml-prod", "ml-sandbox")
+    events = chain(
+        generate(count, Options(seed=seed)),
+        generate(8, Options(seed=seed + 1, topic=sandbox)),
+        generate(8, Options(seed=seed + 2, schema="cloudevents")),
+    )
+    ordered = sorted(events, key=lambda e: str(e.get("eventTime") or e.get("time")))
+    return list(deliveries(ordered, shuffle=6, duplicates=0.05, seed=seed))
 
 
 def _delivery(event: dict[str, object], retries: int) -> Delivery:
