@@ -30,9 +30,10 @@ from worker.publish import Outgoing, publish
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_hub(events: int) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "worker", "localhub", "--port", "0", "--eventhub", "bench", "--partitions", "1"]
-    command += ["--retention-events", str(events), "--retention-mb", "1024"]
+def start_hub(events: int, name: str = "bench", partitions: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    """The local hub in a subprocess on any free port, keeping ``events`` per partition; its connection string."""
+    command = [sys.executable, "-m", "worker", "localhub", "--port", "0", "--eventhub", name]
+    command += ["--partitions", str(partitions), "--retention-events", str(events), "--retention-mb", "1024"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)
     assert process.stdout is not None
     line = process.stdout.readline().decode().strip()

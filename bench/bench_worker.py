@@ -34,7 +34,9 @@ import orjson
 from azure.eventhub import EventData
 from azure.eventhub.aio import PartitionContext
 
+from bench.bench_localhub import start_hub
 from bench.tables import base_filters, prefixed_filters, rules_yaml
+from tests.servers import free_port
 from worker import mlevents
 from worker.publish import GenerateOptions, generated_events, plan, publish
 
@@ -43,26 +45,12 @@ PREFETCH = 3000
 BATCH = 300
 
 
-def free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def local_hub(name: str, partitions: int, retention: int) -> Iterator[str]:
-    """The local hub in a subprocess; yields its connection string."""
-    command = [sys.executable, "-m", "worker", "localhub", "--port", str(free_port()), "--eventhub", name]
-    command += ["--partitions", str(partitions), "--retention-events", str(retention)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+    """The local hub in a subprocess while the block runs; yields its connection string."""
+    process, connection = start_hub(retention, name, partitions)
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline().decode().strip()
-        if not line.startswith("Endpoint="):
-            raise SystemExit(f"the local hub did not start: {line!r}")
-        yield line
+        yield connection
     finally:
         process.terminate()
         process.wait(10)
