@@ -227,6 +227,8 @@ def run_steady(connection: str, partitions: int, rate: int, seconds: int, window
         if entry.get("event") == "action.log" and sent.get(entry.get("event_id"), tail) < tail:
             done = datetime.fromisoformat(entry["timestamp"]).timestamp()
             latencies.append(done - sent[entry["event_id"]])
+    if not latencies:
+        raise SystemExit("no action finished before the stream's last seconds: run a longer stream (--seconds)")
     latencies.sort()
     p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
     print(f"steady stream: {rate:,} events/s for {seconds} s on {partitions} partitions, reorder window {window:g} s")
