@@ -117,11 +117,10 @@ class Actions:
         return keys
 
 
-def worker_env(hub: LocalHub, azurite: Azurite, container: str, rules: Path, **settings: object) -> dict[str, str]:
-    """The environment of a worker subprocess: every setting as its WORKER_* variable."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WORKER_")}
-    values: dict[str, object] = {
-        "eventhub_connection_string": hub.connection_string(),
+def live_settings(connection_string: str, azurite: Azurite, container: str, rules: Path) -> dict[str, object]:
+    """The settings every live test starts from: this hub, checkpoints on Azurite, short intervals."""
+    return {
+        "eventhub_connection_string": connection_string,
         "storage_connection_string": azurite.connection_string,
         "checkpoint_container": container,
         "rules": rules,
@@ -129,11 +128,15 @@ def worker_env(hub: LocalHub, azurite: Azurite, container: str, rules: Path, **s
         "load_balancing_interval": 1,
         "reorder_window": 0.5,
         "max_wait": 0.2,
-        "checkpoint_interval": 0.5,
-        "log_format": "json",
-        "dead_letters": "dead-letters",
         "late_policy": "process",
     }
+
+
+def worker_env(hub: LocalHub, azurite: Azurite, container: str, rules: Path, **settings: object) -> dict[str, str]:
+    """The environment of a worker subprocess: every setting as its WORKER_* variable."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WORKER_")}
+    values = live_settings(hub.connection_string(), azurite, container, rules)
+    values.update(checkpoint_interval=0.5, log_format="json", dead_letters="dead-letters")
     values.update(settings)
     env.update({f"WORKER_{name.upper()}": str(value) for name, value in values.items()})
     env["PYTHONPATH"] = str(ROOT)

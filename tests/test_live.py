@@ -19,6 +19,7 @@ from tests.live import (
     checkpoints,
     events,
     ids_of,
+    live_settings,
     local_hub,
     owners,
     send,
@@ -39,18 +40,9 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("sdk_garbage")]
 
 
 def settings(hub_connection: str, azurite: Azurite, container: str, rules: Path, **changes: object) -> RunSettings:
-    values: dict[str, object] = {
-        "eventhub_connection_string": hub_connection,
-        "storage_connection_string": azurite.connection_string,
-        "checkpoint_container": container,
-        "rules": (rules,),
-        "http_port": 0,
-        "load_balancing_interval": 1,
-        "reorder_window": 0.5,
-        "max_wait": 0.2,
-        "idle_exit": 1.0,
-        "late_policy": "process",
-    }
+    """An in-process worker's settings: the live tests' own, stopping once idle for a second."""
+    values = live_settings(hub_connection, azurite, container, rules)
+    values.update(idle_exit=1.0)
     values.update(changes)
     return RunSettings.explicit(**values)
 
