@@ -12,14 +12,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support import compile_ok
+from tests.support import compile_ok, decode_one
 from worker.accounting import ActionFate
 from worker.actions import ActionParams, ActionSpec, ActionType, PlannedAction, action_types
+from worker.actions.log import LogParams
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy, RunnerSettings
 from worker.actions.services import Services
 from worker.errors import ActionError
 from worker.events import Message, Position
 from worker.flow import FlowSettings, PartitionFlow
+from worker.log import configure
 from worker.pipeline import DriveSettings, PartitionPipeline
 from worker.rules import Rule, RulesTable
 
@@ -191,6 +193,48 @@ async def test_a_permanent_failure_is_dead_lettered_at_once(probe: Probe, tmp_pa
     [letter] = [orjson.loads(p.read_bytes()) for p in tmp_path.iterdir()]
     assert letter["attempts"][0]["transient"] is False
     assert flow.checkpoint is not None  # dead-lettered counts as finished
+
+
+async def test_log_actions_run_at_once_yet_wait_behind_their_subjects_queued_work(
+    probe: Probe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure("info", json=True)
+    rules = [
+        Rule("gated", compile_ok({"subjectBeginsWith": "slow"}), (ActionSpec("probe", 0, ProbeParams()),)),
+        Rule("logged", compile_ok({}), (ActionSpec("log", 0, LogParams()),)),
+    ]
+    flow = PartitionFlow("0", RulesTable.build(rules), FlowSettings(window=0))
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), sleep=_no_sleep, types=TYPES)
+
+    def logged() -> list[str]:
+        return [orjson.loads(line)["event_id"] for line in capsys.readouterr().err.splitlines()]
+
+    async with PartitionPipeline(flow, runner) as pipeline:
+        await pipeline.feed(message(0, "fast", 0))
+        assert logged() == ["e0"]  # run in the feed itself: no task, no wait
+        assert flow.checkpoint is not None
+        assert flow.checkpoint.sequence_number == 0
+        await pipeline.feed(message(1, "slow", 1))  # the probe, then the log, in a task
+        await pipeline.feed(message(2, "slow", 2))  # log only, but queued behind e1
+        await pipeline.feed(message(3, "fast", 3))
+        await asyncio.sleep(0.05)
+        assert logged() == ["e3"]
+        probe.gate.set()
+        await pipeline.finish()
+    assert logged() == ["e1", "e2"]
+    assert flow.counts().actions == {("gated", "probe", ActionFate.DONE): 2, ("logged", "log", ActionFate.DONE): 4}
+    assert flow.checkpoint is not None
+    assert flow.checkpoint.sequence_number == 3
+
+
+def test_only_synchronous_actions_run_now(tmp_path: Path) -> None:
+    runner = ActionRunner(DeadLetterDirectory(tmp_path), types=TYPES)
+    event = decode_one({"id": "e", "topic": "ws", "subject": "s", "eventType": "T", "eventTime": T0.isoformat()})
+    gated = PlannedAction("r", ActionSpec("probe", 0, ProbeParams()), event)
+    assert runner.immediate(PlannedAction("r", ActionSpec("log", 0, LogParams()), event))
+    assert not runner.immediate(gated)
+    with pytest.raises(ValueError, match="does not complete synchronously"):
+        runner.run_now(gated)
 
 
 def test_backoff_grows_and_is_capped() -> None:

@@ -124,10 +124,29 @@ class PartitionPipeline:
             if queue is not None:
                 queue.append(work)
                 continue
+            if self._run_now(work, runner):
+                continue
             queue = self._queues[work.subject] = deque((work,))
             task = self._tasks.create_task(self._run_subject(work.subject, queue, runner))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _run_now(self, work: Work, runner: ActionRunner) -> bool:
+        """Run the work at once if every action it selects completes synchronously (``log``); its
+        subject has nothing queued, so its order holds. False, without running anything, otherwise."""
+        select = self._select
+        actions = work.actions
+        if select is not None:
+            actions = tuple(a for a in actions if select(a.event.id, a.rule, a.spec.index))
+        immediate = runner.immediate
+        if not all(immediate(action) for action in actions):
+            return False
+        count = self.flow.tally.count_action
+        for action in actions:
+            count(action.rule, action.spec.type, runner.run_now(action))
+        self.flow.finish(work)
+        self._progress.set()
+        return True
 
     async def _run_subject(self, subject: str, queue: deque[Work], runner: ActionRunner) -> None:
         flow, select = self.flow, self._select

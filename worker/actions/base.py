@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,3 +80,14 @@ class Executor(Protocol):
     async def execute(self, action: PlannedAction) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ImmediateExecutor(Executor, Protocol):
+    """An executor whose actions complete synchronously, with no I/O that can wait or fail (``log``).
+
+    The runner calls :meth:`execute_now` in place of an attempt: no task, timeout, retry or breaker,
+    which would cost more than the action. It must not raise.
+    """
+
+    def execute_now(self, action: PlannedAction) -> None: ...

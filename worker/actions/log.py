@@ -29,6 +29,9 @@ class LogExecutor:
         self._log = structlog.get_logger("worker.actions").bind()
 
     async def execute(self, action: PlannedAction) -> None:
+        self.execute_now(action)
+
+    def execute_now(self, action: PlannedAction) -> None:
         event = action.event
         self._log.log(
             self._level,

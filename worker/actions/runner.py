@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import structlog
 
 from worker.accounting import ActionFate
-from worker.actions.base import ActionParams, Executor, PlannedAction
+from worker.actions.base import ActionParams, Executor, ImmediateExecutor, PlannedAction
 from worker.actions.breaker import BreakerSettings, CircuitBreaker
 from worker.actions.deadletters import Attempt, DeadLetterDirectory, DeadLetterLane, dead_letter_record
 from worker.actions.registry import ActionType, action_types
@@ -82,6 +82,8 @@ class _Entry:
     policy: RetryPolicy
     timeout: float
     secrets: tuple[str, ...]
+    #: The executor's synchronous path, when it has one (see :class:`ImmediateExecutor`).
+    now: Callable[[PlannedAction], None] | None
 
 
 class ActionRunner:
@@ -122,6 +124,21 @@ class ActionRunner:
         if breaker is None:
             breaker = self._breakers[target] = CircuitBreaker(self._settings.breaker)
         return breaker
+
+    def immediate(self, action: PlannedAction) -> bool:
+        """Whether ``action`` completes synchronously (see :class:`ImmediateExecutor`): run it with :meth:`run_now`."""
+        return self._entry(action).now is not None
+
+    def run_now(self, action: PlannedAction) -> ActionFate:
+        """Run an :meth:`immediate` action at once, without a task, timeout or retry."""
+        now = self._entry(action).now
+        if now is None:
+            raise ValueError(f"a {action.spec.type} action does not complete synchronously: run() it")
+        clock = self._clock
+        started = clock()
+        now(action)
+        self._observe(action.spec.type, clock() - started, "ok")
+        return ActionFate.DONE
 
     async def run(self, action: PlannedAction, slot: AbstractAsyncContextManager[object] | None = None) -> ActionFate:
         """Run ``action`` to completion or to the dead-letter lane. ``slot`` is held during each attempt."""
@@ -213,11 +230,13 @@ class ActionRunner:
         if action_type is None:
             raise WorkerError(f"rule {action.rule!r}: unknown action type {spec.type!r} ({sorted(types)})")
         params = spec.params
+        executor = action_type.executor(params, self._services)
         entry = _Entry(
-            action_type.executor(params, self._services),
+            executor,
             _policy(params, self._retry or action_type.retry),
             params.timeout or action_type.timeout,
             secrets_in(params),
+            executor.execute_now if isinstance(executor, ImmediateExecutor) else None,
         )
         self._entries[id(spec)] = (spec, entry)
         return entry
