@@ -3,8 +3,11 @@
 1. Throughput. N realistic ~1 KB events are published to a local hub; then a bare SDK consumer
    (``receive_batch``, prefetch 3,000, no checkpoints) and ``worker run`` (a 50-rule table with
    ``log`` actions, checkpoints to a local directory, the same prefetch) each read them all from the
-   start, in turn, as subprocesses. Printed: events/s of each, from the first event to the last
-   one with an outcome, and their ratio.
+   start, in turn, as subprocesses. Printed: events/s of each, sustained (between the 10% and 90%
+   marks of the stream: neither the start nor the reorder window's wait for the last events) and
+   over the whole stream (the first event read to the last with an outcome), and their ratios. The
+   worker's counts come from its /metrics, updated by the pipeline process four times a second:
+   its marks are known to about a quarter of a second, hence the long default stream.
 2. Steady stream. Events are published at 1,000 a second for a while to a second hub, read by
    ``worker run``: printed are the checkpoint writes per partition per minute, and the end-to-end
    latency (enqueued to action done) p50/p99, raw and beyond the reorder window (the wait the window
@@ -72,13 +75,13 @@ async def bare_consumer(connection: str, count: int) -> None:
     from azure.eventhub.aio import EventHubConsumerClient  # noqa: PLC0415
 
     client = EventHubConsumerClient.from_connection_string(connection, consumer_group="$Default")
-    seen, first, done = 0, 0.0, asyncio.Event()
+    marks = Marks(count)
+    seen, done = 0, asyncio.Event()
 
     async def on_batch(_context: PartitionContext, events: list[EventData]) -> None:
-        nonlocal seen, first
-        if events and not seen:
-            first = time.perf_counter()
+        nonlocal seen
         seen += len(events)
+        marks.update(seen, time.perf_counter())
         if seen >= count:
             done.set()
 
@@ -86,13 +89,37 @@ async def bare_consumer(connection: str, count: int) -> None:
         client.receive_batch(on_batch, max_batch_size=BATCH, prefetch=PREFETCH, starting_position="-1")
     )
     await done.wait()
-    elapsed = time.perf_counter() - first
-    print(orjson.dumps({"events": seen, "seconds": elapsed}).decode(), flush=True)
+    print(orjson.dumps({"sustained": marks.sustained(), "whole": marks.whole()}).decode(), flush=True)
     await client.close()
     receiving.cancel()
 
 
-def run_bare(connection: str, count: int) -> float:
+class Marks:
+    """When a count of events passed the first event, 10%, 90% and all of the stream."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.times: dict[float, float] = {}
+
+    def update(self, done: float, now: float) -> None:
+        for mark in (0.0, 0.1, 0.9, 1.0):
+            if mark not in self.times and done > 0 and done >= mark * self.count:
+                self.times[mark] = now
+
+    def next_mark(self, done: float) -> float:
+        """The count of the next mark to pass."""
+        return next((mark * self.count for mark in (0.1, 0.9, 1.0) if mark not in self.times), self.count) - done
+
+    def sustained(self) -> float:
+        """Events per second between the 10% and 90% marks: the steady rate, without the start and the tail."""
+        return 0.8 * self.count / (self.times[0.9] - self.times[0.1])
+
+    def whole(self) -> float:
+        """Events per second from the first event to the last."""
+        return self.count / (self.times[1.0] - self.times[0.0])
+
+
+def run_bare(connection: str, count: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_worker", "--bare", connection, str(count)],
         capture_output=True,
@@ -100,8 +127,8 @@ def run_bare(connection: str, count: int) -> float:
         cwd=ROOT,
         timeout=600,
     )
-    result = orjson.loads(out.stdout.splitlines()[-1])
-    return float(result["events"]) / float(result["seconds"])
+    result: dict[str, float] = orjson.loads(out.stdout.splitlines()[-1])
+    return result
 
 
 # --- the worker -----------------------------------------------------------------------------------
@@ -141,37 +168,39 @@ def outcomes(metrics: dict[str, float]) -> float:
     return metrics.get("azml_worker_events_total", 0.0)
 
 
-def run_worker_throughput(connection: str, count: int, rules: Path, work: Path) -> float:
+def run_worker_throughput(connection: str, count: int, rules: Path, work: Path) -> dict[str, float]:
     port = free_port()
     env = worker_env(connection, work, rules, port, WORKER_LOG_LEVEL="warning", WORKER_REORDER_WINDOW="0.5")
     with (work / "throughput.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, cwd=work, stdout=log, stderr=log)
     try:
-        first = 0.0
+        marks = Marks(count)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             metrics = scrape(port)
-            read = metrics.get("azml_worker_events_read_total", 0.0)
-            if read and not first:
-                first = time.perf_counter()
+            now = time.perf_counter()
+            if metrics.get("azml_worker_events_read_total", 0.0) and 0.0 not in marks.times:
+                marks.times[0.0] = now
             done = outcomes(metrics)
-            if done >= count:
-                return count / (time.perf_counter() - first)
-            time.sleep(_poll(first, done, count))
+            if done:
+                marks.update(done, now)
+            if 1.0 in marks.times:
+                return {"sustained": marks.sustained(), "whole": marks.whole()}
+            time.sleep(_poll(marks, done, now))
         raise SystemExit("the worker did not finish in time; see throughput.log")
     finally:
         process.terminate()
         process.wait(60)
 
 
-def _poll(first: float, done: float, count: int) -> float:
-    """Seconds to the next scrape: often near the start and the end, whose times are measured, and
-    seldom between them, where a scrape would only take the worker's time (the /metrics page is large)."""
-    if not first or not done:
+def _poll(marks: Marks, done: float, now: float) -> float:
+    """Seconds to the next scrape: often near the marks, whose times are measured, and seldom between
+    them, where a scrape would only take the worker's time (the /metrics page is large)."""
+    started = marks.times.get(0.0)
+    if started is None or not done:
         return 0.01
-    elapsed = time.perf_counter() - first
-    remaining = elapsed * (count - done) / done
-    return min(max(remaining / 4, 0.01), 0.25)
+    rate = done / max(now - started, 1e-3)
+    return min(max(marks.next_mark(done) / rate / 4, 0.005), 0.25)
 
 
 async def stream(connection: str, deliveries: list[mlevents.Delivery], per_second: int) -> dict[str, float]:
@@ -253,7 +282,7 @@ def run_steady(connection: str, partitions: int, rate: int, seconds: int, window
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rate", type=int, default=1000, help="events per second of the steady stream")
     parser.add_argument("--seconds", type=int, default=30, help="length of the steady stream")
@@ -275,9 +304,17 @@ def main() -> None:
             )
             bare = run_bare(connection, args.events)
             worker = run_worker_throughput(connection, args.events, rules, work)
-        print(f"(a) bare SDK consumer (receive_batch):            {bare:>9,.0f} events/s")
-        print(f"(b) worker run, 50 rules, log actions, checkpoints: {worker:>7,.0f} events/s")
-        print(f"(b) / (a): {worker / bare:.0%} (target: at least 80%)")
+        print("events/s, sustained (between the 10% and 90% marks) and over the whole stream (first to last):")
+        for name, rates in (
+            ("(a) bare SDK consumer (receive_batch):            ", bare),
+            ("(b) worker run, 50 rules, log actions, checkpoints:", worker),
+        ):
+            print(f"{name} {rates['sustained']:>7,.0f}   {rates['whole']:>7,.0f}")
+        print(
+            f"(b) / (a): sustained {worker['sustained'] / bare['sustained']:.0%} (target: at least 80%); "
+            f"whole stream {worker['whole'] / bare['whole']:.0%} (with the worker's start-up of its partitions and "
+            "the reorder window's wait for the last events)"
+        )
         with local_hub("steady", args.partitions, args.rate * args.seconds * 2) as connection:
             run_steady(connection, args.partitions, args.rate, args.seconds, args.window, work)
 

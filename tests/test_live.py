@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import uuid
@@ -55,13 +56,23 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-async def test_every_published_event_is_acted_on_once_and_a_restart_resumes(workdir: Path, azurite: Azurite) -> None:
+@pytest.mark.parametrize("pipeline_process", [True, False], ids=["pipeline-process", "one-process"])
+async def test_every_published_event_is_acted_on_once_and_a_restart_resumes(
+    workdir: Path, azurite: Azurite, pipeline_process: bool
+) -> None:
     container = f"live-{uuid.uuid4().hex[:12]}"
     async with local_hub("resume") as hub:
         first = events(600, seed=1)
         report = await send(hub, first)
         assert report.sent == len(first)
-        config = settings(hub.connection_string(), azurite, container, workdir / "rules.yaml", http_port=free_port())
+        config = settings(
+            hub.connection_string(),
+            azurite,
+            container,
+            workdir / "rules.yaml",
+            http_port=free_port(),
+            pipeline_process=pipeline_process,
+        )
 
         tally = await run_worker(config)
         assert tally.check() == []
@@ -199,6 +210,47 @@ async def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, azurite: A
         again = finished & {str(line["event_id"]) for line in acted.lines[written:]}
         assert not again, f"{len(again)} finished events were acted on again after a kill"
     assert checked, "no checkpoint was written before any kill: the kills came too early to show anything"
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+async def test_a_dead_pipeline_process_stops_the_worker_and_a_restart_loses_nothing(
+    tmp_path: Path, azurite: Azurite
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    cwd = tmp_path / "worker"
+    async with local_hub("engine") as hub:
+        published = events(1500, seed=12)
+        sending = asyncio.create_task(send_stream(hub, published, per_second=500))
+        env = worker_env(hub, azurite, f"engine-{uuid.uuid4().hex[:12]}", rules, ownership_expiry=2)
+        process = await start_worker(env, cwd)
+
+        async def acting() -> bool:
+            return (cwd / "actions.jsonl").exists() and bool(children_of(process.pid))
+
+        await wait_for(acting, 60, "the worker to act")
+        [child] = children_of(process.pid)
+        os.kill(child, signal.SIGKILL)
+        assert await wait_worker(process, 60) == 1  # failed, for the container to be restarted
+        exited = [e for e in worker_log(cwd) if e.get("event") == "engine.exited"]
+        assert exited
+        assert exited[0]["level"] == "error"
+        await sending
+        process = await start_worker({**env, "WORKER_IDLE_EXIT": "1.5"}, cwd)
+        assert await wait_worker(process) == 0
+    assert set(Actions.read(cwd / "actions.jsonl").per_event) == ids_of(published)
 
 
 async def test_a_consumer_group_shares_partitions_and_takes_over_from_a_dead_worker(
@@ -339,8 +391,16 @@ async def test_a_partition_that_stops_delivering_with_lag_is_recycled(workdir: P
 async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, azurite: Azurite) -> None:
     rules = workdir / "rules.yaml"
     async with local_hub("watch") as hub:
+        # The pipelines in this process, where the reload's logs are captured (the SIGHUP test above
+        # reloads those of a pipeline process).
         config = settings(
-            hub.connection_string(), azurite, f"watch-{uuid.uuid4().hex[:12]}", rules, idle_exit=0, rules_watch=0.2
+            hub.connection_string(),
+            azurite,
+            f"watch-{uuid.uuid4().hex[:12]}",
+            rules,
+            idle_exit=0,
+            rules_watch=0.2,
+            pipeline_process=False,
         )
         stop = asyncio.Event()
         with structlog.testing.capture_logs() as logs:

@@ -20,8 +20,10 @@ __all__ = ["probe"]  # the fixture, shared with the pipeline's tests
 SCOPE = Scope("ns.example", "hub", "$default")
 
 
-def run_for(tmp_path: Path, *, events: int = 1000, interval: float = 3600.0, **params: object) -> PartitionRun:
-    flow = PartitionFlow("0", table(**params), FlowSettings(window=0))
+def run_for(
+    tmp_path: Path, *, events: int = 1000, interval: float = 3600.0, window: float = 0, **params: object
+) -> PartitionRun:
+    flow = PartitionFlow("0", table(**params), FlowSettings(window=window))
     runner = ActionRunner(DeadLetterDirectory(tmp_path / "dead"), RetryPolicy(attempts=2), sleep=_no_sleep, types=TYPES)
     checkpointing = Checkpointing(
         SCOPE,
@@ -110,3 +112,17 @@ async def test_a_fatal_error_stops_the_partition_and_the_next_batch_is_refused(p
                 await asyncio.sleep(0.01)
     await run.close(1.0, write=True)
     assert await checkpoint_of(tmp_path) is None
+
+
+async def test_the_last_events_of_a_burst_leave_the_reorder_buffer_after_the_window_without_a_tick(
+    probe: Probe, tmp_path: Path
+) -> None:
+    probe.gate.set()
+    run = run_for(tmp_path, window=0.3)
+    run.start()
+    await run.put([message(0, "a", 0)])  # held: a later event of its subject may still come
+    await asyncio.sleep(0.1)
+    assert run.flow.buffered == 1
+    await settle(run, 0)  # released by the run's own timer: no receive tick was sent
+    assert [event for _, event in probe.order] == ["e0"]
+    await run.close(1.0, write=True)

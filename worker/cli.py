@@ -21,6 +21,7 @@ from azure.eventhub.exceptions import EventHubError
 from worker.accounting import Tally, summary
 from worker.actions.secrets import Placeholders
 from worker.config import RunSettings, add_flags, load_settings
+from worker.engine import EngineFailed
 from worker.errors import CaptureError, DeadLetterError, RulesError, SettingsError, SourceError
 from worker.events import InvalidEvent, decode_body
 from worker.flow import FlowSettings, LatePolicy
@@ -358,6 +359,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_INVALID
     except (EventHubError, AzureError) as exc:
         print(f"error: the Event Hub or the checkpoint store failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except EngineFailed as exc:
+        print(f"error: {exc}; what it had not finished is redone after a restart", file=sys.stderr)
         return EXIT_FAILED
     if settings.idle_exit:
         for line in summary(tally.report()):

@@ -107,6 +107,11 @@ class RunSettings(BaseSettings):
         description="TYPE=KEY pairs ordering TYPE by the string at KEY (e.g. "
         "Microsoft.Storage.BlobCreated=data.sequencer), comma-separated",
     )
+    pipeline_process: bool = Field(
+        True,
+        description="run the pipelines and actions in a child process, so that receiving and processing each "
+        "have a core; off: one process (a container limited to one CPU)",
+    )
     concurrency: int = Field(16, ge=1, description="actions running at once per partition")
     max_open: int = Field(
         20_000, ge=1, description="events read ahead of a partition's checkpoint before reading waits"
@@ -354,6 +359,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 def shown_default(default: Any) -> str:
     if default is None:
         return "unset"
+    if isinstance(default, bool):
+        return str(default).lower()
     if isinstance(default, tuple):
         return ",".join(map(str, default)) or "none"
     return str(default)

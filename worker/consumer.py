@@ -1,10 +1,11 @@
 """The live source: the SDK's ``EventHubConsumerClient``, balancing partitions through the checkpoint store.
 
-The only module that reads from ``azure.eventhub``: it turns ``EventData`` into the core's
-:class:`~worker.events.Message` records and runs one :class:`~worker.partition.PartitionRun` per
-owned partition. Ownership uses an owner level, so a partition taken by another worker detaches
-here at once. A partition that delivers nothing while the hub reports events beyond the last one
-delivered is recycled: its receiver is closed and reopened from the checkpoint.
+The only module that reads from ``azure.eventhub``: it turns ``EventData`` into
+:data:`~worker.partitions.Received` tuples and hands them to a
+:class:`~worker.partitions.PartitionHost`, which runs a pipeline per owned partition. Ownership
+uses an owner level, so a partition taken by another worker detaches here at once. A partition
+that delivers nothing while the hub reports events beyond the last one delivered is recycled: its
+receiver is closed and reopened from the checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -24,36 +26,41 @@ from azure.eventhub.exceptions import EventHubError
 from azure.identity.aio import DefaultAzureCredential
 
 from worker.accounting import Tally
-from worker.actions.runner import ActionRunner
-from worker.checkpoints import Scope, Stores
-from worker.config import CheckpointSettings, HubSettings
+from worker.checkpoints import Stores
+from worker.config import HubSettings
 from worker.errors import WorkerError
-from worker.events import Message, new_message
-from worker.flow import FlowSettings, PartitionFlow, PartitionState, StateError
 from worker.metrics import PartitionGauges
-from worker.partition import Checkpointing, PartitionRun
-from worker.pipeline import DriveSettings
-from worker.rules import RulesTable
+from worker.partitions import PartitionHost, Received
 
 log = structlog.get_logger("worker.consumer")
+
+# The Event Hubs message annotations of a received event.
+_OFFSET = b"x-opt-offset"
+_SEQUENCE_NUMBER = b"x-opt-sequence-number"
+_ENQUEUED_TIME = b"x-opt-enqueued-time"
 
 
 class ReceiverStalled(WorkerError):
     """A partition delivered nothing for the stall timeout while it had events to deliver."""
 
 
-def to_message(event: EventData, partition_id: str) -> Message:
-    """The core's record of one received event (the SDK's types stop here)."""
-    raw = event.body
+def received(event: EventData) -> Received:
+    """What the pipeline needs of one received event (the SDK's types stop here).
+
+    Read from the AMQP message itself: the ``EventData`` properties convert each value on every access.
+    """
+    message = event.raw_amqp_message
+    annotations = message.annotations or {}
+    raw = message.body
     body = raw if isinstance(raw, bytes) else _join(raw)
-    properties = event.properties
-    return new_message(
+    offset = annotations.get(_OFFSET)
+    properties = message.application_properties
+    return (
         body,
-        partition_id,
-        event.offset,
-        event.sequence_number,
-        event.enqueued_time,
-        {str(_text(k)): _text(v) for k, v in properties.items()} if properties else {},
+        offset.decode() if isinstance(offset, bytes) else offset,
+        annotations.get(_SEQUENCE_NUMBER),
+        annotations.get(_ENQUEUED_TIME),
+        {str(_text(k)): _text(v) for k, v in properties.items()} if properties else None,
     )
 
 
@@ -92,32 +99,40 @@ def namespace_of(hub: HubSettings) -> str:
     return hub.namespace
 
 
-class HubConsumer:
-    """Runs the owned partitions of one consumer client; see the module docstring."""
+@dataclass(slots=True)
+class _Receiving:
+    """What the consumer knows of one owned partition's receiver."""
 
-    def __init__(
-        self,
-        client: EventHubConsumerClient,
-        hub: HubSettings,
-        scope: Scope,
-        table: RulesTable,
-        runner: ActionRunner | None,
-        stores: Stores,
-        checkpoint: CheckpointSettings,
-        flow: FlowSettings,
-        drive: DriveSettings,
-        grace: float,
-    ) -> None:
+    #: Monotonic time of the last delivery, and the last sequence number delivered.
+    last_delivery: float
+    last_sequence_number: int | None = None
+    #: The last enqueued sequence number the hub reported, for the lag.
+    last_enqueued: int | None = None
+    #: Messages handed to the host since the partition was opened.
+    handed: int = 0
+    #: Set to recycle a stalled receiver: the next callback raises, and the SDK reopens the link.
+    recycle: bool = False
+    #: Set when the receiver was found stalled; the partition is then closed as on shutdown.
+    stalled: bool = False
+
+    @property
+    def lag(self) -> int | None:
+        """Events enqueued on the partition after the last one delivered here, when known."""
+        if self.last_enqueued is None:
+            return None
+        last = self.last_sequence_number
+        return max(0, self.last_enqueued - (last if last is not None else -1))
+
+
+class HubConsumer:
+    """Receives the owned partitions of one consumer client into a host; see the module docstring."""
+
+    def __init__(self, client: EventHubConsumerClient, hub: HubSettings, host: PartitionHost, grace: float) -> None:
         self._client = client
         self._hub = hub
-        self.table = table
-        self._runner = runner
-        self._flow_settings = flow
-        self._drive = drive
+        self._host = host
         self._grace = grace
-        self._checkpointing = Checkpointing(scope, stores.checkpoints, stores.states, checkpoint)
-        self._runs: dict[str, PartitionRun] = {}
-        self._retired = Tally()
+        self._receiving: dict[str, _Receiving] = {}
         #: Set once the hub answered; cleared when it stops answering.
         self.connected = False
         #: The hub's partitions, known once it answered.
@@ -128,43 +143,48 @@ class HubConsumer:
     # --- what the metrics and the run loop read ----------------------------------------------
 
     def tally(self) -> Tally:
-        total = Tally()
-        total.add(self._retired)
-        for run in list(self._runs.values()):
-            total.add(run.flow.counts())
-        return total
+        return self._host.tally()
 
     def partitions(self) -> Iterable[PartitionGauges]:
-        for run in list(self._runs.values()):
+        receiving = self._receiving
+        for status in self._host.statuses():
+            lag = receiving[status.partition_id].lag if status.partition_id in receiving else None
             yield PartitionGauges(
-                run.partition_id,
-                run.flow.buffered,
-                run.flow.open_messages,
-                run.checkpoint_age,
-                run.checkpoint_writes,
-                run.checkpoint_failures,
-                run.lag,
+                status.partition_id,
+                status.buffered,
+                status.open_messages,
+                status.checkpoint_age,
+                status.checkpoint_writes,
+                status.checkpoint_failures,
+                lag,
             )
 
     @property
     def idle(self) -> bool:
-        """Every partition of the hub owned here, nothing held or in flight, every checkpoint written.
+        """Every partition of the hub owned here, everything handed in taken and finished, every
+        checkpoint written, no lag.
 
         Meant for a worker alone on its consumer group (demos, catching up): a partition owned by
         another worker, or by a dead one whose ownership has not expired yet, keeps this false.
         """
-        runs = list(self._runs.values())
+        statuses = {status.partition_id: status for status in self._host.statuses()}
+        receiving = self._receiving
         return (
-            len(runs) == self.partition_count
-            and bool(runs)
-            and all(run.flow.open_messages == 0 and not run.pending_checkpoint and not run.lag for run in runs)
+            bool(receiving)
+            and len(receiving) == self.partition_count
+            and all(
+                (status := statuses.get(partition_id)) is not None
+                and status.taken == each.handed
+                and status.open_messages == 0
+                and not status.pending_checkpoint
+                and not each.lag
+                for partition_id, each in receiving.items()
+            )
         )
 
-    def reload(self, table: RulesTable) -> None:
-        """Use ``table`` for every event released from now on."""
-        self.table = table
-        for run in self._runs.values():
-            run.flow.table = table
+    def reload(self) -> None:
+        """Load the rules again for every event released from now on (an invalid table is kept out)."""
+        self._host.reload()
 
     # --- running -----------------------------------------------------------------------------
 
@@ -195,14 +215,17 @@ class HubConsumer:
             name="receive",
         )
         watching = asyncio.create_task(self._watch(), name="watch")
+        failing = asyncio.create_task(self._host.failure(), name="host")
         try:
             stopping = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait((receiving, stopping), return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait((receiving, stopping, failing), return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
-            if receiving in done:
-                receiving.result()  # raises what stopped it
+            for task in (receiving, failing):
+                if task in done:
+                    task.result()  # raises what stopped it
         finally:
             watching.cancel()
+            failing.cancel()
             await self._client.close()  # closes each partition (our grace runs there) and releases it
             receiving.cancel()  # what is left of it is the balancing loop's sleep
             with contextlib.suppress(asyncio.CancelledError):
@@ -211,48 +234,35 @@ class HubConsumer:
 
     async def _on_initialize(self, context: PartitionContext) -> None:
         partition_id = context.partition_id
-        state: PartitionState | None = None
-        try:
-            state = await self._checkpointing.states.load(partition_id)
-        except StateError as exc:
-            # The message says what is wrong and what to do; a traceback would add nothing.
-            log.error("partition.state_unreadable", partition_id=partition_id, error=str(exc))  # noqa: TRY400
-        except (AzureError, OSError) as exc:
-            log.warning("partition.state_unavailable", partition_id=partition_id, error=str(exc))
-        flow = PartitionFlow(partition_id, self.table, self._flow_settings, state=state)
-        run = PartitionRun(flow, self._runner, self._drive, self._checkpointing)
-        old = self._runs.pop(partition_id, None)
-        if old is not None:
-            await old.close(0, write=False)
-            self._retired.add(old.flow.counts())
-        self._runs[partition_id] = run
+        self._receiving[partition_id] = _Receiving(time.monotonic())
         self.last_activity = time.monotonic()
-        run.start()
-        log.info("partition.claimed", partition_id=partition_id, state=state is not None)
+        log.info("partition.claimed", partition_id=partition_id)
+        await self._host.open(partition_id)
 
     async def _on_batch(self, context: PartitionContext, events: list[EventData]) -> None:
         partition_id = context.partition_id
-        run = self._runs[partition_id]
-        if run.recycle:
-            run.recycle = False
+        each = self._receiving[partition_id]
+        if each.recycle:
+            each.recycle = False
             raise ReceiverStalled(f"partition {partition_id}: no delivery for {self._hub.stall_timeout}s with lag")
         if events:
-            self.last_activity = time.monotonic()
+            each.last_delivery = self.last_activity = time.monotonic()
+            each.last_sequence_number = events[-1].sequence_number
+            each.handed += len(events)
             enqueued = context.last_enqueued_event_properties
             if enqueued:
-                run.last_enqueued = enqueued.get("sequence_number")
-        await run.put([to_message(event, partition_id) for event in events])
+                each.last_enqueued = enqueued.get("sequence_number")
+        await self._host.put(partition_id, [received(event) for event in events])
 
     async def _on_close(self, context: PartitionContext, reason: CloseReason) -> None:
         partition_id = context.partition_id
-        run = self._runs.pop(partition_id, None)
-        if run is None:
+        each = self._receiving.pop(partition_id, None)
+        if each is None:
             return
         # Shutting down, or a receiver recycled here: finish what runs and checkpoint. Lost to
         # another worker: write nothing (its checkpoint would be overwritten); it redoes our in-flight.
-        write = reason is CloseReason.SHUTDOWN or run.stalled
-        await run.close(self._grace, write=write)
-        self._retired.add(run.flow.counts())
+        write = reason is CloseReason.SHUTDOWN or each.stalled
+        await self._host.close(partition_id, self._grace, write=write)
         log.info("partition.closed", partition_id=partition_id, reason=reason.name.lower(), checkpointed=write)
 
     async def _on_error(self, context: PartitionContext | None, error: Exception) -> None:
@@ -264,7 +274,7 @@ class HubConsumer:
         period = min(self._hub.stall_timeout / 4, 30.0)
         while True:
             await asyncio.sleep(period)
-            for partition_id, run in list(self._runs.items()):
+            for partition_id, each in list(self._receiving.items()):
                 try:
                     properties = await self._client.get_partition_properties(partition_id)
                 except (EventHubError, AzureError) as exc:
@@ -272,8 +282,8 @@ class HubConsumer:
                     log.warning("consumer.hub_unreachable", error=str(exc))
                     break
                 self.connected = True
-                run.last_enqueued = properties["last_enqueued_sequence_number"]
-                silent = time.monotonic() - run.last_delivery
-                if run.lag and silent > self._hub.stall_timeout and not run.stalled:
-                    log.warning("partition.stalled", partition_id=partition_id, lag=run.lag, silent_seconds=silent)
-                    run.stalled = run.recycle = True
+                each.last_enqueued = properties["last_enqueued_sequence_number"]
+                silent = time.monotonic() - each.last_delivery
+                if each.lag and silent > self._hub.stall_timeout and not each.stalled:
+                    log.warning("partition.stalled", partition_id=partition_id, lag=each.lag, silent_seconds=silent)
+                    each.stalled = each.recycle = True

@@ -237,6 +237,14 @@ class PartitionFlow:
             return []
         return self._evaluate(self._buffer.release_all())
 
+    @property
+    def idle_release_at(self) -> float | None:
+        """When :meth:`release_idle` releases the buffer if nothing arrives before (the caller's clock)."""
+        last = self._last_arrival
+        if not self._buffer or last is None:
+            return None
+        return last + self.settings.window
+
     def release_all(self) -> list[Work]:
         """Release everything held: the source has ended."""
         return self._evaluate(self._buffer.release_all())

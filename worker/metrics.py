@@ -7,14 +7,15 @@ Action attempts and their latency are observed as they happen, by :class:`Action
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client import Counter as CounterMetric
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from worker.accounting import Tally
@@ -139,35 +140,69 @@ def _gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple
     return family
 
 
-class ActionMetrics:
-    """Action attempts as they happen: count, failures and latency by action type."""
+#: Upper bounds of the action latency histogram's buckets, in seconds.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCounts:
+    """What :class:`ActionMetrics` has counted, as plain data (carried from the pipeline process)."""
+
+    #: Attempts by (action type, result).
+    attempts: dict[tuple[str, str], int]
+    #: By action type: the count in each latency bucket (not cumulative), then above the last, then
+    #: the sum of seconds.
+    latency: dict[str, list[float]]
+
+
+class ActionMetrics(Collector):
+    """Action attempts as they happen: count, failures and latency by action type.
+
+    Plain counts on the hot path, turned into metric families when scraped; a worker whose pipeline
+    runs in a child process shows the child's counts, taken with :meth:`counts` and :meth:`load`.
+    """
 
     def __init__(self) -> None:
-        self.attempts = CounterMetric(
-            f"{PREFIX}_action_attempts",
-            "Action attempts, by action type and result",
-            ["action_type", "result"],
-            registry=None,
-        )
-        self.latency = Histogram(
-            f"{PREFIX}_action_seconds",
-            "Seconds per action attempt, by action type",
-            ["action_type"],
-            registry=None,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
+        self._attempts: Counter[tuple[str, str]] = Counter()
+        self._latency: dict[str, list[float]] = {}
 
     def observe(self, action_type: str, seconds: float | None, result: str) -> None:
         """``result``: ok, transient, permanent or circuit_open (no request made, no latency)."""
-        self.attempts.labels(action_type, result).inc()
+        self._attempts[action_type, result] += 1
         if seconds is not None:
-            self.latency.labels(action_type).observe(seconds)
+            row = self._latency.get(action_type)
+            if row is None:
+                row = self._latency[action_type] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            row[-1] += seconds
+
+    def counts(self) -> ActionCounts:
+        return ActionCounts(dict(self._attempts), {kind: list(row) for kind, row in self._latency.items()})
+
+    def load(self, counts: ActionCounts) -> None:
+        """Show ``counts`` from now on (those of the process that runs the actions)."""
+        self._attempts = Counter(counts.attempts)
+        self._latency = counts.latency
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter(
+            "action_attempts",
+            "Action attempts, by action type and result",
+            ["action_type", "result"],
+            self._attempts.items(),
+        )
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_action_seconds", "Seconds per action attempt, by action type", labels=["action_type"]
+        )
+        bounds = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
+        for kind, row in sorted(self._latency.items()):
+            latency.add_metric([kind], list(zip(bounds, accumulate(row[:-1]), strict=True)), row[-1])
+        yield latency
 
 
 def new_registry(view: WorkerView, actions: ActionMetrics) -> CollectorRegistry:
     """A registry of the worker's own metrics (not the process-wide default one)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(WorkerCollector(view))
-    registry.register(actions.attempts)
-    registry.register(actions.latency)
+    registry.register(actions)
     return registry

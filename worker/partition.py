@@ -1,10 +1,10 @@
 """One owned partition of the live worker: its flow and pipeline, run in a task of their own.
 
-The SDK's callback hands batches in through :meth:`PartitionRun.put` (waiting when the partition
-is busy, which is the back-pressure on the receiver). The run's task feeds them to the pipeline,
-passes the time for the idle release, and writes the checkpoint on an interval or after a number
-of events, and when nothing arrived for a receive wait: the pipeline state first, then the
-checkpoint, never past an unfinished event.
+Batches come in through :meth:`PartitionRun.put` (waiting when the partition is busy, which is the
+back-pressure on the receiver) or :meth:`PartitionRun.offer` (for a caller that bounds them
+itself). The run's task feeds them to the pipeline, passes the time for the idle release, and
+writes the checkpoint on an interval or after a number of events, and when nothing arrived for a
+receive wait: the pipeline state first, then the checkpoint, never past an unfinished event.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -50,13 +51,17 @@ class PartitionRun:
         runner: ActionRunner | None,
         drive: DriveSettings,
         checkpointing: Checkpointing,
+        *,
+        on_taken: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_taken``: told how many messages the task took in each time it takes the pending ones."""
         self.flow = flow
         self.partition_id = flow.partition_id
         self._runner = runner
         self._drive = drive
         self._checkpointing = checkpointing
-        #: Messages handed in and not yet fed; the callback waits while there are ``_limit`` of them.
+        self._on_taken = on_taken
+        #: Messages handed in and not yet fed; :meth:`put` waits while there are ``_limit`` of them.
         self._pending: list[Message] = []
         self._limit = max(drive.inbox, 1)
         self._ticked = False
@@ -67,18 +72,11 @@ class PartitionRun:
         self._task: asyncio.Task[None] | None = None
         self._written: Position | None = flow.checkpoint
         self._written_at = time.monotonic()
+        #: Messages the task has taken in since the start.
+        self.taken = 0
         #: Checkpoints written, and failed attempts to write one.
         self.checkpoint_writes = 0
         self.checkpoint_failures = 0
-        #: Monotonic time of the last delivery, and the last sequence number delivered.
-        self.last_delivery = time.monotonic()
-        self.last_sequence_number: int | None = None
-        #: The last enqueued sequence number the hub reported, for the lag.
-        self.last_enqueued: int | None = None
-        #: Set to recycle a stalled receiver: the next callback raises, and the SDK reopens the link.
-        self.recycle = False
-        #: Set when the receiver was found stalled; the partition is then closed as on shutdown.
-        self.stalled = False
 
     @property
     def checkpoint_age(self) -> float:
@@ -90,19 +88,18 @@ class PartitionRun:
         return self.flow.checkpoint != self._written
 
     @property
-    def lag(self) -> int | None:
-        """Events enqueued on the partition after the last one delivered here, when known."""
-        if self.last_enqueued is None:
-            return None
-        return max(0, self.last_enqueued - (self.last_sequence_number if self.last_sequence_number is not None else -1))
+    def stopped(self) -> bool:
+        """The task has ended without being closed: a fatal error (logged as ``partition.failed``)."""
+        task = self._task
+        return task is not None and task.done() and not self._closing
 
     def start(self) -> None:
         bound = structlog.contextvars.bound_contextvars(partition_id=self.partition_id)
         with bound:  # the task copies the context, so every log line of the partition names it
             self._task = asyncio.create_task(self._main(), name=f"partition-{self.partition_id}")
 
-    async def put(self, messages: list[Message]) -> None:
-        """Hand in a batch (empty: nothing arrived in time); waits while the partition is busy.
+    def offer(self, messages: list[Message]) -> None:
+        """Hand in a batch (empty: nothing arrived in time) without waiting; the caller bounds what is pending.
 
         The SDK hands batches of whatever arrived, often one event: this only appends, and the
         partition's task takes everything pending at once.
@@ -111,14 +108,18 @@ class PartitionRun:
         if task is None or task.done():
             raise PartitionFailed(f"partition {self.partition_id}: its pipeline has stopped")
         if messages:
-            self.last_delivery = time.monotonic()
-            self.last_sequence_number = messages[-1].position.sequence_number
             self._pending += messages
         else:
             self._ticked = True
         self._wake.set()
+
+    async def put(self, messages: list[Message]) -> None:
+        """:meth:`offer`, then wait while the partition is busy (the back-pressure on the receiver)."""
+        self.offer(messages)
         if len(self._pending) < self._limit:
             return
+        task = self._task
+        assert task is not None  # noqa: S101 - offer() checked it
         self._room.clear()
         room = asyncio.ensure_future(self._room.wait())
         done, _ = await asyncio.wait((room, task), return_when=asyncio.FIRST_COMPLETED)
@@ -151,7 +152,7 @@ class PartitionRun:
             async with pipeline:
                 wake = self._wake
                 while True:
-                    await wake.wait()
+                    await self._sleep(wake)
                     wake.clear()
                     if self._closing:
                         break
@@ -159,11 +160,13 @@ class PartitionRun:
                     self._room.set()
                     now = time.monotonic()
                     if batch:
+                        self.taken += len(batch)
+                        if self._on_taken is not None:
+                            self._on_taken(len(batch))
                         await pipeline.feed_many(batch, now)
                     quiet = self._ticked and not batch
-                    if self._ticked:
-                        self._ticked = False
-                        pipeline.tick(now)
+                    self._ticked = False
+                    pipeline.tick(now)
                     # A partition with nothing to read writes its checkpoint at once (at most once a
                     # receive wait): a quiet hub is not left with work done but not checkpointed.
                     await self._write(force=quiet)
@@ -178,6 +181,17 @@ class PartitionRun:
             error = exc.exceptions[0] if isinstance(exc, ExceptionGroup) else exc
             log.exception("partition.failed", error=str(error))
             raise PartitionFailed(f"partition {self.partition_id}: {error}") from exc
+
+    async def _sleep(self, wake: asyncio.Event) -> None:
+        """Wait for a batch, a tick or the close; or until the reorder buffer's idle release is due,
+        so that the last events of a burst wait the window, not the window and a receive wait."""
+        due = self.flow.idle_release_at
+        if due is None:
+            await wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, due - time.monotonic())):
+                await wake.wait()
 
     async def _write(self, *, force: bool) -> None:
         position = self.flow.checkpoint

@@ -3,13 +3,15 @@
 Loads the rules, opens the checkpoint stores, serves health and metrics, and runs the consumer
 until SIGTERM or SIGINT (or, with ``idle_exit``, until the hub has been quiet and everything is
 finished). SIGHUP, or a change to a rules file (a Kubernetes ConfigMap update), reloads the rules:
-an invalid table is rejected, its errors logged, and the old one kept.
+an invalid table is rejected, its errors logged, and the old one kept. The pipelines run in a child
+process (:mod:`worker.engine`), or with ``pipeline_process`` off in this one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -18,28 +20,27 @@ import structlog
 from azure.identity.aio import DefaultAzureCredential
 
 from worker.accounting import Tally
-from worker.actions.runner import ActionRunner
 from worker.checkpoints import Scope, open_stores
 from worker.config import RunSettings
 from worker.consumer import HubConsumer, client_for, namespace_of
-from worker.errors import RulesError
+from worker.engine import EngineClient
 from worker.metrics import ActionMetrics, new_registry
 from worker.ops import serve
-from worker.replay import dead_letter_lane
+from worker.partitions import PartitionHost, local_partitions, rules_loader
 from worker.rules import RulesTable
-from worker.rulesfile import load_rules, paths_of
+from worker.rulesfile import paths_of
 
 log = structlog.get_logger("worker.run")
 
 
 def load_table(settings: RunSettings) -> RulesTable:
     """The rules table the settings name. Raises RulesError listing every problem."""
-    return load_rules(paths_of(settings.rules))
+    return rules_loader(settings)()
 
 
 async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -> Tally:
     """Run until ``stop`` is set (or a signal, or idle); return the counts of the run."""
-    table = load_table(settings)
+    table = load_table(settings)  # checked here, before anything starts
     stop = stop or asyncio.Event()
     hub = settings.hub()
     scope = Scope(namespace_of(hub), hub.eventhub, hub.consumer_group)
@@ -50,29 +51,19 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         checkpoints = settings.checkpoints()
         stores = await stack.enter_async_context(open_stores(checkpoints, scope))
         metrics = ActionMetrics()
-        runner = ActionRunner(
-            dead_letter_lane(settings.dead_letters, checkpoints.connection_string), observe=metrics.observe
-        )
-        stack.push_async_callback(runner.aclose)
-        consumer = HubConsumer(
-            client_for(hub, stores, credential),
-            hub,
-            scope,
-            table,
-            runner,
-            stores,
-            checkpoints,
-            settings.flow(),
-            settings.drive(),
-            settings.shutdown_grace,
-        )
+        host: PartitionHost
+        if settings.pipeline_process:
+            host = await stack.enter_async_context(EngineClient.start(settings, metrics))
+        else:
+            host = await stack.enter_async_context(local_partitions(settings, stores, scope, metrics))
+        consumer = HubConsumer(client_for(hub, stores, credential), hub, host, settings.shutdown_grace)
         registry = new_registry(consumer, metrics)
 
         def readiness() -> str | None:
             return None if consumer.connected else "the Event Hub has not answered"
 
         port = await stack.enter_async_context(serve(settings.ops(), registry, readiness))
-        _on_signals(stop, lambda: _reload(settings, consumer))
+        _on_signals(stop, consumer.reload)
         stack.callback(_off_signals)
         log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(checkpoints))
         helpers = []
@@ -80,6 +71,9 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
             helpers.append(asyncio.create_task(_stop_when_idle(consumer, settings.idle_exit, stop)))
         if settings.rules_watch:
             helpers.append(asyncio.create_task(_watch_rules(settings, consumer)))
+        # What was built so far lives as long as the process: left out of the collector's full
+        # passes, which would otherwise walk it again and again under load.
+        gc.freeze()
         try:
             await consumer.run(stop)
         finally:
@@ -88,16 +82,6 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
     tally = consumer.tally()
     log.info("worker.stopped", events=tally.read, **{fate.value: n for fate, n in tally.fates.items()})
     return tally
-
-
-def _reload(settings: RunSettings, consumer: HubConsumer) -> None:
-    try:
-        table = load_table(settings)
-    except RulesError as exc:
-        log.error("rules.rejected", problems=[str(p) for p in exc.problems])  # noqa: TRY400 - the problems say it
-        return
-    consumer.reload(table)
-    log.info("rules.reloaded", rules=len(table.rules))
 
 
 def _fingerprint(settings: RunSettings) -> tuple[tuple[str, int, int], ...]:
@@ -121,7 +105,7 @@ async def _watch_rules(settings: RunSettings, consumer: HubConsumer) -> None:
         if now != seen:
             seen = now
             log.info("rules.changed")
-            _reload(settings, consumer)
+            consumer.reload()
 
 
 async def _stop_when_idle(consumer: HubConsumer, seconds: float, stop: asyncio.Event) -> None:
