@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import free_port
@@ -12,6 +13,7 @@ from worker.accounting import ActionFate, Fate, Skip, Tally
 from worker.config import OpsSettings
 from worker.metrics import ActionMetrics, PartitionGauges, new_registry
 from worker.ops import serve
+from worker.partition import PartitionStatus
 
 
 class View:
@@ -61,7 +63,10 @@ async def test_health_readiness_and_metrics() -> None:
         view.counts.count_invalid("1", "not_json")
         view.counts.rule_matches["mail-on-failure"] += 1
         view.counts.count_action("mail-on-failure", "email", ActionFate.DEAD_LETTERED)
-        view.owned = [PartitionGauges("0", 4, 9, 2.5, 7, 1, 120), PartitionGauges("1", 0, 0, 0.5, 3, 0, None)]
+        view.owned = [
+            PartitionGauges(PartitionStatus("0", 4, 9, 2.5, 7, 1, pending_checkpoint=True, taken=20), 120),
+            PartitionGauges(PartitionStatus("1", 0, 0, 0.5, 3, 0, pending_checkpoint=False, taken=5), None),
+        ]
         actions.observe("webhook", 0.02, "ok")
         actions.observe("webhook", 0.3, "transient")
         actions.observe("webhook", None, "circuit_open")
@@ -88,6 +93,12 @@ async def test_health_readiness_and_metrics() -> None:
     assert got["azml_worker_action_attempts_total", (("action_type", "webhook"), ("result", "transient"))] == 1
     assert got["azml_worker_action_attempts_total", (("action_type", "webhook"), ("result", "circuit_open"))] == 1
     assert got["azml_worker_action_seconds_count", (("action_type", "webhook"),)] == 2
+    assert got["azml_worker_action_seconds_sum", (("action_type", "webhook"),)] == pytest.approx(0.32)
+    buckets = {le: got["azml_worker_action_seconds_bucket", (("action_type", "webhook"), ("le", le))] for le in LE}
+    assert buckets == {"0.01": 0, "0.025": 1, "0.25": 1, "0.5": 2, "+Inf": 2}  # cumulative, upper bounds included
+
+
+LE = ("0.01", "0.025", "0.25", "0.5", "+Inf")
 
 
 async def test_port_zero_turns_the_server_off() -> None:

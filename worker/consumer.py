@@ -148,16 +148,8 @@ class HubConsumer:
     def partitions(self) -> Iterable[PartitionGauges]:
         receiving = self._receiving
         for status in self._host.statuses():
-            lag = receiving[status.partition_id].lag if status.partition_id in receiving else None
-            yield PartitionGauges(
-                status.partition_id,
-                status.buffered,
-                status.open_messages,
-                status.checkpoint_age,
-                status.checkpoint_writes,
-                status.checkpoint_failures,
-                lag,
-            )
+            each = receiving.get(status.partition_id)
+            yield PartitionGauges(status, each.lag if each is not None else None)
 
     @property
     def idle(self) -> bool:

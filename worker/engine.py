@@ -28,7 +28,7 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -39,8 +39,8 @@ from worker.config import RunSettings
 from worker.errors import WorkerError
 from worker.log import configure as configure_logging
 from worker.metrics import ActionCounts, ActionMetrics
-from worker.partition import PartitionFailed
-from worker.partitions import LocalPartitions, PartitionStatus, Received, local_partitions
+from worker.partition import PartitionFailed, PartitionStatus
+from worker.partitions import LocalPartitions, Received, local_partitions
 
 log = structlog.get_logger("worker.engine")
 
@@ -272,17 +272,7 @@ class EngineClient:
 
 def _aged(status: PartitionStatus, seconds: float) -> PartitionStatus:
     """``status`` as of ``seconds`` after its report."""
-    return PartitionStatus(
-        status.partition_id,
-        status.buffered,
-        status.open_messages,
-        status.checkpoint_age + seconds,
-        status.checkpoint_writes,
-        status.checkpoint_failures,
-        status.pending_checkpoint,
-        status.taken,
-        status.failed,
-    )
+    return replace(status, checkpoint_age=status.checkpoint_age + seconds)
 
 
 # --- the child's end -----------------------------------------------------------------------------

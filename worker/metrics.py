@@ -19,20 +19,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from worker.accounting import Tally
+from worker.partition import PartitionStatus
 
 PREFIX = "azml_worker"
 
 
 @dataclass(frozen=True, slots=True)
 class PartitionGauges:
-    """What one owned partition reports at a scrape."""
+    """What one owned partition reports at a scrape: its pipeline's status, and its receiver's lag."""
 
-    partition_id: str
-    buffered: int
-    open_messages: int
-    checkpoint_age: float
-    checkpoint_writes: int
-    checkpoint_failures: int
+    status: PartitionStatus
     lag: int | None
 
 
@@ -86,43 +82,43 @@ class WorkerCollector(Collector):
             ["cap"],
             [((cap,), n) for cap, n in tally.evictions.items()],
         )
-        partitions = sorted(self._view.partitions(), key=lambda p: p.partition_id)
+        partitions = sorted(self._view.partitions(), key=lambda p: p.status.partition_id)
         yield _gauge("partitions_owned", "Partitions this worker owns", [], [((), len(partitions))])
         yield _gauge(
             "reorder_buffered",
             "Events held in the reorder buffer",
             ["partition"],
-            [((p.partition_id,), p.buffered) for p in partitions],
+            [((p.status.partition_id,), p.status.buffered) for p in partitions],
         )
         yield _gauge(
             "open_messages",
             "Messages read and not yet behind the checkpoint",
             ["partition"],
-            [((p.partition_id,), p.open_messages) for p in partitions],
+            [((p.status.partition_id,), p.status.open_messages) for p in partitions],
         )
         yield _gauge(
             "checkpoint_age_seconds",
             "Seconds since the partition's checkpoint was last written",
             ["partition"],
-            [((p.partition_id,), p.checkpoint_age) for p in partitions],
+            [((p.status.partition_id,), p.status.checkpoint_age) for p in partitions],
         )
         yield _counter(
             "checkpoint_writes",
             "Checkpoints written",
             ["partition"],
-            [((p.partition_id,), p.checkpoint_writes) for p in partitions],
+            [((p.status.partition_id,), p.status.checkpoint_writes) for p in partitions],
         )
         yield _counter(
             "checkpoint_failures",
             "Checkpoint writes that failed (retried at the next interval)",
             ["partition"],
-            [((p.partition_id,), p.checkpoint_failures) for p in partitions],
+            [((p.status.partition_id,), p.status.checkpoint_failures) for p in partitions],
         )
         yield _gauge(
             "partition_lag",
             "Events enqueued after the last one delivered, from the hub's last enqueued properties",
             ["partition"],
-            [((p.partition_id,), p.lag) for p in partitions if p.lag is not None],
+            [((p.status.partition_id,), p.lag) for p in partitions if p.lag is not None],
         )
 
 

@@ -44,6 +44,24 @@ class Checkpointing:
     settings: CheckpointSettings
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """What one open partition reports: to the metrics, and to tell when the worker is idle."""
+
+    partition_id: str
+    buffered: int
+    open_messages: int
+    checkpoint_age: float
+    checkpoint_writes: int
+    checkpoint_failures: int
+    #: The checkpoint position has moved past the one last written.
+    pending_checkpoint: bool
+    #: Messages the pipeline has taken in since the partition was opened.
+    taken: int
+    #: The pipeline has stopped on a fatal error.
+    failed: bool = False
+
+
 class PartitionRun:
     def __init__(
         self,
@@ -92,6 +110,20 @@ class PartitionRun:
         """The task has ended without being closed: a fatal error (logged as ``partition.failed``)."""
         task = self._task
         return task is not None and task.done() and not self._closing
+
+    def status(self) -> PartitionStatus:
+        flow = self.flow
+        return PartitionStatus(
+            self.partition_id,
+            flow.buffered,
+            flow.open_messages,
+            self.checkpoint_age,
+            self.checkpoint_writes,
+            self.checkpoint_failures,
+            self.pending_checkpoint,
+            self.taken,
+            self.stopped,
+        )
 
     def start(self) -> None:
         bound = structlog.contextvars.bound_contextvars(partition_id=self.partition_id)

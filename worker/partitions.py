@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -25,7 +24,7 @@ from worker.errors import RulesError
 from worker.events import Message, new_message
 from worker.flow import FlowSettings, PartitionFlow, PartitionState, StateError
 from worker.metrics import ActionMetrics
-from worker.partition import Checkpointing, PartitionFailed, PartitionRun
+from worker.partition import Checkpointing, PartitionFailed, PartitionRun, PartitionStatus
 from worker.pipeline import DriveSettings
 from worker.replay import dead_letter_lane
 from worker.rules import RulesTable
@@ -43,24 +42,6 @@ def to_message(received: Received, partition_id: str) -> Message:
     body, offset, sequence_number, enqueued, properties = received
     when = None if enqueued is None else datetime.fromtimestamp(enqueued / 1000, UTC)
     return new_message(body, partition_id, offset, sequence_number, when, properties or {})
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionStatus:
-    """What one open partition reports: to the metrics, and to tell when the worker is idle."""
-
-    partition_id: str
-    buffered: int
-    open_messages: int
-    checkpoint_age: float
-    checkpoint_writes: int
-    checkpoint_failures: int
-    #: The checkpoint position has moved past the one last written.
-    pending_checkpoint: bool
-    #: Messages the pipeline has taken in since the partition was opened.
-    taken: int
-    #: The pipeline has stopped on a fatal error.
-    failed: bool = False
 
 
 class PartitionHost(Protocol):
@@ -167,20 +148,7 @@ class LocalPartitions:
         return total
 
     def statuses(self) -> list[PartitionStatus]:
-        return [
-            PartitionStatus(
-                run.partition_id,
-                run.flow.buffered,
-                run.flow.open_messages,
-                run.checkpoint_age,
-                run.checkpoint_writes,
-                run.checkpoint_failures,
-                run.pending_checkpoint,
-                run.taken,
-                run.stopped,
-            )
-            for run in list(self._runs.values())
-        ]
+        return [run.status() for run in list(self._runs.values())]
 
     async def failure(self) -> None:
         await asyncio.Event().wait()  # pipelines in this process fail one partition at a time, in put()
