@@ -10,9 +10,10 @@ import pytest
 from tests.test_pipeline import TYPES, Probe, _no_sleep, message, probe, table
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
 from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Scope
-from worker.config import CheckpointSettings
+from worker.config import CheckpointSettings, RunSettings
 from worker.flow import FlowSettings, PartitionFlow
 from worker.partition import Checkpointing, PartitionFailed, PartitionRun
+from worker.partitions import rules_loader
 from worker.pipeline import DriveSettings
 
 __all__ = ["probe"]  # the fixture, shared with the pipeline's tests
@@ -126,3 +127,18 @@ async def test_the_last_events_of_a_burst_leave_the_reorder_buffer_after_the_win
     await settle(run, 0)  # released by the run's own timer: no receive tick was sent
     assert [event for _, event in probe.order] == ["e0"]
     await run.close(1.0, write=True)
+
+
+def test_a_file_added_to_a_rules_directory_is_read_on_the_next_load(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text("rules:\n  - name: a\n    filter: {}\n    actions: [{type: log}]\n")
+    settings = RunSettings.explicit(
+        eventhub_connection_string="Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=s;EntityPath=hub",
+        checkpoint_dir=tmp_path / "checkpoints",
+        rules=[rules],
+    )
+    load = rules_loader(settings)
+    assert [rule.name for rule in load().rules] == ["a"]
+    (rules / "b.yaml").write_text("rules:\n  - name: b\n    filter: {}\n    actions: [{type: log}]\n")
+    assert [rule.name for rule in load().rules] == ["a", "b"]

@@ -161,9 +161,10 @@ class LocalPartitions:
 
 
 def rules_loader(settings: RunSettings) -> Callable[[], RulesTable]:
-    """Loads the rules table the settings name; raises RulesError listing every problem."""
-    paths = paths_of(settings.rules)
-    return lambda: load_rules(paths)
+    """Loads the rules table the settings name; raises RulesError listing every problem. A directory
+    is listed again at each load, so that a file added to it is read on a reload."""
+    sources = settings.rules
+    return lambda: load_rules(paths_of(sources))
 
 
 @contextlib.asynccontextmanager
