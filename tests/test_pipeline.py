@@ -198,7 +198,7 @@ async def test_a_permanent_failure_is_dead_lettered_at_once(probe: Probe, tmp_pa
 async def test_log_actions_run_at_once_yet_wait_behind_their_subjects_queued_work(
     probe: Probe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    configure("info", json=True)
+    configure("info", "json")
     rules = [
         Rule("gated", compile_ok({"subjectBeginsWith": "slow"}), (ActionSpec("probe", 0, ProbeParams()),)),
         Rule("logged", compile_ok({}), (ActionSpec("log", 0, LogParams()),)),

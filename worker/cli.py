@@ -350,8 +350,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    log_format = settings.log_format
-    configure_logging(settings.log_level, json=None if log_format == "auto" else log_format == "json")
+    configure_logging(settings.log_level, settings.log_format)
     try:
         tally = asyncio.run(run_worker(settings))
     except SettingsError as exc:

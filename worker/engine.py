@@ -113,8 +113,9 @@ class EngineClient:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls, settings: RunSettings, metrics: ActionMetrics) -> AsyncIterator[EngineClient]:
-        """Start the pipeline process for ``settings``; on leaving, stop it (its partitions closed first)."""
+    async def start(cls, settings: RunSettings, scope: Scope, metrics: ActionMetrics) -> AsyncIterator[EngineClient]:
+        """Start the pipeline process for ``settings`` and the checkpoints of ``scope``; on leaving, stop
+        it (its partitions closed first)."""
         ours, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -129,7 +130,7 @@ class EngineClient:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         client = cls(process, reader, writer, metrics, settings.drive().inbox)
-        writer.write(_frame(settings))
+        writer.write(_frame((settings, scope)))
         reading = asyncio.create_task(client._receive(), name="engine")
         try:
             await client._ready
@@ -281,17 +282,15 @@ def _aged(status: PartitionStatus, seconds: float) -> PartitionStatus:
 async def serve(sock: socket.socket) -> int:
     """Run the pipelines the parent at the other end of ``sock`` asks for; the exit code."""
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    settings: RunSettings = await _read(reader)
-    log_format = settings.log_format
-    configure_logging(settings.log_level, json=None if log_format == "auto" else log_format == "json")
-    from worker.consumer import namespace_of  # noqa: PLC0415 - with the SDK's client, for one function
+    settings: RunSettings
+    scope: Scope
+    settings, scope = await _read(reader)
+    configure_logging(settings.log_level, settings.log_format)
 
     def send(message: object) -> None:
         writer.write(_frame(message))
 
     metrics = ActionMetrics()
-    hub = settings.hub()
-    scope = Scope(namespace_of(hub), hub.eventhub, hub.consumer_group)
     try:
         async with contextlib.AsyncExitStack() as stack:
             stores = await stack.enter_async_context(open_stores(settings.checkpoints(), scope))

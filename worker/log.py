@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal
 
 import structlog
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog once, at start-up. ``json=None`` picks JSON unless stderr is a terminal."""
-    as_json = not sys.stderr.isatty() if json is None else json
+def configure(level: str = "info", log_format: Literal["auto", "json", "console"] = "auto") -> None:
+    """Configure structlog once, at start-up. ``auto`` picks JSON unless stderr is a terminal."""
+    as_json = not sys.stderr.isatty() if log_format == "auto" else log_format == "json"
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )

@@ -53,7 +53,7 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         metrics = ActionMetrics()
         host: PartitionHost
         if settings.pipeline_process:
-            host = await stack.enter_async_context(EngineClient.start(settings, metrics))
+            host = await stack.enter_async_context(EngineClient.start(settings, scope, metrics))
         else:
             host = await stack.enter_async_context(local_partitions(settings, stores, scope, metrics))
         consumer = HubConsumer(client_for(hub, stores, credential), hub, host, settings.shutdown_grace)
