@@ -237,14 +237,15 @@ class HubConsumer:
         if each.recycle:
             each.recycle = False
             raise ReceiverStalled(f"partition {partition_id}: no delivery for {self._hub.stall_timeout}s with lag")
-        if events:
+        batch = [received(event) for event in events]
+        if batch:
             each.last_delivery = self.last_activity = time.monotonic()
-            each.last_sequence_number = events[-1].sequence_number
-            each.handed += len(events)
+            each.last_sequence_number = batch[-1][2]  # see Received
+            each.handed += len(batch)
             enqueued = context.last_enqueued_event_properties
             if enqueued:
                 each.last_enqueued = enqueued.get("sequence_number")
-        await self._host.put(partition_id, [received(event) for event in events])
+        await self._host.put(partition_id, batch)
 
     async def _on_close(self, context: PartitionContext, reason: CloseReason) -> None:
         partition_id = context.partition_id

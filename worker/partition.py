@@ -222,7 +222,7 @@ class PartitionRun:
             await wake.wait()
             return
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, due - time.monotonic())):
+            async with asyncio.timeout(max(0.0, due - time.monotonic())):
                 await wake.wait()
 
     async def _write(self, *, force: bool) -> None:
