@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Azurite, the storage emulator the blob storage tests run against (package-lock.json pins it).
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test test-fast lint bench setup clean
 
 # The main job on its embedded default.
 demo: $(STAMP)
@@ -16,12 +16,17 @@ demo: $(STAMP)
 test: lint $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
+# The pure tests alone: no servers, no processes (the others are marked integration).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	$(BIN)/python -m bench.bench_records
 	$(BIN)/python -m bench.bench_rules
 	$(BIN)/python -m bench.bench_replay
 	$(BIN)/python -m bench.bench_localhub

@@ -34,7 +34,7 @@ def _rule(name: str, raw: Filter) -> Rule:
     return Rule(name, compiled, _LOG)
 
 
-def _measure(fn: Callable[[], object], count: int, repeat: int) -> float:
+def measure(fn: Callable[[], object], count: int, repeat: int) -> float:
     """Best mean seconds per item over ``repeat`` runs (the least disturbed run)."""
     best = float("inf")
     for _ in range(repeat):
@@ -63,7 +63,7 @@ def main() -> None:
         for body in raw_bodies:
             orjson.loads(body)
 
-    parse = _measure(parse_all, len(raw_bodies), args.repeat)
+    parse = measure(parse_all, len(raw_bodies), args.repeat)
     print(f"{len(events)} generated Azure ML events, best of {args.repeat} runs")
     print(f"baseline  orjson.loads of the body  {parse * 1e6:7.2f} us/event")
     costs = {}
@@ -74,7 +74,7 @@ def main() -> None:
             for event in events:
                 evaluate(event)
 
-        costs[name] = _measure(run, len(events), args.repeat)
+        costs[name] = measure(run, len(events), args.repeat)
         matched = sum(1 for e in events if table.evaluate(e).rules)
         print(
             f"evaluate  {name:<12}  {costs[name] * 1e6:7.2f} us/event  "

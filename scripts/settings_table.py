@@ -1,4 +1,4 @@
-"""Print the live worker's settings as the Markdown table of the README (``python -m scripts.settings_table``)."""
+"""Print the live worker's settings as the table of docs/live-worker.md (``python -m scripts.settings_table``)."""
 
 from __future__ import annotations
 

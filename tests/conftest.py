@@ -1,8 +1,10 @@
-"""Fixtures shared by the test modules: real servers, started once per session."""
+"""Fixtures shared by the test modules: real servers, started once per session; and the guard that
+keeps the ``integration`` marker honest."""
 
 from __future__ import annotations
 
 import gc
+import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -11,10 +13,39 @@ from typing import TypeVar
 import pytest
 import structlog
 
+from tests.probe import ACTIVE, Probe
 from tests.servers import Azurite, HubServer, ServerError, start_azurite, start_localhub, stop
 from tests.targets import Certificate, HttpTarget, make_certificate
 
 Server = TypeVar("Server", Azurite, HubServer)
+
+#: What only a test marked ``integration`` may do: reach a server, or start a process.
+IO_EVENTS = frozenset({"socket.connect", "subprocess.Popen", "os.posix_spawn", "os.fork"})
+#: The audit events of the running test, or None between tests.
+_done: set[str] | None = None
+
+
+def _audit(event: str, _args: tuple[object, ...]) -> None:
+    if _done is not None and event in IO_EVENTS:
+        _done.add(event)
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def pure_unless_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test without the ``integration`` marker (``make test-fast`` runs those alone) fails if it
+    connects to a server or starts a process."""
+    global _done  # noqa: PLW0603 - the audit hook, installed once, reads it
+    _done = set()
+    try:
+        yield
+        done = sorted(_done)
+    finally:
+        _done = None
+    if done and request.node.get_closest_marker("integration") is None:
+        pytest.fail(f"this test does I/O ({', '.join(done)}): mark it @pytest.mark.integration", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +130,11 @@ def sdk_garbage() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+@pytest.fixture
+def probe() -> Iterator[Probe]:
+    """The probe that the probe action type of this test reports to (see tests/probe.py)."""
+    ACTIVE.append(Probe())
+    yield ACTIVE[-1]
+    ACTIVE.pop()

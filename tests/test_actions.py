@@ -5,37 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from tests.support import TOPIC, make_event
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
 from worker.actions.services import Services
 from worker.errors import ActionError
-from worker.events import Event, Position, decode_body
 from worker.rulesfile import load_rules
-
-TOPIC = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ml-prod"
-ENQUEUED = datetime(2026, 11, 1, 9, 0, 2, tzinfo=UTC)
-
-
-def make_event(
-    event_id: str = "ev-1", *, data: object = None, sequence_number: int = 41, partition: str = "3"
-) -> Event:
-    envelope = {
-        "id": event_id,
-        "topic": TOPIC,
-        "subject": "models/churn:3",
-        "eventType": "Microsoft.MachineLearningServices.ModelRegistered",
-        "eventTime": "2026-11-01T09:00:00.1234567Z",
-        "data": {"modelName": "churn", "modelTags": {"stage": "production"}} if data is None else data,
-        "dataVersion": "2",
-    }
-    (event,) = decode_body(json.dumps([envelope]), Position(partition, "8192", sequence_number, ENQUEUED))
-    assert isinstance(event, Event)
-    return event
 
 
 def file_executor(**params: object):

@@ -9,13 +9,13 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from azure.storage.blob.aio import ContainerClient
 
 from tests.servers import Azurite
-from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Scope, open_stores
-from worker.config import CheckpointSettings
-from worker.errors import SettingsError
-from worker.flow import PartitionState, StateError
+from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, open_stores
+from worker.errors import SettingsError, StateError
+from worker.settings import CheckpointSettings, Scope
+from worker.state import SavedState
 
 SCOPE = Scope("MyNamespace.servicebus.windows.net", "ML-Events", "$Default")
-STATE = PartitionState(
+STATE = SavedState(
     last_keys=(("models/m:1", (0, 1_700_000_000_000_000, 7, 0)),), recent_ids=("a", "b"), finished_beyond=("c",)
 )
 
@@ -83,6 +83,7 @@ async def test_directory_state_round_trips_and_a_corrupt_one_is_named(tmp_path: 
         await states.load("0")
 
 
+@pytest.mark.integration
 async def test_blob_stores_create_the_container_and_keep_the_sdk_layout(azurite: Azurite) -> None:
     config = settings(connection_string=azurite.connection_string, container="fresh-container")
     async with open_stores(config, SCOPE) as stores:

@@ -130,7 +130,9 @@ def test_explain_reports_a_missing_body_file(tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.mark.usefixtures("sdk_garbage")
-@pytest.mark.parametrize("mode", [["--capture"], []], ids=["capture", "live"])
+@pytest.mark.parametrize(
+    "mode", [pytest.param(["--capture"], id="capture"), pytest.param([], id="live", marks=pytest.mark.integration)]
+)
 def test_demo_acts_on_realistic_events_and_the_counts_add_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mode: list[str]
 ) -> None:
@@ -151,6 +153,7 @@ def test_demo_acts_on_realistic_events_and_the_counts_add_up(
         assert any((tmp_path / "out" / "demo" / "checkpoints").rglob("checkpoint/*"))
 
 
+@pytest.mark.integration
 def test_module_entry_point_runs() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "worker", "validate", str(EXAMPLES)],

@@ -150,7 +150,7 @@ def test_every_sample_decodes_to_its_fields(event_type, kind, events):
         assert item.data_version == (None if cloud else source["dataVersion"])
         assert item.data == source["data"]
         assert item.envelope == source
-        assert item.index == index
+        assert item.body_index == index
         assert item.position == position
         assert item.message.properties == {"aeg-delivery-count": 0}
 
@@ -190,7 +190,7 @@ def test_a_single_object():
     assert event.data_version == "2"
     assert event.data == {"modelName": "churn", "modelVersion": "3"}
     assert event.schema is Schema.EVENT_GRID
-    assert event.index == 0
+    assert event.body_index == 0
 
 
 def test_a_one_element_array():
@@ -202,14 +202,16 @@ def test_a_one_element_array():
     assert event.time == datetime(2026, 11, 1, 9, 0, 1, tzinfo=UTC)
     assert event.data_version is None
     assert event.schema is Schema.CLOUD_EVENTS
-    assert event.index == 0
+    assert event.body_index == 0
 
 
 def test_a_multi_element_array_keeps_order_and_indices():
     events = [eventgrid(id=f"e-{i}") if i % 2 else cloudevent(id=f"e-{i}") for i in range(5)]
     decoded = decode_body(body(events))
     assert [type(item) for item in decoded] == [Event] * 5
-    assert [(item.id, item.index) for item in decoded if isinstance(item, Event)] == [(f"e-{i}", i) for i in range(5)]
+    assert [(item.id, item.body_index) for item in decoded if isinstance(item, Event)] == [
+        (f"e-{i}", i) for i in range(5)
+    ]
     assert [item.schema for item in decoded if isinstance(item, Event)] == [
         Schema.CLOUD_EVENTS,
         Schema.EVENT_GRID,
@@ -368,7 +370,7 @@ def test_a_surrogate_pair_escape_decodes():
 def test_an_escaped_lone_surrogate_is_not_json(raw):
     invalid = only_invalid(decode_body(raw))
     assert type(invalid.error) is NotJson
-    assert invalid.index is None
+    assert invalid.body_index is None
 
 
 def test_floats_keep_their_value():
@@ -447,7 +449,7 @@ def test_invalid_bodies(raw, error, index, fragment):
     assert isinstance(invalid, InvalidEvent), invalid
     assert type(invalid.error) is error
     assert isinstance(invalid.error, DecodeError)
-    assert invalid.index == index
+    assert invalid.body_index == index
     assert fragment in str(invalid.error)
     assert invalid.error.reason == error.reason != DecodeError.reason
     if index is not None:
@@ -457,7 +459,7 @@ def test_invalid_bodies(raw, error, index, fragment):
 def test_an_array_of_non_objects_gives_one_invalid_event_per_element():
     decoded = decode_body(b'[1, "two", null]')
     assert [type(item) for item in decoded] == [InvalidEvent] * 3
-    assert [item.index for item in decoded if isinstance(item, InvalidEvent)] == [0, 1, 2]
+    assert [item.body_index for item in decoded if isinstance(item, InvalidEvent)] == [0, 1, 2]
     assert all(isinstance(item, InvalidEvent) and type(item.error) is NotAnEvent for item in decoded)
 
 
@@ -468,19 +470,19 @@ def test_a_good_and_a_bad_element():
     good, bad, also_good = decoded
     assert isinstance(good, Event)
     assert good.id == "good"
-    assert good.index == 0
+    assert good.body_index == 0
     assert isinstance(bad, InvalidEvent)
-    assert bad.index == 1
+    assert bad.body_index == 1
     assert type(bad.error) is MissingField
     assert "event #1 has no 'id'" in str(bad.error)
     assert bad.position is position
     assert isinstance(also_good, Event)
-    assert also_good.index == 2
+    assert also_good.body_index == 2
 
 
 def test_a_whole_body_failure_has_no_index():
     invalid = only_invalid(decode_body(b"{not json"))
-    assert invalid.index is None
+    assert invalid.body_index is None
     assert "starts with '{not json'" in str(invalid.error)
 
 
@@ -541,4 +543,4 @@ def test_arbitrary_json_never_raises(value, as_list):
     check_decoded(decoded)
     if isinstance(value, list) and value and not as_list:
         assert len(decoded) == len(value)
-        assert [item.index for item in decoded] == list(range(len(value)))
+        assert [item.body_index for item in decoded] == list(range(len(value)))

@@ -16,8 +16,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from tests.servers import free_port
+from tests.support import make_event
 from tests.targets import FixedCredential, HttpTarget, Received
-from tests.test_actions import make_event
 from worker.accounting import ActionFate
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
 from worker.actions.breaker import BreakerSettings
@@ -25,6 +25,8 @@ from worker.actions.retry import RetryPolicy
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RunnerSettings
 from worker.actions.services import Services
 from worker.actions.tokens import CredentialTokens
+
+pytestmark = pytest.mark.integration
 
 SECRETS = {"HOOK_KEY": "hook-signing-key-1234", "FUNCTION_KEY": "function-key-5678", "GH_TOKEN": "ghp_test_token_90"}
 

@@ -37,7 +37,7 @@ from worker.accounting import Skip
 from worker.config import RunSettings
 from worker.run import run_worker
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("sdk_garbage")]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.usefixtures("sdk_garbage")]
 
 
 def settings(hub_connection: str, azurite: Azurite, container: str, rules: Path, **changes: object) -> RunSettings:
@@ -244,7 +244,7 @@ async def test_a_dead_pipeline_process_stops_the_worker_and_a_restart_loses_noth
         [child] = children_of(process.pid)
         os.kill(child, signal.SIGKILL)
         assert await wait_worker(process, 60) == 1  # failed, for the container to be restarted
-        exited = [e for e in worker_log(cwd) if e.get("event") == "engine.exited"]
+        exited = [e for e in worker_log(cwd) if e.get("event") == "childprocess.exited"]
         assert exited
         assert exited[0]["level"] == "error"
         await sending
@@ -325,7 +325,7 @@ async def test_sighup_reloads_the_rules_and_keeps_the_old_table_when_the_new_one
         async def logged(name: str) -> bool:
             return any(entry.get("event") == name for entry in worker_log(cwd))
 
-        await wait_for(lambda: logged("consumer.started"), 60, "the worker to start")
+        await wait_for(lambda: logged("receiver.started"), 60, "the worker to start")
         rules.write_text("rules:\n  - name: broken\n    filter: {includedEventTypes: 7}\n")
         assert process.returncode is None
         process.send_signal(signal.SIGHUP)
@@ -412,7 +412,7 @@ async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, 
 
                 return check
 
-            await wait_for(logged("consumer.started"), 30, "the worker to start")
+            await wait_for(logged("receiver.started"), 30, "the worker to start")
             rules.write_text("rules:\n  - name: broken\n    filter: {includedEventTypes: 7}\n")
             await wait_for(logged("rules.rejected"), 30, "the invalid table to be rejected")
             rules.write_text(RULES.replace("every-event", "renamed"))

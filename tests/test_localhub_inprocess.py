@@ -13,7 +13,7 @@ from tests.hubclient import LOOP, collect, send
 from worker.localhub.hub import LocalHub
 from worker.localhub.store import HubSpec, Retention
 
-pytestmark = pytest.mark.usefixtures("sdk_garbage")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 
 
 async def test_retention_drops_the_oldest_events() -> None:

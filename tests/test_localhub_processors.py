@@ -21,7 +21,7 @@ from tests.servers import HUB_PARTITIONS, ROOT, Azurite, HubServer
 from worker import mlevents
 from worker.publish import Outgoing, publish
 
-pytestmark = pytest.mark.usefixtures("sdk_garbage")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 
 
 @contextmanager

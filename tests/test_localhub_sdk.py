@@ -20,7 +20,7 @@ from azure.eventhub.exceptions import ConnectError, EventHubError
 from tests.hubclient import FAST, collect, last_sequence_number, last_sequence_numbers, sdk_hash, send
 from tests.servers import HUB_CONSUMER_GROUPS, HUB_NAME, HUB_PARTITIONS, HubServer, start_localhub, stop
 
-pytestmark = pytest.mark.usefixtures("sdk_garbage")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 
 
 def tag() -> str:

@@ -16,10 +16,10 @@ from aiosmtpd.controller import Controller
 
 from tests.hubclient import collect
 from tests.servers import free_port
+from tests.support import make_event
 from tests.targets import Certificate, Mailbox
-from tests.test_actions import make_event
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
-from worker.actions.eventhub import build_event
+from worker.actions.eventhub import EventHubParams, build_message
 from worker.actions.services import Services
 from worker.errors import ActionError, TargetRejected, TargetUnavailable
 from worker.localhub.hub import LocalHub
@@ -80,6 +80,7 @@ def mail_spec(tls: str, port: int, certificate: Certificate, **overrides: Any) -
     return spec("email", **(params | overrides))
 
 
+@pytest.mark.integration
 async def test_a_mail_goes_out_over_tls_with_a_login(smtp: tuple[str, int, Mailbox], certificate: Certificate):
     tls, port, mailbox = smtp
     executor = action_types()["email"].executor(mail_spec(tls, port, certificate).params, Services())
@@ -104,6 +105,7 @@ async def test_a_mail_goes_out_over_tls_with_a_login(smtp: tuple[str, int, Mailb
     assert html.strip() == "<p>Model <b>churn&lt;1&gt;</b></p>"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("reply", "error"), [("550 no such user", TargetRejected), ("450 mailbox busy", TargetUnavailable)]
 )
@@ -123,6 +125,7 @@ async def test_refused_recipients_are_permanent_or_transient_by_reply_code(
     assert mailbox.messages == []
 
 
+@pytest.mark.integration
 async def test_an_untrusted_certificate_or_no_server_is_transient(certificate: Certificate, tmp_path: Path):
     action = mail_spec("implicit", free_port(), certificate)
     executor = action_types()["email"].executor(action.params, Services())
@@ -138,15 +141,16 @@ def test_the_forwarded_message_carries_the_event_and_its_key():
         "eventhub", eventhub="ml-production-changes", connection_string="${env:HUB}", properties={"stage": "prod"}
     )
     action = planned(action_spec, event_id="ev-9")
-    data, partition_key = build_event(action, action_spec.params)  # type: ignore[arg-type]
-    body = orjson.loads(data.body_as_str())
+    assert isinstance(action_spec.params, EventHubParams)
+    message = build_message(action, action_spec.params)
+    body = orjson.loads(message.body)
     assert body["id"] == "ev-9"
     assert body["data"] == {"modelName": "churn", "modelTags": {"stage": "production"}}
-    assert partition_key == "models/churn:3"
+    assert message.partition_key == "models/churn:3"
     key = idempotency_key("ev-9", "mail-on-failed-run", 0)
-    assert data.message_id == key
-    assert data.content_type == "application/json"
-    assert data.properties == {
+    assert message.message_id == key
+    assert message.content_type == "application/json"
+    assert message.properties == {
         "stage": "prod",
         "idempotency-key": key,
         "event-id": "ev-9",
@@ -164,9 +168,10 @@ def test_a_templated_body_and_key():
         body={"model": "{{ data.modelName }}", "at": "{{ time }}"},
         partition_key="{{ data.modelName }}",
     )
-    data, partition_key = build_event(planned(action_spec), action_spec.params)  # type: ignore[arg-type]
-    assert orjson.loads(data.body_as_str()) == {"model": "churn", "at": "2026-11-01T09:00:00.123456+00:00"}
-    assert partition_key == "churn"
+    assert isinstance(action_spec.params, EventHubParams)
+    message = build_message(planned(action_spec), action_spec.params)
+    assert orjson.loads(message.body) == {"model": "churn", "at": "2026-11-01T09:00:00.123456+00:00"}
+    assert message.partition_key == "churn"
 
 
 @pytest.mark.parametrize(
@@ -178,6 +183,7 @@ def test_an_event_hub_is_reached_one_way(params: dict[str, str]):
         spec("eventhub", **params)
 
 
+@pytest.mark.integration
 @pytest.mark.usefixtures("sdk_garbage")
 async def test_forwarded_to_a_real_hub_keyed_by_subject_and_refused_for_an_unknown_one():
     """Through the real producer to the local hub; read back with the real consumer."""
@@ -202,6 +208,8 @@ async def test_forwarded_to_a_real_hub_keyed_by_subject_and_refused_for_an_unkno
         assert [orjson.loads(e.body_as_str())["id"] for e in got.events] == ["ev-42", "ev-42"]
         assert {e.message_id for e in got.events} == {idempotency_key("ev-42", "mail-on-failed-run", 0)}
         assert {e.partition_key for e in got.events} == {b"models/churn:3"}
+        assert {e.content_type for e in got.events} == {"application/json"}
+        assert all(e.properties[b"event-id"] == b"ev-42" for e in got.events)
         assert len(set(got.partitions)) == 1
 
         wrong = ActionSpec(

@@ -10,10 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import free_port
 from worker.accounting import ActionFate, Fate, Skip, Tally
-from worker.config import OpsSettings
+from worker.handoff import PartitionStatus
 from worker.metrics import ActionMetrics, PartitionGauges, new_registry
 from worker.ops import serve
-from worker.partition import PartitionStatus
+from worker.settings import OpsSettings
 
 
 class View:
@@ -38,6 +38,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
+@pytest.mark.integration
 async def test_health_readiness_and_metrics() -> None:
     view = View()
     ready: dict[str, str | None] = {"reason": "the Event Hub has not answered"}

@@ -18,17 +18,16 @@ from aiohttp import web
 from azure.storage.blob import ContainerClient
 
 from tests.servers import Azurite, free_port
+from tests.support import capture
 from tests.targets import HttpTarget, Received
-from tests.test_replay import capture
 from worker.accounting import ActionFate
 from worker.actions import idempotency_key
 from worker.actions.breaker import BreakerSettings
 from worker.actions.runner import RunnerSettings
 from worker.cli import main
-from worker.flow import FlowSettings
-from worker.pipeline import DriveSettings
 from worker.replay import LogProgress, ReplaySettings, replay
 from worker.rulesfile import load_rules
+from worker.settings import CoreSettings, DriverSettings
 from worker.sources import plan_sources
 
 TOPIC = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ml-prod"
@@ -82,8 +81,8 @@ def letters_in(directory: Path) -> list[dict[str, Any]]:
 
 def settings(dead: Path | str, connection_string: str | None = None) -> ReplaySettings:
     return ReplaySettings(
-        flow=FlowSettings(window=0),
-        drive=DriveSettings(concurrency=4),
+        core=CoreSettings(window=0),
+        driver=DriverSettings(concurrency=4),
         runner=RunnerSettings(per_target=4, breaker=BreakerSettings(failures=3, reset_after=0.05)),
         dead_letters=dead,
         connection_string=connection_string,
@@ -112,6 +111,7 @@ class Outage:
         return web.Response(status=503, headers={"Retry-After": "0"}, text="try later")
 
 
+@pytest.mark.integration
 async def test_an_outage_then_recovery_loses_nothing(
     tmp_path: Path, http_target: HttpTarget, capsys: pytest.CaptureFixture[str]
 ):
@@ -178,6 +178,7 @@ async def test_an_outage_then_recovery_loses_nothing(
     assert any(n > 1 for n in Counter(event_id for event_id, _, _ in outage.answers).values())
 
 
+@pytest.mark.integration
 async def test_a_dead_letter_container_is_written_and_re_driven(
     tmp_path: Path, http_target: HttpTarget, azurite: Azurite
 ):

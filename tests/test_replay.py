@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +12,14 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from tests.servers import Azurite
-from tests.support import TEST_DATA
+from tests.support import START, TEST_DATA, capture
 from worker import mlevents
-from worker.capture import Codec, number_messages, write_capture
 from worker.cli import main
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "rules" / "examples.yaml"
 SAMPLE = ROOT / "worker" / "samples" / "capture"
 REAL_SAMPLES = TEST_DATA / "capture-samples"
-START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 RULES = """
 rules:
@@ -40,25 +38,6 @@ rules:
 def rules_file(tmp_path: Path, actions: Path) -> Path:
     path = tmp_path / "rules.yaml"
     path.write_text(RULES.replace("ACTIONS", str(actions)))
-    return path
-
-
-def capture(
-    root: Path,
-    partition: str,
-    bodies: list[bytes],
-    *,
-    minute: int = 0,
-    first: int = 0,
-    codec: Codec = "null",
-    step: timedelta = timedelta(seconds=1),
-) -> Path:
-    start = START + timedelta(minutes=minute)
-    path = root / "ns" / "hub" / partition / start.strftime("%Y/%m/%d/%H/%M/%S.avro")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    messages = number_messages(bodies, start=start, step=step, partition_id=partition, first_sequence_number=first)
-    with path.open("wb") as stream:
-        write_capture(stream, messages, codec=codec)
     return path
 
 
@@ -239,6 +218,7 @@ def test_real_capture_files_replay_and_their_bodies_are_counted(tmp_path: Path) 
     assert report["invalid"] == {"not_an_event": 401}
 
 
+@pytest.mark.integration
 def test_a_blob_container_replays_like_a_directory(tmp_path: Path, azurite: Azurite) -> None:
     source = tmp_path / "capture"
     for partition in ("0", "1"):

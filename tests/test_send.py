@@ -16,7 +16,7 @@ from tests.servers import HubServer
 from worker.cli import main
 from worker.events import Event, decode_body
 
-pytestmark = pytest.mark.usefixtures("sdk_garbage")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 
 
 def run(argv: list[str]) -> tuple[int, str]:

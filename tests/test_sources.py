@@ -6,7 +6,6 @@ import io
 import tracemalloc
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,18 +14,11 @@ from azure.storage.blob import ContainerClient, ContainerSasPermissions, generat
 
 from tests.servers import ACCOUNT, ACCOUNT_KEY, Azurite, ServerError, start_azurite
 from worker import mlevents
+from worker.blob_urls import ContainerUrl, parse_container_url
 from worker.capture import number_messages, write_capture
 from worker.errors import CaptureError, SourceError
 from worker.events import Message
-from worker.sources import (
-    MAX_WINDOW,
-    SKIP_MARGIN,
-    ContainerUrl,
-    Plan,
-    iter_messages,
-    parse_container_url,
-    plan_sources,
-)
+from worker.sources import MAX_WINDOW, SKIP_MARGIN, Plan, iter_messages, plan_sources
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
@@ -95,7 +87,7 @@ def test_a_directory_is_searched_recursively(tmp_path: Path, tree: dict[str, lis
     assert messages["0"] == [m for name in zero for m in tree[name]]
     # the file outside the layout is a partition of its own, named by the file
     assert messages[loose] == [
-        replace(m, position=replace(m.position, partition_id=loose)) for m in tree["loose/renamed-p9.avro"]
+        m._replace(position=m.position._replace(partition_id=loose)) for m in tree["loose/renamed-p9.avro"]
     ]
 
 
@@ -352,6 +344,7 @@ def uploaded(container: ContainerClient) -> dict[str, list[Message]]:
     return files
 
 
+@pytest.mark.integration
 def test_a_container_is_listed_and_read(
     azurite: Azurite, container: ContainerClient, uploaded: dict[str, list[Message]]
 ) -> None:
@@ -368,6 +361,7 @@ def test_a_container_is_listed_and_read(
         assert messages[partition] == [m for name in names for m in uploaded[name]]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("prefix", "partitions", "count"),
     [
@@ -391,6 +385,7 @@ def test_a_prefix_selects_a_folder_or_a_blob(
         assert len(plan.files) == count
 
 
+@pytest.mark.integration
 def test_a_prefix_without_capture_files(azurite: Azurite, container: ContainerClient, uploaded: object) -> None:
     url = _url(azurite, container, "ns/hub/2")
 
@@ -398,6 +393,7 @@ def test_a_prefix_without_capture_files(azurite: Azurite, container: ContainerCl
         plan_sources([url], connection_string=azurite.connection_string)
 
 
+@pytest.mark.integration
 def test_a_sas_token_in_the_url(azurite: Azurite, container: ContainerClient, uploaded: object) -> None:
     sas = generate_container_sas(
         ACCOUNT,
@@ -413,6 +409,7 @@ def test_a_sas_token_in_the_url(azurite: Azurite, container: ContainerClient, up
         assert len(list(plan.messages(file))) == 3
 
 
+@pytest.mark.integration
 def test_a_missing_container(azurite: Azurite) -> None:
     url = f"{azurite.account_url}/no-such-container"
 
@@ -420,6 +417,7 @@ def test_a_missing_container(azurite: Azurite) -> None:
         plan_sources([url], connection_string=azurite.connection_string)
 
 
+@pytest.mark.integration
 def test_a_wrong_key(azurite: Azurite, container: ContainerClient) -> None:
     wrong = azurite.connection_string.replace(ACCOUNT_KEY, "d3Jvbmcga2V5" * 8)
 
@@ -429,6 +427,7 @@ def test_a_wrong_key(azurite: Azurite, container: ContainerClient) -> None:
     assert "d3Jvbmcga2V5" not in str(caught.value)
 
 
+@pytest.mark.integration
 def test_a_connection_string_of_another_account(azurite: Azurite, container: ContainerClient) -> None:
     other = azurite.connection_string.replace(f":{azurite.port}/", ":9/")
 
@@ -436,11 +435,13 @@ def test_a_connection_string_of_another_account(azurite: Azurite, container: Con
         plan_sources([_url(azurite, container)], connection_string=other)
 
 
+@pytest.mark.integration
 def test_a_malformed_connection_string(azurite: Azurite, container: ContainerClient) -> None:
     with pytest.raises(SourceError, match="cannot connect with the credentials given"):
         plan_sources([_url(azurite, container)], connection_string="AccountKey=secret")
 
 
+@pytest.mark.integration
 def test_a_blob_deleted_since_planning(
     azurite: Azurite, container: ContainerClient, uploaded: dict[str, list[Message]]
 ) -> None:
@@ -474,6 +475,7 @@ def _peak_memory_reading(azurite: Azurite, container: ContainerClient, records: 
     return peak
 
 
+@pytest.mark.integration
 def test_memory_does_not_grow_with_the_blob(azurite: Azurite, container: ContainerClient) -> None:
     small = _peak_memory_reading(azurite, container, 80)  # 8 MB
     large = _peak_memory_reading(azurite, container, 400)  # 40 MB

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_actions import make_event
+from tests.support import make_event
 from worker.actions import ActionSpec, PlannedAction, action_types
 from worker.actions.secrets import Secret, redact, secrets_in
 from worker.actions.templates import HtmlTemplate, JsonTemplate, Template, context_of

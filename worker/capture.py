@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Final, Literal, cast
 import fastavro
 
 from worker.errors import CaptureError, WorkerError
-from worker.events import Message, Position, new_message
+from worker.events import Message, Position
 
 Codec = Literal["null", "deflate"]
 
@@ -130,14 +130,8 @@ def read_capture(stream: BinaryIO, *, partition_id: str, name: str) -> Iterator[
                     raise CaptureError(f"{name}: record {number}: EnqueuedTimeUtc: {exc}") from None
                 last_text = text
             enqueued = last_time
-        yield new_message(
-            record["Body"] or b"",
-            partition_id,
-            record["Offset"],
-            record["SequenceNumber"],
-            enqueued,
-            record["Properties"],
-        )
+        position = Position(partition_id, record["Offset"], record["SequenceNumber"], enqueued)
+        yield Message(record["Body"] or b"", position, record["Properties"])
 
 
 def parse_enqueued_time(text: str) -> datetime:

@@ -1,10 +1,11 @@
-"""Where checkpoints, partition ownership and the pipeline state are kept.
+"""Where checkpoints, partition ownership and the pipeline state are kept, and how a checkpoint is written.
 
 Two places: Azure Blob Storage (the SDK's ``BlobCheckpointStore``, whose blob layout KEDA's
 azure-eventhub scaler reads, plus one state blob per partition beside it), or a local directory
-for development and demos (one host only). The pipeline state of a partition is written *before*
-its checkpoint: a crash between the two leaves a state a little ahead of the checkpoint, which is
-safe (the events in between are recognised as finished), never behind it.
+for development and demos (one host only). :meth:`Stores.write` is the one place that writes a
+checkpoint: the pipeline state of a partition first, then its checkpoint record in the SDK's
+shape. A crash between the two leaves a state a little ahead of the checkpoint, which is safe (the
+events in between are recognised as finished), never behind it.
 """
 
 from __future__ import annotations
@@ -27,36 +28,45 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import ContainerClient
 
-from worker.config import CheckpointSettings
 from worker.errors import SettingsError
-from worker.flow import PartitionState
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """The hub and consumer group that checkpoints belong to."""
-
-    namespace: str
-    eventhub: str
-    consumer_group: str
-
-    def prefix(self, kind: str) -> str:
-        """The SDK's blob name prefix for ``kind`` (ownership, checkpoint), lower-cased as the SDK does."""
-        return f"{self.namespace}/{self.eventhub}/{self.consumer_group}/{kind}/".lower()
+from worker.events import Position
+from worker.settings import CheckpointSettings, Scope
+from worker.state import SavedState
 
 
 class StateStore(Protocol):
     """The pipeline state kept beside each partition's checkpoint."""
 
-    async def load(self, partition_id: str) -> PartitionState | None: ...
+    async def load(self, partition_id: str) -> SavedState | None: ...
 
-    async def save(self, partition_id: str, state: PartitionState) -> None: ...
+    async def save(self, partition_id: str, state: SavedState) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Stores:
+    """The checkpoint store (the SDK's interface: ownership and checkpoints) and the state store of one scope."""
+
     checkpoints: CheckpointStore
     states: StateStore
+    scope: Scope
+
+    async def write(self, partition_id: str, position: Position, state: SavedState) -> None:
+        """Write a partition's checkpoint at ``position``: its pipeline state first, then the checkpoint.
+
+        Raises what the stores raise (``AzureError``, ``OSError``); nothing is half-written that matters.
+        """
+        await self.states.save(partition_id, state)
+        scope = self.scope
+        await self.checkpoints.update_checkpoint(
+            {
+                "fully_qualified_namespace": scope.namespace,
+                "eventhub_name": scope.eventhub,
+                "consumer_group": scope.consumer_group,
+                "partition_id": partition_id,
+                "offset": position.offset,
+                "sequence_number": position.sequence_number,
+            }
+        )
 
 
 _STATE = "pipelinestate"
@@ -71,7 +81,7 @@ async def open_stores(settings: CheckpointSettings, scope: Scope) -> AsyncIterat
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SettingsError([f"WORKER_CHECKPOINT_DIR: cannot create {root}: {exc.strerror}"]) from exc
-        yield Stores(DirectoryCheckpointStore(root), DirectoryStateStore(root, scope))
+        yield Stores(DirectoryCheckpointStore(root), DirectoryStateStore(root, scope), scope)
         return
     async with contextlib.AsyncExitStack() as stack:
         if settings.connection_string is not None:
@@ -85,7 +95,7 @@ async def open_stores(settings: CheckpointSettings, scope: Scope) -> AsyncIterat
         await stack.enter_async_context(container)
         await stack.enter_async_context(store)
         await _ensure_container(container)
-        yield Stores(store, BlobStateStore(container, scope))
+        yield Stores(store, BlobStateStore(container, scope), scope)
 
 
 async def _ensure_container(container: ContainerClient) -> None:
@@ -106,16 +116,16 @@ class BlobStateStore:
         self._container = container
         self._prefix = scope.prefix(_STATE)
 
-    async def load(self, partition_id: str) -> PartitionState | None:
+    async def load(self, partition_id: str) -> SavedState | None:
         name = self._prefix + partition_id
         try:
             stream = await self._container.download_blob(name)
             data = await stream.readall()
         except ResourceNotFoundError:
             return None
-        return PartitionState.from_json(data, f"blob {name}")
+        return SavedState.from_json(data, f"blob {name}")
 
-    async def save(self, partition_id: str, state: PartitionState) -> None:
+    async def save(self, partition_id: str, state: SavedState) -> None:
         await self._container.upload_blob(self._prefix + partition_id, state.to_json(), overwrite=True)
 
 
@@ -125,15 +135,15 @@ class DirectoryStateStore:
     def __init__(self, root: Path, scope: Scope) -> None:
         self._dir = root / scope.prefix(_STATE)
 
-    async def load(self, partition_id: str) -> PartitionState | None:
+    async def load(self, partition_id: str) -> SavedState | None:
         path = self._dir / partition_id
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             return None
-        return PartitionState.from_json(data, str(path))
+        return SavedState.from_json(data, str(path))
 
-    async def save(self, partition_id: str, state: PartitionState) -> None:
+    async def save(self, partition_id: str, state: SavedState) -> None:
         await asyncio.to_thread(_write_atomically, self._dir / partition_id, state.to_json())
 
 

@@ -1,6 +1,7 @@
 """The command line: ``python -m worker COMMAND`` (also installed as ``azml-worker``).
 
-Exit codes: 0 success, 2 invalid input (rules, bodies, arguments), 1 unexpected failure.
+Exit codes: 0 success, 2 invalid input (rules, bodies, arguments), 1 unexpected failure. Each
+command loads what it runs when it runs: ``validate`` and ``explain`` import no network library.
 """
 
 from __future__ import annotations
@@ -15,25 +16,17 @@ from pathlib import Path
 from typing import TextIO
 
 import orjson
-from azure.core.exceptions import AzureError
-from azure.eventhub.exceptions import EventHubError
 
 from worker.accounting import Tally, summary
 from worker.actions.secrets import Placeholders
 from worker.config import RunSettings, add_flags, load_settings
-from worker.engine import EngineFailed
-from worker.errors import CaptureError, DeadLetterError, RulesError, SettingsError, SourceError
+from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, RulesError, SettingsError, SourceError
 from worker.events import InvalidEvent, decode_body
-from worker.flow import FlowSettings, LatePolicy
 from worker.keys import split_key
 from worker.log import configure as configure_logging
-from worker.ordering import Sequencers
-from worker.pipeline import DriveSettings
-from worker.replay import ReplaySettings, progress_for, replay
 from worker.rules import explain
 from worker.rulesfile import load_rules, paths_of
-from worker.run import run_worker
-from worker.sources import plan_dead_letters, plan_sources
+from worker.settings import CoreSettings, DriverSettings, LatePolicy
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 #: Realistic Azure ML events as Event Hubs Capture stores them (scripts/make_sample_capture.py).
@@ -219,7 +212,7 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
     for item in decode_body(body):
         if isinstance(item, InvalidEvent):
             invalid += 1
-            where = "the body" if item.index is None else f"event #{item.index}"
+            where = "the body" if item.body_index is None else f"event #{item.body_index}"
             print(f"error: {args.body}: {where} is invalid ({item.error.reason}): {item.error}", file=sys.stderr)
             continue
         for result in explain(table, item):
@@ -251,7 +244,7 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
         help="storage connection string for blob sources (default: $AZURE_STORAGE_CONNECTION_STRING; "
         "without one, DefaultAzureCredential)",
     )
-    parser.add_argument("--window", type=float, default=FlowSettings().window, help="reorder window in seconds")
+    parser.add_argument("--window", type=float, default=CoreSettings().window, help="reorder window in seconds")
     parser.add_argument(
         "--late", choices=[p.value for p in LatePolicy], default=LatePolicy.SKIP.value, help="late events"
     )
@@ -263,7 +256,7 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
         help="order events of TYPE by the string at KEY (e.g. Microsoft.Storage.BlobCreated=data.sequencer); "
         "default: event time, then sequence number (repeatable)",
     )
-    parser.add_argument("--concurrency", type=int, default=DriveSettings().concurrency, help="actions at once")
+    parser.add_argument("--concurrency", type=int, default=DriverSettings().concurrency, help="actions at once")
     parser.add_argument(
         "--dead-letters",
         default="dead-letters",
@@ -292,15 +285,16 @@ def _moment(text: str) -> datetime:
 
 
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.replay import ReplaySettings, progress_for, replay  # noqa: PLC0415 - blob storage, for this command
+    from worker.sources import plan_dead_letters, plan_sources  # noqa: PLC0415
+
     configure_logging(args.log_level)
     # A dry run executes nothing, so it needs no secrets.
     table = load_rules(paths_of(args.rules), env=Placeholders() if args.dry_run else None)
     settings = ReplaySettings(
         dry_run=args.dry_run,
-        flow=FlowSettings(
-            window=args.window, late=LatePolicy(args.late), sequencers=Sequencers(dict(args.sequencer or ()))
-        ),
-        drive=DriveSettings(concurrency=args.concurrency),
+        core=CoreSettings(window=args.window, late=LatePolicy(args.late), sequencers=tuple(args.sequencer or ())),
+        driver=DriverSettings(concurrency=args.concurrency),
         dead_letters=args.dead_letters,
         connection_string=args.connection_string,
     )
@@ -345,6 +339,11 @@ def _report(tally: Tally, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
+    from azure.core.exceptions import AzureError  # noqa: PLC0415 - the SDKs, for this command only
+    from azure.eventhub.exceptions import EventHubError  # noqa: PLC0415
+
+    from worker.run import run_worker  # noqa: PLC0415
+
     try:
         settings = load_settings({field: getattr(args, field) for field in RunSettings.model_fields})
     except SettingsError as exc:
@@ -359,7 +358,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     except (EventHubError, AzureError) as exc:
         print(f"error: the Event Hub or the checkpoint store failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except EngineFailed as exc:
+    except ChildProcessFailed as exc:
         print(f"error: {exc}; what it had not finished is redone after a restart", file=sys.stderr)
         return EXIT_FAILED
     if settings.idle_exit:

@@ -3,8 +3,9 @@
 Every setting is a field of :class:`RunSettings`, with its default and its documentation; the
 command line offers each as a flag (``--prefetch``), which wins over the variable
 (``WORKER_PREFETCH``). A wrong or missing setting fails at start-up with a :class:`SettingsError`
-naming the variable and the flag. The rest of the worker never sees this class: it is split into
-the small frozen records each part takes (:meth:`RunSettings.hub`, :meth:`RunSettings.flow`...).
+naming the variable and the flag. Only the command line, ``worker run`` and the demo see this
+class: it is split into the small frozen records of :mod:`worker.settings` that each part takes
+(:meth:`RunSettings.hub`, :meth:`RunSettings.processing`...).
 """
 
 from __future__ import annotations
@@ -12,19 +13,26 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from azure.eventhub import parse_connection_string
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.errors import SettingsError
-from worker.flow import FlowSettings, LatePolicy
 from worker.keys import split_key
-from worker.ordering import Sequencers
-from worker.pipeline import DriveSettings
+from worker.settings import (
+    CheckpointSettings,
+    CoreSettings,
+    DriverSettings,
+    HubSettings,
+    LatePolicy,
+    LogFormat,
+    LogLevel,
+    OpsSettings,
+    ProcessingSettings,
+    Scope,
+)
 
 ENV_PREFIX = "WORKER_"
 
@@ -137,10 +145,8 @@ class RunSettings(BaseSettings):
         description="address of the health and metrics server",
     )
     http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz and /metrics; 0 turns it off")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="least level logged")
-    log_format: Literal["auto", "json", "console"] = Field(
-        "auto", description="json lines, console rendering, or auto (console on a terminal)"
-    )
+    log_level: LogLevel = Field("info", description="least level logged")
+    log_format: LogFormat = Field("auto", description="json lines, console rendering, or auto (console on a terminal)")
 
     @field_validator("rules", mode="before")
     @classmethod
@@ -240,13 +246,36 @@ class RunSettings(BaseSettings):
             state_subjects=self.state_subjects,
         )
 
-    def flow(self) -> FlowSettings:
-        return FlowSettings(
-            window=self.reorder_window, late=self.late_policy, sequencers=Sequencers(dict(self.sequencers))
-        )
+    def scope(self) -> Scope:
+        """The hub and consumer group the checkpoints belong to; the namespace as the SDK's event
+        processor names it in the checkpoint store (host[:port])."""
+        hub = self.hub()
+        if hub.connection_string is not None:
+            from azure.eventhub import parse_connection_string  # noqa: PLC0415 - the SDK only for `run`
 
-    def drive(self) -> DriveSettings:
-        return DriveSettings(concurrency=self.concurrency, max_open=self.max_open)
+            namespace = parse_connection_string(hub.connection_string).fully_qualified_namespace
+        else:
+            assert hub.namespace is not None  # noqa: S101 - checked by the validator
+            namespace = hub.namespace
+        return Scope(namespace, hub.eventhub, hub.consumer_group)
+
+    def core(self) -> CoreSettings:
+        return CoreSettings(window=self.reorder_window, late=self.late_policy, sequencers=self.sequencers)
+
+    def driver(self) -> DriverSettings:
+        return DriverSettings(concurrency=self.concurrency, max_open=self.max_open)
+
+    def processing(self) -> ProcessingSettings:
+        return ProcessingSettings(
+            rules=self.rules,
+            scope=self.scope(),
+            checkpoints=self.checkpoints(),
+            core=self.core(),
+            driver=self.driver(),
+            dead_letters=self.dead_letters,
+            log_level=self.log_level,
+            log_format=self.log_format,
+        )
 
     def ops(self) -> OpsSettings:
         return OpsSettings(host=self.http_host, port=self.http_port)
@@ -263,51 +292,6 @@ class _Explicit(RunSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
-
-
-@dataclass(frozen=True, slots=True)
-class HubSettings:
-    """Where to read, and how the consumer client receives and balances."""
-
-    connection_string: str | None
-    namespace: str | None
-    eventhub: str
-    consumer_group: str
-    prefetch: int
-    batch_size: int
-    max_wait: float
-    strategy: str
-    interval: float
-    expiry: float
-    stall_timeout: float
-
-    def __repr__(self) -> str:  # never show the connection string's key
-        return f"HubSettings(eventhub={self.eventhub!r}, consumer_group={self.consumer_group!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointSettings:
-    """Where checkpoints, ownership and the pipeline state go, and how often."""
-
-    connection_string: str | None
-    account_url: str | None
-    container: str
-    directory: Path | None
-    interval: float
-    events: int
-    #: Newest event ids and subjects persisted with each checkpoint.
-    state_ids: int = 10_000
-    state_subjects: int = 10_000
-
-    def __repr__(self) -> str:
-        where = self.directory or self.account_url or "connection string"
-        return f"CheckpointSettings(where={str(where)!r}, container={self.container!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class OpsSettings:
-    host: str
-    port: int
 
 
 def env_name(field: str) -> str:
@@ -336,6 +320,8 @@ def _split(value: object) -> tuple[object, ...]:
 
 def _entity_path(connection_string: str) -> str | None:
     """The connection string's EntityPath, read by the SDK's own parser (ValueError when malformed)."""
+    from azure.eventhub import parse_connection_string  # noqa: PLC0415 - the SDK only for `run`
+
     name: str | None = parse_connection_string(connection_string).eventhub_name
     return name
 

@@ -1,4 +1,4 @@
-"""Errors raised or returned by the worker.
+"""Errors raised or returned by the worker, all of them in this one module.
 
     WorkerError
     ├── RulesError          a rules table failed to load; carries every Problem found
@@ -16,6 +16,12 @@
     │   ├── RenderError         permanent: a template could not be rendered for this event
     │   └── CircuitOpen         transient: the target's circuit is open; no request was made
     ├── DeadLetterError     a dead letter could not be written (fatal: the event is not finished)
+    ├── StateError          the pipeline state saved beside a checkpoint cannot be read
+    ├── PartitionFailed     a partition's pipeline stopped on a fatal error, or is not open here
+    ├── ChildProcessFailed  the pipeline process (the child of ``worker run``) exited, could not
+    │                       start, or sent what cannot be read
+    ├── ReceiverStalled     a partition delivered nothing for the stall timeout while it had lag
+    │                       (raised into the SDK's receive loop, which reopens the link)
     ├── CaptureError        an Event Hubs Capture file is not Avro, not EventData, or is corrupt
     ├── SourceError         a replay source cannot be listed or read (missing path, bad URL,
     │                       missing container, failed authentication); also an event hub that
@@ -133,6 +139,23 @@ class CircuitOpen(ActionError):
 
 class DeadLetterError(WorkerError):
     """A dead letter could not be written; the message names the lane and the cause."""
+
+
+class StateError(WorkerError):
+    """Saved pipeline state that cannot be read; the message names the blob or file and what to do."""
+
+
+class PartitionFailed(WorkerError):
+    """A partition's pipeline stopped on a fatal error (a dead letter that cannot be written), or the
+    partition is not open in this host."""
+
+
+class ChildProcessFailed(WorkerError):
+    """The pipeline process stopped, could not start, or sent a message that cannot be read."""
+
+
+class ReceiverStalled(WorkerError):
+    """A partition delivered nothing for the stall timeout while it had events to deliver."""
 
 
 class CaptureError(WorkerError):

@@ -2,8 +2,12 @@
 
 A body holds Event Grid schema or CloudEvents 1.0 events: one JSON object, or a JSON array of any
 length (Event Grid delivers one event per message, wrapped in a one-element array). Both schemas
-are normalised into one frozen :class:`Event`. Anything unusable becomes an :class:`InvalidEvent`
+are normalised into one immutable :class:`Event`. Anything unusable becomes an :class:`InvalidEvent`
 carrying a typed :class:`~worker.errors.DecodeError`: decoding never raises.
+
+The records built once per message or event (:class:`Position`, :class:`Message`, :class:`Event`)
+are named tuples: immutable, typed field by field, and built at the cost of a tuple, which is about
+a quarter of a frozen dataclass's ``__init__`` (``bench/bench_records.py``).
 """
 
 from __future__ import annotations
@@ -11,24 +15,21 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from types import MappingProxyType
+from typing import Final, NamedTuple
 
 import orjson
 
 from worker.errors import BadField, DecodeError, MissingField, NotAnEvent, NotJson, NotUtf8
-from worker.records import slot_setters
 
 _BOM: Final = b"\xef\xbb\xbf"
-#: orjson reads an integer beyond 64 bits as a float, silently dropping digits. A run of 19 digits
-#: (the shortest integer that may not fit) sends a body to the exact parser instead; a run inside a
-#: string is a false alarm that only costs time. Digits map to "0", every other byte to " ".
-_EMPTY: Final[Mapping[str, object]] = {}
+#: The properties of a message that has none.
+NO_PROPERTIES: Final[Mapping[str, object]] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(NamedTuple):
     """Where a message sits in its Event Hub partition."""
 
     partition_id: str
@@ -37,14 +38,13 @@ class Position:
     enqueued_time: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One Event Hubs message as a source hands it to the core."""
 
     body: bytes
     position: Position
     #: Application properties, such as Event Grid's ``aeg-delivery-count``.
-    properties: Mapping[str, object] = field(default_factory=dict)
+    properties: Mapping[str, object] = NO_PROPERTIES
 
 
 class Schema(enum.StrEnum):
@@ -52,8 +52,7 @@ class Schema(enum.StrEnum):
     CLOUD_EVENTS = "CloudEventSchemaV1_0"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One Event Grid or CloudEvents event, normalised.
 
     ``topic`` is Event Grid's ``topic`` or CloudEvents' ``source``; ``time`` is ``eventTime`` or
@@ -72,7 +71,7 @@ class Event:
     envelope: Mapping[str, object]
     message: Message
     #: Index of the event within its message body.
-    index: int = 0
+    body_index: int = 0
 
     @property
     def position(self) -> Position:
@@ -81,10 +80,10 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class InvalidEvent:
-    """A body, or one element of a body array (``index``), that is not a usable event."""
+    """A body, or one element of a body array (``body_index``), that is not a usable event."""
 
     message: Message
-    index: int | None
+    body_index: int | None
     error: DecodeError
 
     @property
@@ -93,82 +92,6 @@ class InvalidEvent:
 
 
 Decoded = Event | InvalidEvent
-
-
-# --- fast construction (see worker.records) ------------------------------------------------------
-
-_new = object.__new__
-
-_P_PARTITION, _P_OFFSET, _P_SEQUENCE, _P_ENQUEUED = slot_setters(
-    Position, "partition_id", "offset", "sequence_number", "enqueued_time"
-)
-_M_BODY, _M_POSITION, _M_PROPERTIES = slot_setters(Message, "body", "position", "properties")
-
-
-def new_message(
-    body: bytes,
-    partition_id: str,
-    offset: str | None,
-    sequence_number: int | None,
-    enqueued_time: datetime | None,
-    properties: Mapping[str, object],
-) -> Message:
-    """``Message(body, Position(...), properties)``, built faster, for readers of many messages."""
-    position = _new(Position)
-    _P_PARTITION(position, partition_id)
-    _P_OFFSET(position, offset)
-    _P_SEQUENCE(position, sequence_number)
-    _P_ENQUEUED(position, enqueued_time)
-    message = _new(Message)
-    _M_BODY(message, body)
-    _M_POSITION(message, position)
-    _M_PROPERTIES(message, properties)
-    return message
-
-
-(
-    _E_ID,
-    _E_TYPE,
-    _E_SUBJECT,
-    _E_TOPIC,
-    _E_TIME,
-    _E_DATA_VERSION,
-    _E_DATA,
-    _E_SCHEMA,
-    _E_ENVELOPE,
-    _E_MESSAGE,
-    _E_INDEX,
-) = slot_setters(
-    Event, "id", "type", "subject", "topic", "time", "data_version", "data", "schema", "envelope", "message", "index"
-)
-
-
-def _new_event(
-    id: str,
-    type: str,
-    subject: str | None,
-    topic: str | None,
-    time: datetime | None,
-    data_version: str | None,
-    data: object,
-    schema: Schema,
-    envelope: Mapping[str, object],
-    message: Message,
-    index: int,
-) -> Event:
-    event = _new(Event)
-    _E_ID(event, id)
-    _E_TYPE(event, type)
-    _E_SUBJECT(event, subject)
-    _E_TOPIC(event, topic)
-    _E_TIME(event, time)
-    _E_DATA_VERSION(event, data_version)
-    _E_DATA(event, data)
-    _E_SCHEMA(event, schema)
-    _E_ENVELOPE(event, envelope)
-    _E_MESSAGE(event, message)
-    _E_INDEX(event, index)
-    return event
 
 
 def decode(message: Message) -> tuple[Decoded, ...]:
@@ -189,7 +112,7 @@ def decode_body(
 ) -> tuple[Decoded, ...]:
     """Decode a bare body (bytes or str), for tools and tests."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
-    return decode(Message(raw, position or Position("0"), properties or {}))
+    return decode(Message(raw, position or Position("0"), properties or NO_PROPERTIES))
 
 
 def _parse(body: bytes) -> object:
@@ -236,7 +159,7 @@ def _event(message: Message, obj: object, index: int) -> Event:
         spec = obj["specversion"]
         if spec != "1.0":
             raise BadField(f"event #{index}: specversion {spec!r} is not supported (expected '1.0')")
-        return _new_event(
+        return Event(
             _required_str(obj, "id", index),
             _required_str(obj, "type", index),
             _optional_str(obj, "subject", index),
@@ -250,7 +173,7 @@ def _event(message: Message, obj: object, index: int) -> Event:
             index,
         )
     if "eventType" in obj:
-        return _new_event(
+        return Event(
             _required_str(obj, "id", index),
             _required_str(obj, "eventType", index),
             _required_str(obj, "subject", index),

@@ -6,7 +6,7 @@ A rule's ``filter`` is Event Grid's own filter object in its ARM/REST JSON shape
 plus three extensions Event Grid lacks: ``all``, ``any`` and ``not``, whose items are advanced
 filters or nested filter objects. Everything here is pure: no I/O, no clock, no logging.
 
-Policies where Event Grid's documentation is silent (each also in the README):
+Policies where Event Grid's documentation is silent (each also in docs/rules.md):
 
 - event types compare ignoring case; ``["All"]`` means every type;
 - a missing subject fails a non-empty subject filter;

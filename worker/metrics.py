@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from worker.accounting import Tally
-from worker.partition import PartitionStatus
+from worker.handoff import ActionCounts, PartitionStatus
 
 PREFIX = "azml_worker"
 
@@ -138,17 +138,6 @@ def _gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple
 
 #: Upper bounds of the action latency histogram's buckets, in seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-@dataclass(frozen=True, slots=True)
-class ActionCounts:
-    """What :class:`ActionMetrics` has counted, as plain data (carried from the pipeline process)."""
-
-    #: Attempts by (action type, result).
-    attempts: dict[tuple[str, str], int]
-    #: By action type: the count in each latency bucket (not cumulative), then above the last, then
-    #: the sum of seconds.
-    latency: dict[str, list[float]]
 
 
 class ActionMetrics(Collector):

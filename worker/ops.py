@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from worker.config import OpsSettings
+from worker.settings import OpsSettings
 
 #: Returns None when ready, or why not.
 Readiness = Callable[[], str | None]

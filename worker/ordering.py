@@ -58,10 +58,10 @@ class Sequencers:
             if path is not None:
                 value = lookup(event.envelope, path)
                 if value is not MISSING and type(value) is str:
-                    return (BY_SEQUENCER, value, sequence, event.index)
+                    return (BY_SEQUENCER, value, sequence, event.body_index)
         moment = event.time or position.enqueued_time
         micros = 0 if moment is None else (moment - _EPOCH) // _MICROSECOND
-        return (BY_TIME, micros, sequence, event.index)
+        return (BY_TIME, micros, sequence, event.body_index)
 
 
 class ReorderBuffer(Generic[T]):

@@ -1,10 +1,10 @@
 """Offline replay: Event Hubs Capture files through the same pipeline as the live worker.
 
 Each partition's files are read in order, in batches on a worker thread (reading never blocks the
-actions running on the event loop), fed to that partition's flow, and its actions run or, in a
-dry run, only counted. The watermark comes from the events' enqueued times, so a replay is
-deterministic and never waits on the wall clock. Memory stays bounded: files are streamed and
-the flow's buffers are capped.
+actions running on the event loop), fed to that partition's core through its driver (as the live
+worker does), and its actions run or, in a dry run, only counted. The watermark comes from the
+events' enqueued times, so a replay is deterministic and never waits on the wall clock. Memory
+stays bounded: files are streamed and the core's buffers are capped.
 """
 
 from __future__ import annotations
@@ -19,19 +19,18 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from azure.storage.blob.aio import ContainerClient
 from tqdm import tqdm
 
 from worker.accounting import Tally
-from worker.actions.deadletters import DeadLetterContainer, DeadLetterDirectory, DeadLetterLane
+from worker.actions.deadletters import dead_letter_lane
 from worker.actions.runner import ActionRunner, RetryPolicy, RunnerSettings
 from worker.actions.services import Services
-from worker.errors import SourceError
 from worker.events import Message
-from worker.flow import FlowSettings, PartitionFlow
-from worker.pipeline import DriveSettings, PartitionPipeline
+from worker.partition_core import PartitionCore
+from worker.partition_driver import PartitionDriver
 from worker.rules import RulesTable
-from worker.sources import CaptureFile, Plan, parse_container_url
+from worker.settings import CoreSettings, DriverSettings
+from worker.sources import CaptureFile, Plan
 
 log = structlog.get_logger("worker.replay")
 
@@ -39,8 +38,8 @@ log = structlog.get_logger("worker.replay")
 @dataclass(frozen=True, slots=True)
 class ReplaySettings:
     dry_run: bool = False
-    flow: FlowSettings = field(default_factory=FlowSettings)
-    drive: DriveSettings = field(default_factory=DriveSettings)
+    core: CoreSettings = field(default_factory=CoreSettings)
+    driver: DriverSettings = field(default_factory=DriverSettings)
     #: The retry policy of actions whose rule sets none (None: each action type's default).
     retry: RetryPolicy | None = None
     runner: RunnerSettings = field(default_factory=RunnerSettings)
@@ -109,46 +108,21 @@ async def replay(
     select = plan.redrive.admits if plan.redrive is not None else None
     try:
         for partition_id, files in plan.partitions.items():
-            flow = PartitionFlow(partition_id, table, settings.flow)
+            core = PartitionCore(partition_id, table, settings.core)
             log.debug("replay.partition", partition_id=partition_id, files=len(files))
-            async with PartitionPipeline(flow, runner, settings.drive, select=select) as pipeline:
+            async with PartitionDriver(core, runner, settings.driver, select=select) as driver:
                 for file in files:
                     messages = plan.messages(file)
                     while batch := await asyncio.to_thread(_take, messages, settings.batch):
-                        await pipeline.feed_many(batch)
-                    progress.file_done(file, total.read + flow.tally.read)
-                await pipeline.finish()
-            total.add(flow.counts())
+                        await driver.feed_many(batch)
+                    progress.file_done(file, total.read + core.tally.read)
+                await driver.finish()
+            total.add(core.counts())
     finally:
         progress.close()
         if runner is not None:
             await runner.aclose()
     return total
-
-
-def dead_letter_lane(where: Path | str, connection_string: str | None = None) -> DeadLetterLane:
-    """The lane at ``where``: a directory, or a blob container URL with an optional prefix.
-
-    Blob credentials as for replay sources: a SAS token in the URL, else ``connection_string``,
-    else ``DefaultAzureCredential`` (HTTPS only). Raises SourceError for a malformed URL.
-    """
-    text = str(where)
-    if "://" not in text:
-        return DeadLetterDirectory(Path(text))
-    location = parse_container_url(text)
-    credential = None
-    if location.sas_token:
-        client = ContainerClient(location.account_url, location.container, credential=location.sas_token)
-    elif connection_string:
-        client = ContainerClient.from_connection_string(connection_string, location.container)
-    elif location.account_url.startswith("http://"):
-        raise SourceError(f"{text}: an http:// dead-letter container needs a connection string or a SAS token")
-    else:
-        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - heavy, and only for Azure AD
-
-        credential = DefaultAzureCredential()
-        client = ContainerClient(location.account_url, location.container, credential=credential)
-    return DeadLetterContainer(client, location.prefix, credential=credential)
 
 
 def _take(messages: Iterator[Message], count: int) -> list[Message]:

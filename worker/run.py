@@ -1,10 +1,11 @@
 """``worker run``: the live worker's lifetime, from settings to a clean exit.
 
-Loads the rules, opens the checkpoint stores, serves health and metrics, and runs the consumer
+Loads the rules, opens the checkpoint stores, serves health and metrics, and runs the receiver
 until SIGTERM or SIGINT (or, with ``idle_exit``, until the hub has been quiet and everything is
 finished). SIGHUP, or a change to a rules file (a Kubernetes ConfigMap update), reloads the rules:
 an invalid table is rejected, its errors logged, and the old one kept. The pipelines run in a child
-process (:mod:`worker.engine`), or with ``pipeline_process`` off in this one.
+process (:class:`~worker.childprocess.ChildProcessHost`), or with ``pipeline_process`` off in this one
+(:class:`~worker.inprocess.InProcessHost`).
 """
 
 from __future__ import annotations
@@ -20,66 +21,59 @@ import structlog
 from azure.identity.aio import DefaultAzureCredential
 
 from worker.accounting import Tally
-from worker.checkpoints import Scope, open_stores
+from worker.checkpoints import open_stores
+from worker.childprocess import ChildProcessHost
 from worker.config import RunSettings
-from worker.consumer import HubConsumer, client_for, namespace_of
-from worker.engine import EngineClient
+from worker.handoff import PartitionHost
+from worker.inprocess import in_process_host, rules_loader
 from worker.metrics import ActionMetrics, new_registry
 from worker.ops import serve
-from worker.partitions import PartitionHost, local_partitions, rules_loader
-from worker.rules import RulesTable
+from worker.receiver import HubReceiver, client_for
 from worker.rulesfile import paths_of
 
 log = structlog.get_logger("worker.run")
 
 
-def load_table(settings: RunSettings) -> RulesTable:
-    """The rules table the settings name. Raises RulesError listing every problem."""
-    return rules_loader(settings)()
-
-
 async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -> Tally:
     """Run until ``stop`` is set (or a signal, or idle); return the counts of the run."""
-    table = load_table(settings)  # checked here, before anything starts
+    table = rules_loader(settings.rules)()  # checked here, before anything starts
     stop = stop or asyncio.Event()
-    hub = settings.hub()
-    scope = Scope(namespace_of(hub), hub.eventhub, hub.consumer_group)
+    hub, processing = settings.hub(), settings.processing()
     async with contextlib.AsyncExitStack() as stack:
         credential = None
         if hub.connection_string is None:
             credential = await stack.enter_async_context(DefaultAzureCredential())
-        checkpoints = settings.checkpoints()
-        stores = await stack.enter_async_context(open_stores(checkpoints, scope))
+        stores = await stack.enter_async_context(open_stores(processing.checkpoints, processing.scope))
         metrics = ActionMetrics()
         host: PartitionHost
         if settings.pipeline_process:
-            host = await stack.enter_async_context(EngineClient.start(settings, scope, metrics))
+            host = await stack.enter_async_context(ChildProcessHost.start(processing, metrics))
         else:
-            host = await stack.enter_async_context(local_partitions(settings, stores, scope, metrics))
-        consumer = HubConsumer(client_for(hub, stores, credential), hub, host, settings.shutdown_grace)
-        registry = new_registry(consumer, metrics)
+            host = await stack.enter_async_context(in_process_host(processing, stores, metrics))
+        receiver = HubReceiver(client_for(hub, stores.checkpoints, credential), hub, host, settings.shutdown_grace)
+        registry = new_registry(receiver, metrics)
 
         def readiness() -> str | None:
-            return None if consumer.connected else "the Event Hub has not answered"
+            return None if receiver.connected else "the Event Hub has not answered"
 
         port = await stack.enter_async_context(serve(settings.ops(), registry, readiness))
-        _on_signals(stop, consumer.reload)
+        _on_signals(stop, receiver.reload)
         stack.callback(_off_signals)
-        log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(checkpoints))
+        log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(processing.checkpoints))
         helpers = []
         if settings.idle_exit:
-            helpers.append(asyncio.create_task(_stop_when_idle(consumer, settings.idle_exit, stop)))
+            helpers.append(asyncio.create_task(_stop_when_idle(receiver, settings.idle_exit, stop)))
         if settings.rules_watch:
-            helpers.append(asyncio.create_task(_watch_rules(settings, consumer)))
+            helpers.append(asyncio.create_task(_watch_rules(settings, receiver)))
         # What was built so far lives as long as the process: left out of the collector's full
         # passes, which would otherwise walk it again and again under load.
         gc.freeze()
         try:
-            await consumer.run(stop)
+            await receiver.run(stop)
         finally:
             for helper in helpers:
                 helper.cancel()
-    tally = consumer.tally()
+    tally = receiver.tally()
     log.info("worker.stopped", events=tally.read, **{fate.value: n for fate, n in tally.fates.items()})
     return tally
 
@@ -97,7 +91,7 @@ def _fingerprint(settings: RunSettings) -> tuple[tuple[str, int, int], ...]:
     return tuple(out)
 
 
-async def _watch_rules(settings: RunSettings, consumer: HubConsumer) -> None:
+async def _watch_rules(settings: RunSettings, receiver: HubReceiver) -> None:
     seen = await asyncio.to_thread(_fingerprint, settings)
     while True:
         await asyncio.sleep(settings.rules_watch)
@@ -105,13 +99,13 @@ async def _watch_rules(settings: RunSettings, consumer: HubConsumer) -> None:
         if now != seen:
             seen = now
             log.info("rules.changed")
-            consumer.reload()
+            receiver.reload()
 
 
-async def _stop_when_idle(consumer: HubConsumer, seconds: float, stop: asyncio.Event) -> None:
+async def _stop_when_idle(receiver: HubReceiver, seconds: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         await asyncio.sleep(min(seconds / 4, 1.0))
-        if consumer.idle and time.monotonic() - consumer.last_activity >= seconds:
+        if receiver.idle and time.monotonic() - receiver.last_activity >= seconds:
             log.info("worker.idle", seconds=seconds)
             stop.set()
 

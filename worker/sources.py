@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import io
-import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -48,7 +47,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Final, Protocol, Self
-from urllib.parse import unquote, urlsplit
 
 import orjson
 from azure.core.exceptions import (
@@ -61,6 +59,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, StorageStreamDownloader
 
 from worker.actions.deadletters import Redrive, message_of
+from worker.blob_urls import ContainerUrl, parse_container_url
 from worker.capture import partition_from_path, read_capture, window_from_path
 from worker.errors import SourceError
 from worker.events import Message
@@ -73,7 +72,6 @@ SKIP_MARGIN: Final = timedelta(minutes=5)
 #: (The SDK briefly needs about nine times this per request, to gather a response.)
 CHUNK_SIZE: Final = 2 * 1024 * 1024
 
-_CONTAINER_NAME: Final = re.compile(r"^(?:[a-z0-9](?:-?[a-z0-9]){2,62}|\$root|\$logs)$")
 _READ_BUFFER: Final = 1024 * 1024
 
 
@@ -330,57 +328,6 @@ def _local_file(path: Path) -> CaptureFile:
 
 
 # -- blob containers ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerUrl:
-    """A blob container source, split: ``account_url`` + ``container`` + blob name ``prefix``."""
-
-    account_url: str
-    container: str
-    prefix: str = ""
-    #: A SAS token from the URL's query, without the "?".
-    sas_token: str | None = field(default=None, repr=False)
-
-    @property
-    def container_url(self) -> str:
-        return f"{self.account_url}/{self.container}"
-
-
-def parse_container_url(url: str) -> ContainerUrl:
-    """Split a container URL (host or path style, see the module's docstring). Raises SourceError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise SourceError(f"{url}: not a blob container URL (expected http:// or https://)")
-    host = parts.hostname
-    if not host:
-        raise SourceError(f"{url}: not a blob container URL: it names no host")
-    segments = [unquote(segment) for segment in parts.path.split("/")]
-    segments = segments[1:] if segments and segments[0] == "" else segments
-    base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-    if _path_style(host):
-        if not segments or not segments[0]:
-            raise SourceError(f"{url}: names no storage account: expected {base}/ACCOUNT/CONTAINER[/PREFIX]")
-        base = f"{base}/{segments[0]}"
-        segments = segments[1:]
-    if not segments or not segments[0]:
-        raise SourceError(f"{url}: names no container: expected {base}/CONTAINER[/PREFIX]")
-    container, prefix = segments[0], "/".join(segments[1:])
-    if not _CONTAINER_NAME.match(container):
-        raise SourceError(
-            f"{url}: {container!r} is not a container name (3 to 63 lower-case letters, digits and single hyphens)"
-        )
-    return ContainerUrl(base, container, prefix, parts.query or None)
-
-
-def _path_style(host: str) -> bool:
-    if host == "localhost" or "." not in host:
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _container_client(

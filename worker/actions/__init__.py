@@ -1,25 +1,16 @@
-"""Actions: what matched rules do. Importing this package registers the built-in action types."""
+"""Actions: what matched rules do.
 
-from worker.actions import azureml, datafactory, devops, eventhub, file, github, log, mail, webhook
+The pure part, loaded with the rules: :mod:`~worker.actions.base` (what an action is),
+:mod:`~worker.actions.registry` (the table of action types), one module per action type (its
+parameters, and an executor that builds what to send), :mod:`~worker.actions.templates` and
+:mod:`~worker.actions.secrets` for their parameters, :mod:`~worker.actions.retry` and
+:mod:`~worker.actions.breaker` (delivery decisions). The I/O part, loaded only to run actions:
+:mod:`~worker.actions.runner` (attempts, retries, circuits), :mod:`~worker.actions.services` and
+the clients it makes (``http_client``, ``smtp_client``, ``hub_client``, ``tokens``), and
+:mod:`~worker.actions.deadletters` (the lanes).
+"""
+
 from worker.actions.base import ActionParams, ActionSpec, Executor, PlannedAction, idempotency_key
-from worker.actions.registry import ActionType, action_types, register
+from worker.actions.registry import ActionType, action_types
 
-__all__ = [
-    "ActionParams",
-    "ActionSpec",
-    "ActionType",
-    "Executor",
-    "PlannedAction",
-    "action_types",
-    "azureml",
-    "datafactory",
-    "devops",
-    "eventhub",
-    "file",
-    "github",
-    "idempotency_key",
-    "log",
-    "mail",
-    "register",
-    "webhook",
-]
+__all__ = ["ActionParams", "ActionSpec", "ActionType", "Executor", "PlannedAction", "action_types", "idempotency_key"]

@@ -9,12 +9,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.http import HttpExecutor, HttpRequest, Url, json_request, origin, render_values
-from worker.actions.registry import ActionType, register
-from worker.actions.retry import RetryPolicy
-from worker.actions.services import Services
+from worker.actions.clients import Clients, HttpRequest
+from worker.actions.http import HttpExecutor, Url, json_request, origin, render_values
 from worker.actions.templates import JsonTemplate, Template, context_of
-from worker.actions.tokens import TokenSource
 
 
 class AzureMLPipelineParams(ActionParams):
@@ -28,10 +25,10 @@ class AzureMLPipelineParams(ActionParams):
 
 
 class AzureMLPipelineExecutor(HttpExecutor):
-    def __init__(self, params: AzureMLPipelineParams, services: Services) -> None:
-        super().__init__(services.http, origin(params.endpoint))
+    def __init__(self, params: AzureMLPipelineParams, clients: Clients) -> None:
+        super().__init__(clients.http, origin(params.endpoint))
         self._params = params
-        self._tokens: TokenSource = services.tokens
+        self._tokens = clients.tokens
 
     async def request(self, action: PlannedAction) -> HttpRequest:
         params, context = self._params, context_of(action)
@@ -41,15 +38,3 @@ class AzureMLPipelineExecutor(HttpExecutor):
         }
         token = await self._tokens.token(params.scope)
         return json_request(action, "POST", params.endpoint, body, {"Authorization": f"Bearer {token}"})
-
-
-AZUREML_PIPELINE = register(
-    ActionType(
-        "azureml_pipeline",
-        AzureMLPipelineParams,
-        AzureMLPipelineExecutor,
-        "submit a run of a published Azure ML pipeline",
-        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
-        timeout=60.0,
-    )
-)

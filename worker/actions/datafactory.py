@@ -12,12 +12,9 @@ from urllib.parse import quote
 from pydantic import Field
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.http import HttpExecutor, HttpRequest, Url, json_request, origin, render_values
-from worker.actions.registry import ActionType, register
-from worker.actions.retry import RetryPolicy
-from worker.actions.services import Services
+from worker.actions.clients import Clients, HttpRequest
+from worker.actions.http import HttpExecutor, Url, json_request, origin, render_values
 from worker.actions.templates import JsonTemplate, context_of
-from worker.actions.tokens import TokenSource
 
 
 class DataFactoryPipelineParams(ActionParams):
@@ -45,26 +42,14 @@ def create_run_url(params: DataFactoryPipelineParams) -> str:
 
 
 class DataFactoryPipelineExecutor(HttpExecutor):
-    def __init__(self, params: DataFactoryPipelineParams, services: Services) -> None:
-        super().__init__(services.http, origin(params.arm_url))
+    def __init__(self, params: DataFactoryPipelineParams, clients: Clients) -> None:
+        super().__init__(clients.http, origin(params.arm_url))
         self._params = params
         self._url = create_run_url(params)
         self._scope = params.scope or params.arm_url.rstrip("/") + "/.default"
-        self._tokens: TokenSource = services.tokens
+        self._tokens = clients.tokens
 
     async def request(self, action: PlannedAction) -> HttpRequest:
         body = render_values(self._params.parameters, context_of(action))
         token = await self._tokens.token(self._scope)
         return json_request(action, "POST", self._url, body, {"Authorization": f"Bearer {token}"})
-
-
-DATAFACTORY_PIPELINE = register(
-    ActionType(
-        "datafactory_pipeline",
-        DataFactoryPipelineParams,
-        DataFactoryPipelineExecutor,
-        "create a Data Factory pipeline run (Azure Resource Manager)",
-        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
-        timeout=60.0,
-    )
-)

@@ -7,8 +7,9 @@ error (secrets masked). Its name sorts the letters of a partition in hub order:
 whole (never half), and a letter for the same action again replaces the earlier one.
 
 Two lanes: a local directory, and a blob container (``https://ACCOUNT.blob.core.windows.net/
-CONTAINER[/PREFIX]``) for a worker running in Azure. :func:`message_of` turns a letter back into
-the message it came from, for ``replay --from-dead-letters``.
+CONTAINER[/PREFIX]``) for a worker running in Azure; :func:`dead_letter_lane` makes the one a
+setting names. :func:`message_of` turns a letter back into the message it came from, for
+``replay --from-dead-letters``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob.aio import ContainerClient
 
 from worker.actions.base import PlannedAction
-from worker.errors import DeadLetterError
+from worker.blob_urls import parse_container_url
+from worker.errors import DeadLetterError, SourceError
 from worker.events import Message, Position
 from worker.jsontext import dumps
 
@@ -61,7 +63,7 @@ def dead_letter_name(action: PlannedAction) -> str:
     position = event.position
     sequence = f"{position.sequence_number:020d}" if position.sequence_number is not None else "unknown"
     partition = _UNSAFE.sub("-", position.partition_id)
-    return f"{partition}_{sequence}_{event.index:05d}_{action.idempotency_key}.json"
+    return f"{partition}_{sequence}_{event.body_index:05d}_{action.idempotency_key}.json"
 
 
 def dead_letter_record(action: PlannedAction, attempts: tuple[Attempt, ...]) -> dict[str, object]:
@@ -76,7 +78,7 @@ def dead_letter_record(action: PlannedAction, attempts: tuple[Attempt, ...]) -> 
         "rule": action.rule,
         "action": {"type": action.spec.type, "index": action.spec.index},
         "idempotency_key": action.idempotency_key,
-        "event": {"id": event.id, "type": event.type, "subject": event.subject, "index": event.index},
+        "event": {"id": event.id, "type": event.type, "subject": event.subject, "index": event.body_index},
         "position": {
             "partition_id": position.partition_id,
             "offset": position.offset,
@@ -199,3 +201,28 @@ class DeadLetterContainer:
         await self._client.close()
         if self._credential is not None:
             await self._credential.close()
+
+
+def dead_letter_lane(where: Path | str, connection_string: str | None = None) -> DeadLetterLane:
+    """The lane at ``where``: a directory, or a blob container URL with an optional prefix.
+
+    Blob credentials as for replay sources: a SAS token in the URL, else ``connection_string``,
+    else ``DefaultAzureCredential`` (HTTPS only). Raises SourceError for a malformed URL.
+    """
+    text = str(where)
+    if "://" not in text:
+        return DeadLetterDirectory(Path(text))
+    location = parse_container_url(text)
+    credential = None
+    if location.sas_token:
+        client = ContainerClient(location.account_url, location.container, credential=location.sas_token)
+    elif connection_string:
+        client = ContainerClient.from_connection_string(connection_string, location.container)
+    elif location.account_url.startswith("http://"):
+        raise SourceError(f"{text}: an http:// dead-letter container needs a connection string or a SAS token")
+    else:
+        from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - heavy, and only for Azure AD
+
+        credential = DefaultAzureCredential()
+        client = ContainerClient(location.account_url, location.container, credential=credential)
+    return DeadLetterContainer(client, location.prefix, credential=credential)

@@ -13,13 +13,10 @@ from urllib.parse import quote
 from pydantic import Field
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.http import HttpExecutor, HttpRequest, Url, json_request, origin, render_values
-from worker.actions.registry import ActionType, register
-from worker.actions.retry import RetryPolicy
+from worker.actions.clients import Clients, HttpRequest
+from worker.actions.http import HttpExecutor, Url, json_request, origin, render_values
 from worker.actions.secrets import Secret
-from worker.actions.services import Services
 from worker.actions.templates import JsonTemplate, Template, context_of
-from worker.actions.tokens import TokenSource
 
 #: Azure DevOps' application id: the resource of its Azure AD tokens.
 DEVOPS_SCOPE = "499b84ac-1321-427f-aa17-267ca6975798/.default"
@@ -41,15 +38,15 @@ class AzureDevOpsPipelineParams(ActionParams):
 
 
 class AzureDevOpsPipelineExecutor(HttpExecutor):
-    def __init__(self, params: AzureDevOpsPipelineParams, services: Services) -> None:
-        super().__init__(services.http, origin(params.base_url))
+    def __init__(self, params: AzureDevOpsPipelineParams, clients: Clients) -> None:
+        super().__init__(clients.http, origin(params.base_url))
         self._params = params
         path = "/".join(quote(part, safe="") for part in (params.organization, params.project))
         self._url = (
             f"{params.base_url.rstrip('/')}/{path}/_apis/pipelines/{params.pipeline_id}/runs"
             f"?api-version={quote(params.api_version)}"
         )
-        self._tokens: TokenSource = services.tokens
+        self._tokens = clients.tokens
 
     async def request(self, action: PlannedAction) -> HttpRequest:
         params, context = self._params, context_of(action)
@@ -62,15 +59,3 @@ class AzureDevOpsPipelineExecutor(HttpExecutor):
         else:
             authorization = f"Bearer {await self._tokens.token(params.scope)}"
         return json_request(action, "POST", self._url, body, {"Authorization": authorization})
-
-
-AZURE_DEVOPS_PIPELINE = register(
-    ActionType(
-        "azure_devops_pipeline",
-        AzureDevOpsPipelineParams,
-        AzureDevOpsPipelineExecutor,
-        "run an Azure DevOps pipeline",
-        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
-        timeout=30.0,
-    )
-)

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import IO
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.registry import ActionType, register
-from worker.actions.services import Services
+from worker.actions.clients import Clients
 from worker.errors import ActionError
 from worker.jsontext import dumps
 
@@ -47,7 +46,7 @@ def _json_line(record: dict[str, object]) -> bytes:
 
 
 class FileExecutor:
-    def __init__(self, params: FileParams, services: Services) -> None:
+    def __init__(self, params: FileParams, clients: Clients) -> None:
         self._params = params
         self.target = f"file:{params.path}"
         self._handle: IO[bytes] | None = None
@@ -69,6 +68,3 @@ class FileExecutor:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-
-
-FILE = register(ActionType("file", FileParams, FileExecutor, "append a JSON line per action to a file"))

@@ -11,11 +11,9 @@ from urllib.parse import quote
 from pydantic import Field
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.http import HttpExecutor, HttpRequest, Url, json_request, origin, render_values
-from worker.actions.registry import ActionType, register
-from worker.actions.retry import RetryPolicy
+from worker.actions.clients import Clients, HttpRequest
+from worker.actions.http import HttpExecutor, Url, json_request, origin, render_values
 from worker.actions.secrets import Secret
-from worker.actions.services import Services
 from worker.actions.templates import JsonTemplate, Template, context_of
 
 
@@ -34,8 +32,8 @@ class GitHubWorkflowParams(ActionParams):
 
 
 class GitHubWorkflowExecutor(HttpExecutor):
-    def __init__(self, params: GitHubWorkflowParams, services: Services) -> None:
-        super().__init__(services.http, origin(params.api_url))
+    def __init__(self, params: GitHubWorkflowParams, clients: Clients) -> None:
+        super().__init__(clients.http, origin(params.api_url))
         self._params = params
         path = "/".join(quote(part, safe="") for part in (params.owner, params.repo))
         self._url = f"{params.api_url.rstrip('/')}/repos/{path}/actions/workflows/{quote(params.workflow, safe='')}"
@@ -50,15 +48,3 @@ class GitHubWorkflowExecutor(HttpExecutor):
             "X-GitHub-Api-Version": "2022-11-28",
         }
         return json_request(action, "POST", self._url, body, headers)
-
-
-GITHUB_WORKFLOW = register(
-    ActionType(
-        "github_workflow",
-        GitHubWorkflowParams,
-        GitHubWorkflowExecutor,
-        "start a GitHub Actions workflow (workflow_dispatch)",
-        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
-        timeout=30.0,
-    )
-)

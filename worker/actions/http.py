@@ -1,5 +1,7 @@
-"""HTTP for the actions: one aiohttp session, and its failures translated once, here.
+"""HTTP for the actions, without I/O: requests, responses, URL checks, and what a status means.
 
+An HTTP action's executor builds one :class:`HttpRequest` per action; the shared client
+(:class:`~worker.actions.http_client.HttpClient`, the one module that imports aiohttp) sends it.
 A response 2xx is success. 408, 429 and 5xx, refused or dropped connections and timeouts are
 :class:`~worker.errors.TargetUnavailable` (transient; ``Retry-After`` is kept); any other status is
 :class:`~worker.errors.TargetRejected` (permanent). Messages name the method and the URL without its
@@ -9,16 +11,15 @@ query string, which may hold a key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Final
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
 from pydantic import AfterValidator
 
 from worker.actions.base import PlannedAction
+from worker.actions.clients import HttpRequest, HttpResponse, HttpSender
 from worker.actions.retry import retry_after_seconds
 from worker.actions.templates import Context, JsonTemplate
 from worker.errors import TargetRejected, TargetUnavailable
@@ -29,28 +30,6 @@ log = structlog.get_logger("worker.actions")
 #: Bytes of a response kept (for error messages and results).
 MAX_RESPONSE: Final = 64 * 1024
 _EXCERPT: Final = 300
-
-
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    method: str
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-
-    @property
-    def where(self) -> str:
-        """Method and URL without query string, for messages."""
-        parts = urlsplit(self.url)
-        return f"{self.method} {parts.scheme}://{parts.netloc}{parts.path}"
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    status: int
-    #: Names in lower case.
-    headers: Mapping[str, str]
-    body: bytes
 
 
 def origin(url: str) -> str:
@@ -73,37 +52,6 @@ def check_url(url: str) -> str:
 Url = Annotated[str, AfterValidator(check_url)]
 
 
-class HttpClient:
-    """Sends requests on one shared session, created on first use (inside the running event loop)."""
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    async def send(self, request: HttpRequest) -> HttpResponse:
-        """Send ``request``; return a 2xx response, else raise TargetUnavailable or TargetRejected."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        try:
-            async with self._session.request(
-                request.method, request.url, headers=dict(request.headers), data=request.body, allow_redirects=False
-            ) as reply:
-                body = await reply.content.read(MAX_RESPONSE)
-                headers = {name.lower(): value for name, value in reply.headers.items()}
-                response = HttpResponse(reply.status, headers, body)
-        except aiohttp.InvalidURL as exc:
-            raise TargetRejected(f"{request.where}: invalid URL ({exc})") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise TargetUnavailable(f"{request.where}: {type(exc).__name__}: {reason}") from exc
-        check_status(request, response, datetime.now(UTC))
-        return response
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
 def check_status(request: HttpRequest, response: HttpResponse, now: datetime) -> None:
     """Raise the error a non-2xx response stands for."""
     status = response.status
@@ -119,7 +67,7 @@ def check_status(request: HttpRequest, response: HttpResponse, now: datetime) ->
 class HttpExecutor:
     """An action that is one HTTP request: subclasses build the request, this sends it."""
 
-    def __init__(self, client: HttpClient, target: str) -> None:
+    def __init__(self, client: HttpSender, target: str) -> None:
         self._http = client
         self.target = target
 

@@ -7,8 +7,7 @@ from typing import Literal
 import structlog
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.registry import ActionType, register
-from worker.actions.services import Services
+from worker.actions.clients import Clients
 
 
 class LogParams(ActionParams):
@@ -21,7 +20,7 @@ class LogExecutor:
     #: The log never fails for want of a target; one circuit serves every log action.
     target = "log"
 
-    def __init__(self, params: LogParams, services: Services) -> None:
+    def __init__(self, params: LogParams, clients: Clients) -> None:
         self._params = params
         self._level = _LEVELS[params.level]
         # Bound once: the lazy proxy would rebuild the logger on every call. Written synchronously: a
@@ -53,5 +52,3 @@ class LogExecutor:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-
-LOG = register(ActionType("log", LogParams, LogExecutor, "write a structured log event"))

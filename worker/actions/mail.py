@@ -1,31 +1,29 @@
-"""The ``email`` action: a mail through an SMTP server (STARTTLS, implicit TLS, or plain on a trusted
-network), with authentication, to/cc, and subject and body templates (text, optionally HTML).
+"""The ``email`` action: a mail through an SMTP server, from subject and body templates.
+
+STARTTLS, implicit TLS, or plain on a trusted network; with authentication, to and cc, and a text
+body (optionally HTML as well).
 
 The message id is derived from the action's idempotency key (``<KEY@azureml-events-worker>``, also
 in ``X-Idempotency-Key``), so a mail sent twice can be recognised.
 
-SMTP failures: replies 4xx, refused or dropped connections and timeouts are transient; replies 5xx
-(a rejected login, sender or recipient) are permanent.
+The executor builds the mail; the shared :class:`~worker.actions.smtp_client.SmtpClient` (the one
+module that imports aiosmtplib) sends it. SMTP failures: replies 4xx, refused or dropped connections
+and timeouts are transient; replies 5xx (a rejected login, sender or recipient) are permanent.
 """
 
 from __future__ import annotations
 
-import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
 from typing import Literal
 
-import aiosmtplib
 from pydantic import Field
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.registry import ActionType, register
-from worker.actions.retry import RetryPolicy
+from worker.actions.clients import Clients, SmtpServer
 from worker.actions.secrets import Secret
-from worker.actions.services import Services
 from worker.actions.templates import HtmlTemplate, Template, context_of
-from worker.errors import ActionError, TargetRejected, TargetUnavailable
 
 _PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 
@@ -67,59 +65,21 @@ def build_message(action: PlannedAction, params: MailParams) -> EmailMessage:
 
 
 class MailExecutor:
-    def __init__(self, params: MailParams, services: Services) -> None:
+    def __init__(self, params: MailParams, clients: Clients) -> None:
         self._params = params
-        self._port = params.port or _PORTS[params.tls]
-        self.target = f"smtp://{params.host}:{self._port}"
-        self._tls: ssl.SSLContext | None = None
+        self._smtp = clients.smtp
+        self._server = SmtpServer(
+            params.host,
+            params.port or _PORTS[params.tls],
+            params.tls,
+            params.ca_file,
+            params.username,
+            params.password.value if params.password else None,
+        )
+        self.target = self._server.target
 
     async def execute(self, action: PlannedAction) -> None:
-        params = self._params
-        message = build_message(action, params)
-        if self._tls is None and params.tls != "none":
-            self._tls = ssl.create_default_context()
-            if params.ca_file is not None:
-                self._tls.load_verify_locations(cafile=params.ca_file)
-        try:
-            await aiosmtplib.send(
-                message,
-                hostname=params.host,
-                port=self._port,
-                username=params.username,
-                password=params.password.value if params.password else None,
-                use_tls=params.tls == "implicit",
-                start_tls=params.tls == "starttls",
-                tls_context=self._tls,
-                timeout=None,  # the runner bounds each attempt
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _reply_error(self.target, exc.code, exc.message) from exc
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = exc.recipients
-            code = min((r.code for r in refused), default=550)
-            text = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refused)
-            raise _reply_error(self.target, code, f"recipients refused: {text}") from exc
-        except aiosmtplib.SMTPNotSupported as exc:
-            raise ActionError(f"{self.target}: {exc}", transient=False) from exc
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise TargetUnavailable(f"{self.target}: {type(exc).__name__}: {exc}") from exc
+        await self._smtp.send(build_message(action, self._params), self._server)
 
     async def aclose(self) -> None:
         return None
-
-
-def _reply_error(target: str, code: int, text: str) -> ActionError:
-    message = f"{target}: SMTP {code}: {text}"
-    return TargetUnavailable(message) if 400 <= code < 500 else TargetRejected(message)
-
-
-EMAIL = register(
-    ActionType(
-        "email",
-        MailParams,
-        MailExecutor,
-        "send a mail through SMTP (subject and body templates)",
-        retry=RetryPolicy(attempts=5, first_delay=5.0, max_delay=120.0),
-        timeout=60.0,
-    )
-)

@@ -1,5 +1,11 @@
-"""The registry of action types: the rules loader validates ``actions`` entries against it, so a
-new action type is added by registering it, without touching the rules engine."""
+"""The action types, as one explicit table: what the rules loader validates ``actions`` entries against.
+
+Each row names the type, its parameters (a pydantic model, checked when the rules load), its
+executor, a summary, and its default retry policy and timeout. Every module the table imports is
+free of I/O libraries: an executor reaches the network only through the shared clients it is
+given (:class:`~worker.actions.clients.Clients`), so ``validate`` and ``explain`` load no network
+library. A new action type is a module with its parameters and executor, and a row here.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.actions.azureml import AzureMLPipelineExecutor, AzureMLPipelineParams
 from worker.actions.base import ActionParams, Executor
+from worker.actions.clients import Clients
+from worker.actions.datafactory import DataFactoryPipelineExecutor, DataFactoryPipelineParams
+from worker.actions.devops import AzureDevOpsPipelineExecutor, AzureDevOpsPipelineParams
+from worker.actions.eventhub import EventHubExecutor, EventHubParams
+from worker.actions.file import FileExecutor, FileParams
+from worker.actions.github import GitHubWorkflowExecutor, GitHubWorkflowParams
+from worker.actions.log import LogExecutor, LogParams
+from worker.actions.mail import MailExecutor, MailParams
 from worker.actions.retry import RetryPolicy
-from worker.actions.services import Services
+from worker.actions.webhook import WebhookExecutor, WebhookParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +32,7 @@ class ActionType:
     name: str
     params: type[ActionParams]
     #: Builds the executor for one action entry from its validated parameters and the shared clients.
-    executor: Callable[[Any, Services], Executor]
+    executor: Callable[[Any, Clients], Executor]
     summary: str
     #: The retry policy of actions of this type whose rule sets none.
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -25,16 +40,72 @@ class ActionType:
     timeout: float = 30.0
 
 
-_TYPES: dict[str, ActionType] = {}
+def _table(*types: ActionType) -> Mapping[str, ActionType]:
+    return {action_type.name: action_type for action_type in types}
 
 
-def register(action_type: ActionType) -> ActionType:
-    if action_type.name in _TYPES:
-        raise ValueError(f"action type {action_type.name!r} is registered twice")
-    _TYPES[action_type.name] = action_type
-    return action_type
+_BUILT_IN = _table(
+    ActionType("log", LogParams, LogExecutor, "write a structured log event"),
+    ActionType("file", FileParams, FileExecutor, "append a JSON line per action to a file"),
+    ActionType(
+        "webhook",
+        WebhookParams,
+        WebhookExecutor,
+        "send an HTTP request (JSON body from a template, optional HMAC signature)",
+        retry=RetryPolicy(attempts=5, first_delay=1.0, max_delay=60.0),
+        timeout=30.0,
+    ),
+    ActionType(
+        "email",
+        MailParams,
+        MailExecutor,
+        "send a mail through SMTP (subject and body templates)",
+        retry=RetryPolicy(attempts=5, first_delay=5.0, max_delay=120.0),
+        timeout=60.0,
+    ),
+    ActionType(
+        "azureml_pipeline",
+        AzureMLPipelineParams,
+        AzureMLPipelineExecutor,
+        "submit a run of a published Azure ML pipeline",
+        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
+        timeout=60.0,
+    ),
+    ActionType(
+        "datafactory_pipeline",
+        DataFactoryPipelineParams,
+        DataFactoryPipelineExecutor,
+        "create a Data Factory pipeline run (Azure Resource Manager)",
+        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
+        timeout=60.0,
+    ),
+    ActionType(
+        "github_workflow",
+        GitHubWorkflowParams,
+        GitHubWorkflowExecutor,
+        "start a GitHub Actions workflow (workflow_dispatch)",
+        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
+        timeout=30.0,
+    ),
+    ActionType(
+        "azure_devops_pipeline",
+        AzureDevOpsPipelineParams,
+        AzureDevOpsPipelineExecutor,
+        "run an Azure DevOps pipeline",
+        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
+        timeout=30.0,
+    ),
+    ActionType(
+        "eventhub",
+        EventHubParams,
+        EventHubExecutor,
+        "forward the event (or a templated body) to another Event Hub",
+        retry=RetryPolicy(attempts=5, first_delay=1.0, max_delay=60.0),
+        timeout=60.0,
+    ),
+)
 
 
 def action_types() -> Mapping[str, ActionType]:
-    """Every registered action type, by name."""
-    return _TYPES
+    """Every built-in action type, by name."""
+    return _BUILT_IN

@@ -7,25 +7,11 @@ elsewhere), created on first use. Each action names its scope; tokens are cached
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError
 from azure.identity import CredentialUnavailableError
 
 from worker.errors import ActionError, TargetUnavailable
-
-
-class TokenSource(Protocol):
-    async def token(self, scope: str) -> str:
-        """A bearer token for ``scope``. Raises ActionError."""
-        ...
-
-    def credential(self) -> AsyncTokenCredential:
-        """The credential itself, for SDK clients that take one."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 class CredentialTokens:

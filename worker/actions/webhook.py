@@ -13,11 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.actions.base import ActionParams, PlannedAction
-from worker.actions.http import HttpExecutor, HttpRequest, check_url, origin
-from worker.actions.registry import ActionType, register
-from worker.actions.retry import RetryPolicy
+from worker.actions.clients import Clients, HttpRequest
+from worker.actions.http import HttpExecutor, check_url, origin
 from worker.actions.secrets import Secret
-from worker.actions.services import Services
 from worker.actions.templates import JsonTemplate, Template, context_of
 from worker.jsontext import dumps
 
@@ -58,8 +56,8 @@ def sign(body: bytes, signature: Signature) -> str:
 
 
 class WebhookExecutor(HttpExecutor):
-    def __init__(self, params: WebhookParams, services: Services) -> None:
-        super().__init__(services.http, origin(params.url.source))
+    def __init__(self, params: WebhookParams, clients: Clients) -> None:
+        super().__init__(clients.http, origin(params.url.source))
         self._params = params
 
     async def request(self, action: PlannedAction) -> HttpRequest:
@@ -73,15 +71,3 @@ class WebhookExecutor(HttpExecutor):
         if params.signature is not None:
             headers[params.signature.header] = sign(body or b"", params.signature)
         return HttpRequest(params.method, params.url.render(context), headers, body)
-
-
-WEBHOOK = register(
-    ActionType(
-        "webhook",
-        WebhookParams,
-        WebhookExecutor,
-        "send an HTTP request (JSON body from a template, optional HMAC signature)",
-        retry=RetryPolicy(attempts=5, first_delay=1.0, max_delay=60.0),
-        timeout=30.0,
-    )
-)

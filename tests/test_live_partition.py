@@ -7,32 +7,34 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import TYPES, Probe, _no_sleep, message, probe, table
+from tests.probe import TYPES, Probe, message, no_sleep, table
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
-from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Scope
-from worker.config import CheckpointSettings, RunSettings
-from worker.flow import FlowSettings, PartitionFlow
-from worker.partition import Checkpointing, PartitionFailed, PartitionRun
-from worker.partitions import rules_loader
-from worker.pipeline import DriveSettings
-
-__all__ = ["probe"]  # the fixture, shared with the pipeline's tests
+from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Stores
+from worker.config import RunSettings
+from worker.errors import PartitionFailed
+from worker.handoff import Inbox
+from worker.inprocess import rules_loader
+from worker.live_partition import LivePartition
+from worker.partition_core import PartitionCore
+from worker.settings import CheckpointSettings, CoreSettings, DriverSettings, Scope
 
 SCOPE = Scope("ns.example", "hub", "$default")
 
 
 def run_for(
-    tmp_path: Path, *, events: int = 1000, interval: float = 3600.0, window: float = 0, **params: object
-) -> PartitionRun:
-    flow = PartitionFlow("0", table(**params), FlowSettings(window=window))
-    runner = ActionRunner(DeadLetterDirectory(tmp_path / "dead"), RetryPolicy(attempts=2), sleep=_no_sleep, types=TYPES)
-    checkpointing = Checkpointing(
-        SCOPE,
-        DirectoryCheckpointStore(tmp_path),
-        DirectoryStateStore(tmp_path, SCOPE),
-        CheckpointSettings(None, None, "unused", tmp_path, interval, events),
-    )
-    return PartitionRun(flow, runner, DriveSettings(concurrency=4), checkpointing)
+    tmp_path: Path,
+    *,
+    events: int = 1000,
+    interval: float = 3600.0,
+    window: float = 0,
+    inbox: Inbox | None = None,
+    **params: object,
+) -> LivePartition:
+    core = PartitionCore("0", table(**params), CoreSettings(window=window))
+    runner = ActionRunner(DeadLetterDirectory(tmp_path / "dead"), RetryPolicy(attempts=2), sleep=no_sleep, types=TYPES)
+    stores = Stores(DirectoryCheckpointStore(tmp_path), DirectoryStateStore(tmp_path, SCOPE), SCOPE)
+    checkpoints = CheckpointSettings(None, None, "unused", tmp_path, interval, events)
+    return LivePartition(core, runner, DriverSettings(concurrency=4), stores, checkpoints, inbox or Inbox("0", 1000))
 
 
 async def checkpoint_of(tmp_path: Path) -> int | None:
@@ -40,18 +42,18 @@ async def checkpoint_of(tmp_path: Path) -> int | None:
     return found[0]["sequence_number"] if found else None
 
 
-async def settle(run: PartitionRun, sequence: int) -> None:
-    """Wait until the flow's checkpoint position reaches ``sequence`` (the actions ran)."""
+async def settle(run: LivePartition, sequence: int) -> None:
+    """Wait until the core's checkpoint position reaches ``sequence`` (the actions ran)."""
     async with asyncio.timeout(10):
-        while (position := run.flow.checkpoint) is None or position.sequence_number != sequence:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)  # the flow is pure: it has no event to wait on
+        while (position := run.core.checkpoint) is None or position.sequence_number != sequence:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # the core is pure: it has no event to wait on
 
 
 async def test_a_clean_close_finishes_the_work_and_checkpoints_it(probe: Probe, tmp_path: Path) -> None:
     probe.gate.set()
     run = run_for(tmp_path)
     run.start()
-    await run.put([message(n, f"s{n % 3}", n) for n in range(10)])
+    run.offer([message(n, f"s{n % 3}", n) for n in range(10)])
     await settle(run, 9)
     await run.close(5.0, write=True)
     assert sorted(event for _, event in probe.order) == sorted(f"e{n}" for n in range(10))
@@ -65,10 +67,10 @@ async def test_the_checkpoint_never_passes_an_action_still_running(probe: Probe,
     probe.gate.set()
     run = run_for(tmp_path)
     run.start()
-    await run.put([message(0, "a", 0)])
+    run.offer([message(0, "a", 0)])
     await settle(run, 0)
     probe.gate.clear()  # the next actions hang, past the grace
-    await run.put([message(1, "b", 1), message(2, "a", 2)])
+    run.offer([message(1, "b", 1), message(2, "a", 2)])
     await run.close(0.2, write=True)
     assert await checkpoint_of(tmp_path) == 0
     state = await DirectoryStateStore(tmp_path, SCOPE).load("0")
@@ -81,7 +83,7 @@ async def test_a_partition_lost_to_another_worker_writes_nothing(probe: Probe, t
     probe.gate.set()
     run = run_for(tmp_path)
     run.start()
-    await run.put([message(0, "a", 0)])
+    run.offer([message(0, "a", 0)])
     await settle(run, 0)
     await run.close(5.0, write=False)
     assert await checkpoint_of(tmp_path) is None
@@ -92,9 +94,9 @@ async def test_checkpoints_are_written_by_count_not_per_event(probe: Probe, tmp_
     run = run_for(tmp_path, events=5)
     run.start()
     for n in range(30):
-        await run.put([message(n, f"s{n}", n)])
+        run.offer([message(n, f"s{n}", n)])
         await settle(run, n)
-    await run.put([])  # a tick, as the receiver sends when nothing arrives
+    run.offer([])  # a tick, as the receiver sends when nothing arrives
     await run.close(5.0, write=True)
     assert await checkpoint_of(tmp_path) == 29
     assert 5 <= run.checkpoint_writes <= 8
@@ -103,14 +105,17 @@ async def test_checkpoints_are_written_by_count_not_per_event(probe: Probe, tmp_
 async def test_a_fatal_error_stops_the_partition_and_the_next_batch_is_refused(probe: Probe, tmp_path: Path) -> None:
     probe.gate.set()
     (tmp_path / "dead").write_text("a file where the dead-letter directory should be")
-    run = run_for(tmp_path, failures=5, transient=False)
+    inbox = Inbox("0", 1)
+    run = run_for(tmp_path, failures=5, transient=False, inbox=inbox)
     run.start()
-    await run.put([message(0, "a", 0)])
-    with pytest.raises(PartitionFailed, match="partition 0"):  # noqa: PT012 - the refusal comes within a few batches
+    run.offer([message(0, "a", 0)])
+    inbox.hand(2)  # more than the partition takes in: the receiver waits for room...
+    with pytest.raises(PartitionFailed, match="partition 0: its pipeline has stopped"):
         async with asyncio.timeout(10):
-            while True:
-                await run.put([])
-                await asyncio.sleep(0.01)
+            await inbox.room()  # ...until the pipeline stops on the dead letter it cannot write
+    assert run.status().failed
+    with pytest.raises(PartitionFailed, match="partition 0"):
+        run.offer([])
     await run.close(1.0, write=True)
     assert await checkpoint_of(tmp_path) is None
 
@@ -121,9 +126,9 @@ async def test_the_last_events_of_a_burst_leave_the_reorder_buffer_after_the_win
     probe.gate.set()
     run = run_for(tmp_path, window=0.3)
     run.start()
-    await run.put([message(0, "a", 0)])  # held: a later event of its subject may still come
+    run.offer([message(0, "a", 0)])  # held: a later event of its subject may still come
     await asyncio.sleep(0.1)
-    assert run.flow.buffered == 1
+    assert run.core.buffered == 1
     await settle(run, 0)  # released by the run's own timer: no receive tick was sent
     assert [event for _, event in probe.order] == ["e0"]
     await run.close(1.0, write=True)
@@ -138,7 +143,7 @@ def test_a_file_added_to_a_rules_directory_is_read_on_the_next_load(tmp_path: Pa
         checkpoint_dir=tmp_path / "checkpoints",
         rules=[rules],
     )
-    load = rules_loader(settings)
+    load = rules_loader(settings.rules)
     assert [rule.name for rule in load().rules] == ["a"]
     (rules / "b.yaml").write_text("rules:\n  - name: b\n    filter: {}\n    actions: [{type: log}]\n")
     assert [rule.name for rule in load().rules] == ["a", "b"]

@@ -1,4 +1,4 @@
-"""One partition's flow, without I/O: order, dedupe, lateness, checkpoint position, state, accounting."""
+"""One partition's core, without I/O: order, dedupe, lateness, checkpoint position, state, accounting."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ from tests.support import compile_ok
 from worker.accounting import Fate, Skip, Tally
 from worker.actions import ActionSpec
 from worker.actions.log import LogParams
+from worker.errors import StateError
 from worker.events import Message, Position
-from worker.flow import FlowSettings, LatePolicy, PartitionFlow, PartitionState, StateError, Work
+from worker.partition_core import PartitionCore, Work
 from worker.rules import Rule, RulesTable
+from worker.settings import CoreSettings, LatePolicy
+from worker.state import SavedState
 
 WORKSPACE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1"
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
@@ -82,27 +85,27 @@ def ids(works: list[Work]) -> list[str]:
 
 
 def test_events_of_a_subject_leave_in_time_order_once_the_window_has_passed():
-    flow = PartitionFlow("0", table(), FlowSettings(window=5))
+    core = PartitionCore("0", table(), CoreSettings(window=5))
     second = Published("b", "runs/1", T0 + timedelta(seconds=1))
     first = Published("a", "runs/1", T0)
     other = Published("c", "runs/2", T0 + timedelta(seconds=2))
-    assert flow.receive(message(1, T0 + timedelta(seconds=1), body(second))) == []
-    assert flow.receive(message(2, T0 + timedelta(seconds=2), body(first))) == []
-    assert flow.buffered == 2
-    out = flow.receive(message(3, T0 + timedelta(seconds=7), body(other)))  # watermark: T0 + 2 s
+    assert core.receive(message(1, T0 + timedelta(seconds=1), body(second))) == []
+    assert core.receive(message(2, T0 + timedelta(seconds=2), body(first))) == []
+    assert core.buffered == 2
+    out = core.receive(message(3, T0 + timedelta(seconds=7), body(other)))  # watermark: T0 + 2 s
     assert ids(out) == ["a", "b"]
-    assert flow.checkpoint is None  # nothing is finished yet
+    assert core.checkpoint is None  # nothing is finished yet
     for work in out:
-        flow.finish(work)
-    assert flow.checkpoint == Position("0", "2000", 2, T0 + timedelta(seconds=2))
-    assert ids(flow.release_all()) == ["c"]
+        core.finish(work)
+    assert core.checkpoint == Position("0", "2000", 2, T0 + timedelta(seconds=2))
+    assert ids(core.release_all()) == ["c"]
 
 
 def test_the_partition_going_idle_releases_the_buffer():
-    flow = PartitionFlow("0", table(), FlowSettings(window=5))
-    flow.receive(message(1, T0, body(Published("a", "s", T0))), now=100.0)
-    assert flow.release_idle(now=104.9) == []
-    assert ids(flow.release_idle(now=105.0)) == ["a"]
+    core = PartitionCore("0", table(), CoreSettings(window=5))
+    core.receive(message(1, T0, body(Published("a", "s", T0))), now=100.0)
+    assert core.release_idle(now=104.9) == []
+    assert ids(core.release_idle(now=105.0)) == ["a"]
 
 
 @pytest.mark.parametrize(
@@ -117,45 +120,45 @@ def test_the_partition_going_idle_releases_the_buffer():
     ],
 )
 def test_what_is_not_acted_on_is_counted_and_finished_at_once(payload, fate, reason):
-    flow = PartitionFlow("7", table(), FlowSettings(window=0))
-    assert flow.receive(message(1, T0, payload)) == []
-    counts = flow.counts()
+    core = PartitionCore("7", table(), CoreSettings(window=0))
+    assert core.receive(message(1, T0, payload)) == []
+    counts = core.counts()
     assert counts.fates == {fate: 1}
     assert counts.by_partition == {"7": {fate: 1}}
     if fate is Fate.INVALID:
         assert counts.invalid == {reason: 1}
     elif fate is Fate.SKIPPED:
         assert counts.skipped == {reason: 1}
-    assert flow.checkpoint is not None
-    assert flow.checkpoint.sequence_number == 1
+    assert core.checkpoint is not None
+    assert core.checkpoint.sequence_number == 1
     assert counts.check() == []
 
 
 def test_a_matched_rule_without_actions_counts_as_matched_and_finishes():
     rules = (Rule("watch", compile_ok({}), ()),)
-    flow = PartitionFlow("0", table(rules=rules), FlowSettings(window=0))
-    assert flow.receive(message(1, T0, body(Published("a", "s", T0)))) == []
-    assert flow.counts().fates == {Fate.MATCHED: 1}
-    assert flow.counts().rule_matches == {"watch": 1}
-    assert flow.checkpoint is not None
+    core = PartitionCore("0", table(rules=rules), CoreSettings(window=0))
+    assert core.receive(message(1, T0, body(Published("a", "s", T0)))) == []
+    assert core.counts().fates == {Fate.MATCHED: 1}
+    assert core.counts().rule_matches == {"watch": 1}
+    assert core.checkpoint is not None
 
 
 def test_duplicates_are_skipped_and_counted():
-    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    core = PartitionCore("0", table(), CoreSettings(window=0))
     event = Published("a", "s", T0)
-    assert ids(flow.receive(message(1, T0, body(event)))) == ["a"]
-    assert flow.receive(message(2, T0, body(event))) == []
-    assert flow.counts().skipped == {Skip.DUPLICATE: 1}
+    assert ids(core.receive(message(1, T0, body(event)))) == ["a"]
+    assert core.receive(message(2, T0, body(event))) == []
+    assert core.counts().skipped == {Skip.DUPLICATE: 1}
 
 
 @pytest.mark.parametrize("policy", list(LatePolicy))
 def test_a_late_event_follows_the_policy(policy):
-    flow = PartitionFlow("0", table(), FlowSettings(window=0, late=policy))
+    core = PartitionCore("0", table(), CoreSettings(window=0, late=policy))
     later = Published("b", "s", T0 + timedelta(seconds=1))
     earlier = Published("a", "s", T0)
-    [first] = flow.receive(message(1, T0, body(later)))
-    out = flow.receive(message(2, T0, body(earlier)))
-    counts = flow.counts()
+    [first] = core.receive(message(1, T0, body(later)))
+    out = core.receive(message(2, T0, body(earlier)))
+    counts = core.counts()
     if policy is LatePolicy.SKIP:
         assert out == []
         assert counts.skipped == {Skip.LATE: 1}
@@ -169,38 +172,38 @@ def test_a_late_event_follows_the_policy(policy):
 
 
 def test_a_message_holding_several_events_is_finished_when_all_are():
-    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    core = PartitionCore("0", table(), CoreSettings(window=0))
     events = [Published(f"e{i}", f"s{i}", T0) for i in range(3)]
     payload = orjson.dumps([orjson.loads(body(e))[0] for e in events])
-    works = flow.receive(message(1, T0, payload))
+    works = core.receive(message(1, T0, payload))
     assert ids(works) == ["e0", "e1", "e2"]
-    flow.finish(works[0])
-    flow.finish(works[2])
-    assert flow.checkpoint is None
-    assert set(flow.state().finished_beyond) == {"e0", "e2"}
-    flow.finish(works[1])
-    assert flow.checkpoint is not None
-    assert flow.state().finished_beyond == ()
+    core.finish(works[0])
+    core.finish(works[2])
+    assert core.checkpoint is None
+    assert set(core.state().finished_beyond) == {"e0", "e2"}
+    core.finish(works[1])
+    assert core.checkpoint is not None
+    assert core.state().finished_beyond == ()
 
 
 def test_memory_caps_count_what_they_forget():
-    flow = PartitionFlow("0", table(), FlowSettings(window=1_000, max_buffered=2, max_subjects=2, max_ids=2))
+    core = PartitionCore("0", table(), CoreSettings(window=1_000, max_buffered=2, max_subjects=2, max_ids=2))
     for i in range(4):
-        flow.receive(message(i, T0, body(Published(f"e{i}", f"s{i}", T0 + timedelta(seconds=i)))))
-    evictions = flow.counts().evictions
+        core.receive(message(i, T0, body(Published(f"e{i}", f"s{i}", T0 + timedelta(seconds=i)))))
+    evictions = core.counts().evictions
     assert evictions["reorder_buffer_released_early"] == 2
     assert evictions["ids_forgotten"] == 2
-    flow.release_all()
-    assert flow.counts().evictions["subjects_forgotten"] == 2
+    core.release_all()
+    assert core.counts().evictions["subjects_forgotten"] == 2
 
 
 def test_state_round_trips_through_json():
-    state = PartitionState(
+    state = SavedState(
         last_keys=(("runs/1", (0, 12, 3, 0)), ("blobs/x", (1, "0000A", 4, 1))),
         recent_ids=("a", "b"),
         finished_beyond=("c",),
     )
-    assert PartitionState.from_json(state.to_json(), "p0") == state
+    assert SavedState.from_json(state.to_json(), "p0") == state
 
 
 @pytest.mark.parametrize(
@@ -215,7 +218,7 @@ def test_state_round_trips_through_json():
 )
 def test_unreadable_state_is_a_clear_error(data, fragment):
     with pytest.raises(StateError, match=fragment) as caught:
-        PartitionState.from_json(data, "checkpoint/0")
+        SavedState.from_json(data, "checkpoint/0")
     assert "checkpoint/0" in str(caught.value)
 
 
@@ -254,7 +257,7 @@ def _acted(deliveries: list[tuple[datetime, bytes, str]]) -> set[str]:
 
 
 def _run(
-    flow: PartitionFlow,
+    core: PartitionCore,
     deliveries: list[tuple[datetime, bytes, str]],
     rng: random.Random,
     first_sequence: int = 0,
@@ -282,12 +285,12 @@ def _run(
             work = pending[subject].pop(0)
             if not pending[subject]:
                 del pending[subject]
-            flow.finish(work)
+            core.finish(work)
             finished.append(work)
             unfinished_sequences.pop(work.event.id)
 
     def check() -> None:
-        checkpoint = flow.checkpoint
+        checkpoint = core.checkpoint
         if checkpoint is not None and unfinished_sequences:
             assert checkpoint.sequence_number is not None
             assert checkpoint.sequence_number < min(unfinished_sequences.values())
@@ -300,11 +303,11 @@ def _run(
             seen.add(event_id)
             if not _quiet(payload):  # the model follows the acted-on events; quiet ones finish inside
                 unfinished_sequences[event_id] = sequence
-        release(flow.receive(message(sequence, enqueued, payload)))
+        release(core.receive(message(sequence, enqueued, payload)))
         check()
         finish_some()
         check()
-    release(flow.release_all())
+    release(core.release_all())
     while pending:
         finish_some()
         check()
@@ -315,8 +318,8 @@ def _run(
 @given(streams(), st.randoms(use_true_random=False))
 def test_any_arrival_order_within_the_window_keeps_subject_order_and_loses_nothing(stream, rng):
     window, deliveries = stream
-    flow = PartitionFlow("0", table(), FlowSettings(window=window))
-    finished, _ = _run(flow, deliveries, rng)
+    core = PartitionCore("0", table(), CoreSettings(window=window))
+    finished, _ = _run(core, deliveries, rng)
     unique = {event_id for _, _, event_id in deliveries}
     acted = _acted(deliveries)
     # every event acted on exactly once
@@ -327,15 +330,15 @@ def test_any_arrival_order_within_the_window_keeps_subject_order_and_loses_nothi
         by_subject[work.subject].append(work.key)
     for keys in by_subject.values():
         assert keys == sorted(keys)
-    counts = flow.counts()
+    counts = core.counts()
     assert counts.check() == []
     assert counts.read == len(deliveries)
     assert counts.fates[Fate.MATCHED] == len(acted)
     assert counts.fates[Fate.UNMATCHED] == len(unique) - len(acted)
     assert counts.skipped == ({Skip.DUPLICATE: len(deliveries) - len(unique)} if len(deliveries) > len(unique) else {})
-    assert flow.checkpoint is not None
-    assert flow.checkpoint.sequence_number == len(deliveries) - 1
-    assert flow.state().finished_beyond == ()
+    assert core.checkpoint is not None
+    assert core.checkpoint.sequence_number == len(deliveries) - 1
+    assert core.state().finished_beyond == ()
 
 
 @settings(max_examples=200, deadline=None)
@@ -343,13 +346,13 @@ def test_any_arrival_order_within_the_window_keeps_subject_order_and_loses_nothi
 def test_a_restart_from_the_checkpoint_and_state_neither_repeats_nor_loses(stream, rng, data):
     window, deliveries = stream
     crash_at = data.draw(st.integers(0, len(deliveries)))
-    flow = PartitionFlow("0", table(), FlowSettings(window=window))
-    before, _ = _run(flow, deliveries, rng, stop_after=crash_at)
-    checkpoint = flow.checkpoint
-    saved = PartitionState.from_json(flow.state().to_json(), "p0")
+    core = PartitionCore("0", table(), CoreSettings(window=window))
+    before, _ = _run(core, deliveries, rng, stop_after=crash_at)
+    checkpoint = core.checkpoint
+    saved = SavedState.from_json(core.state().to_json(), "p0")
     # what a restarted worker reads: everything after the checkpoint
     resume = 0 if checkpoint is None else checkpoint.sequence_number + 1  # type: ignore[operator]
-    restarted = PartitionFlow("0", table(), FlowSettings(window=window), state=saved, checkpoint=checkpoint)
+    restarted = PartitionCore("0", table(), CoreSettings(window=window), state=saved, checkpoint=checkpoint)
     after, _ = _run(restarted, deliveries[resume:], rng, first_sequence=resume, done=frozenset(ids(before)))
     done_before, done_after = ids(before), ids(after)
     assert not set(done_before) & set(done_after), "an action finished before the crash was repeated"
@@ -371,29 +374,29 @@ def test_the_tally_check_names_what_does_not_add_up():
 
 
 def test_work_of_a_subject_must_finish_in_release_order():
-    flow = PartitionFlow("0", table(), FlowSettings(window=0))
-    first = flow.receive(message(1, T0, body(Published("a", "s", T0))))
-    second = flow.receive(message(2, T0, body(Published("b", "s", T0 + timedelta(seconds=1)))))
+    core = PartitionCore("0", table(), CoreSettings(window=0))
+    first = core.receive(message(1, T0, body(Published("a", "s", T0))))
+    second = core.receive(message(2, T0, body(Published("b", "s", T0 + timedelta(seconds=1)))))
     with pytest.raises(ValueError, match="out of its release order"):
-        flow.finish(second[0])
-    flow.finish(first[0])
-    flow.finish(second[0])
-    assert flow.checkpoint is not None
-    assert flow.checkpoint.sequence_number == 2
+        core.finish(second[0])
+    core.finish(first[0])
+    core.finish(second[0])
+    assert core.checkpoint is not None
+    assert core.checkpoint.sequence_number == 2
 
 
 def test_the_persisted_state_can_be_capped_to_the_newest_but_keeps_what_prevents_repeats():
-    flow = PartitionFlow("0", table(), FlowSettings(window=0))
+    core = PartitionCore("0", table(), CoreSettings(window=0))
     works = []
     for n in range(6):
-        works += flow.receive(message(n, T0 + timedelta(seconds=n), body(Published(f"e{n}", f"runs/{n}", T0))))
-    works += flow.release_all()
+        works += core.receive(message(n, T0 + timedelta(seconds=n), body(Published(f"e{n}", f"runs/{n}", T0))))
+    works += core.release_all()
     for work in works[1:]:  # e0 stays in flight: the checkpoint cannot move, e1..e5 finish beyond it
-        flow.finish(work)
-    full = flow.state()
-    capped = flow.state(max_ids=2, max_subjects=3)
+        core.finish(work)
+    full = core.state()
+    capped = core.state(max_ids=2, max_subjects=3)
     assert full.recent_ids == ("e1", "e2", "e3", "e4", "e5")
     assert capped.recent_ids == ("e4", "e5")  # the newest
     assert [subject for subject, _ in capped.last_keys] == [subject for subject, _ in full.last_keys][-3:]
     assert capped.finished_beyond == full.finished_beyond == ("e1", "e2", "e3", "e4", "e5")
-    assert flow.state(max_ids=0, max_subjects=0).last_keys == ()
+    assert core.state(max_ids=0, max_subjects=0).last_keys == ()

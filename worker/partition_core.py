@@ -1,63 +1,36 @@
-"""The processing of one partition, without I/O: decode, guard, dedupe, reorder, evaluate, account.
+"""The core of one partition, without I/O: decode, guard, dedupe, reorder, evaluate, account.
 
-A :class:`PartitionFlow` is fed the partition's messages in read order and hands back
+A :class:`PartitionCore` is fed the partition's messages in read order and hands back
 :class:`Work`: matched events with their planned actions, released in per-subject order. The
 caller runs the actions (one subject's in order) and reports each work item finished; everything
-else (invalid, skipped, unmatched) is finished inside. The flow tracks the checkpoint position and
-the small state to persist beside it, so that after a restart from that checkpoint nothing
-finished is done again and nothing unfinished is lost.
+else (invalid, skipped, unmatched) is finished inside. The core tracks the checkpoint position and
+the :class:`~worker.state.SavedState` to persist beside it, so that after a restart from that
+checkpoint nothing finished is done again and nothing unfinished is lost.
 
-The live worker and the replay share this class; they differ only in where messages come from and
-in who passes the time (:meth:`PartitionFlow.release_idle`).
+The live worker and the replay share this class through its async driver
+(:mod:`worker.partition_driver`); they differ only in where messages come from and in who passes
+the time (:meth:`PartitionCore.release_idle`). Like h11's connection, it never reads a clock,
+never logs and never awaits: time comes in as an argument, and what happened goes out as values.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import TypeVar
-
-import orjson
+from typing import NamedTuple, TypeVar
 
 from worker.accounting import Fate, Skip, Tally
 from worker.actions.base import PlannedAction
 from worker.bounded import RecentMap, RecentSet
-from worker.errors import WorkerError
 from worker.events import Event, InvalidEvent, Message, Position, decode
 from worker.ordering import ReorderBuffer, SequencerKey, Sequencers
 from worker.positions import PositionTracker, Ticket
-from worker.records import slot_setters
 from worker.rules import Outcome, Rule, RulesTable
+from worker.settings import CoreSettings, LatePolicy
+from worker.state import SavedState
 
 
-class LatePolicy(enum.StrEnum):
-    """What happens to an event whose subject has already seen a later one."""
-
-    SKIP = "skip"  # skip it and count it (the default)
-    PROCESS = "process"  # evaluate it anyway; its actions are marked late
-
-
-@dataclass(frozen=True, slots=True)
-class FlowSettings:
-    """Ordering, dedupe and memory caps of one partition."""
-
-    #: Seconds of enqueued time an event waits for earlier events of its subject.
-    window: float = 5.0
-    late: LatePolicy = LatePolicy.SKIP
-    #: Events held in the reorder buffer; past it the earliest leaves early (counted).
-    max_buffered: int = 10_000
-    #: Subjects whose last sequencer is remembered, to recognise late events (about 350 bytes each;
-    #: ordering within the window is the buffer's job, this only recognises stragglers).
-    max_subjects: int = 20_000
-    #: Event ids remembered, to recognise duplicates.
-    max_ids: int = 100_000
-    sequencers: Sequencers = field(default_factory=Sequencers)
-
-
-@dataclass(frozen=True, slots=True)
-class Work:
+class Work(NamedTuple):
     """A matched event released from the buffer, with the actions its rules ask for."""
 
     event: Event
@@ -78,76 +51,8 @@ class Work:
         return tuple(PlannedAction(rule.name, spec, event, late) for rule in self.rules for spec in rule.actions)
 
 
-_W_EVENT, _W_RULES, _W_SUBJECT, _W_KEY, _W_LATE, _W_TICKET, _W_PRIOR = slot_setters(
-    Work, "event", "rules", "subject", "key", "late", "ticket", "prior"
-)
-
-
-def _new_work(
-    event: Event,
-    rules: tuple[Rule, ...],
-    subject: str,
-    key: SequencerKey,
-    late: bool,
-    ticket: Ticket,
-    prior: SequencerKey | None,
-) -> Work:
-    """``Work(...)``, built faster (see :mod:`worker.records`)."""
-    work = object.__new__(Work)
-    _W_EVENT(work, event)
-    _W_RULES(work, rules)
-    _W_SUBJECT(work, subject)
-    _W_KEY(work, key)
-    _W_LATE(work, late)
-    _W_TICKET(work, ticket)
-    _W_PRIOR(work, prior)
-    return work
-
-
-class StateError(WorkerError):
-    """Persisted pipeline state that cannot be read."""
-
-
-_STATE_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionState:
-    """What to persist beside a partition's checkpoint; only what finished events justify."""
-
-    #: Per subject, the last released sequencer key, or for a subject with unfinished work the key
-    #: released before it.
-    last_keys: tuple[tuple[str, SequencerKey], ...] = ()
-    #: Ids of recent events, oldest first, without those still held or in flight.
-    recent_ids: tuple[str, ...] = ()
-    #: Ids of events finished in messages beyond the checkpoint.
-    finished_beyond: tuple[str, ...] = ()
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "version": _STATE_VERSION,
-                "last_keys": [[subject, list(key)] for subject, key in self.last_keys],
-                "recent_ids": self.recent_ids,
-                "finished_beyond": self.finished_beyond,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, data: bytes, where: str) -> PartitionState:
-        try:
-            raw = orjson.loads(data)
-            version = raw.get("version")
-            state = cls(
-                last_keys=tuple((str(s), _key(k)) for s, k in raw["last_keys"]),
-                recent_ids=tuple(str(i) for i in raw["recent_ids"]),
-                finished_beyond=tuple(str(i) for i in raw["finished_beyond"]),
-            )
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"{where}: the pipeline state is unreadable ({exc}); remove it to start afresh") from exc
-        if version != _STATE_VERSION:
-            raise StateError(f"{where}: unsupported pipeline state version {version!r} (expected {_STATE_VERSION})")
-        return state
+_Held = tuple[Event, Ticket, SequencerKey]
+_T = TypeVar("_T")
 
 
 def _newest(items: list[_T], limit: int | None) -> list[_T]:
@@ -155,38 +60,26 @@ def _newest(items: list[_T], limit: int | None) -> list[_T]:
     return items if limit is None or len(items) <= limit else items[len(items) - limit :]
 
 
-def _key(raw: object) -> SequencerKey:
-    if not isinstance(raw, list) or len(raw) != 4:
-        raise ValueError(f"a sequencer key must be a list of 4, got {raw!r}")
-    kind, primary, sequence, index = raw
-    if type(kind) is not int or type(primary) not in (int, str) or type(sequence) is not int or type(index) is not int:
-        raise ValueError(f"bad sequencer key {raw!r}")
-    return (kind, primary, sequence, index)
-
-
-_Held = tuple[Event, Ticket, SequencerKey]
-_T = TypeVar("_T")
-
-
-class PartitionFlow:
-    """One partition's pipeline state machine. Not thread-safe; one task drives it."""
+class PartitionCore:
+    """One partition's state machine. Not thread-safe; one task drives it."""
 
     def __init__(
         self,
         partition_id: str,
         table: RulesTable,
-        settings: FlowSettings | None = None,
+        settings: CoreSettings | None = None,
         *,
-        state: PartitionState | None = None,
+        state: SavedState | None = None,
         checkpoint: Position | None = None,
     ) -> None:
-        settings = settings or FlowSettings()
-        state = state or PartitionState()
+        settings = settings or CoreSettings()
+        state = state or SavedState()
         self.partition_id = partition_id
         #: The rules table in force; replace it to reload rules (applies to events not yet released).
         self.table = table
         self.settings = settings
         self.tally = Tally()
+        self._sequencers = Sequencers(dict(settings.sequencers))
         self._buffer: ReorderBuffer[_Held] = ReorderBuffer(settings.window, settings.max_buffered)
         self._tracker = PositionTracker(checkpoint)
         self._seen = RecentSet[str](settings.max_ids, (*state.recent_ids, *state.finished_beyond))
@@ -207,7 +100,7 @@ class PartitionFlow:
         position = message.position
         enqueued = None if position.enqueued_time is None else position.enqueued_time.timestamp()
         table, tally, partition = self.table, self.tally, self.partition_id
-        sequencer_key = self.settings.sequencers.key
+        sequencer_key = self._sequencers.key
         released: list[_Held] = []
         for item in decoded:
             if isinstance(item, InvalidEvent):
@@ -274,7 +167,7 @@ class PartitionFlow:
                     matches[rule.name] += 1
                 acting = tuple([rule for rule in verdict.rules if rule.actions])
                 if acting:
-                    work = _new_work(event, acting, subject, key, late, ticket, last)
+                    work = Work(event, acting, subject, key, late, ticket, last)
                     pending = self._unfinished.get(subject)
                     if pending is None:
                         self._unfinished[subject] = deque((work,))
@@ -318,7 +211,7 @@ class PartitionFlow:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def state(self, *, max_ids: int | None = None, max_subjects: int | None = None) -> PartitionState:
+    def state(self, *, max_ids: int | None = None, max_subjects: int | None = None) -> SavedState:
         """The state to persist beside :attr:`checkpoint`: only what finished events justify.
 
         A subject with unfinished work keeps the key released before its first unfinished event, and
@@ -339,7 +232,7 @@ class PartitionFlow:
         open_ids = {work.event.id for pending in unfinished.values() for work in pending}
         open_ids.update(held[0].id for held in self._buffer.held())
         recent = [i for i in self._seen if i not in open_ids]
-        return PartitionState(
+        return SavedState(
             last_keys=tuple(_newest(last_keys, max_subjects)),
             recent_ids=tuple(_newest(recent, max_ids)),
             finished_beyond=tuple(self._tracker.finished_beyond()),

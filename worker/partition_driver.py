@@ -1,9 +1,13 @@
-"""The async driver of one partition's flow: runs released work, one subject at a time, bounded.
+"""The async driver of one partition's core: runs the released work, one subject at a time, bounded.
 
-Different subjects proceed concurrently, up to ``concurrency`` actions at once; one subject's work
-runs in its release order. Reading waits while ``max_open`` messages are ahead of the checkpoint,
-so memory stays bounded when an action is slow. Use as an async context manager: leaving it waits
-for all work to finish, and a fatal error (a dead letter that cannot be written) cancels the rest.
+:class:`PartitionDriver` feeds a :class:`~worker.partition_core.PartitionCore` and runs the work it
+releases with an :class:`~worker.actions.runner.ActionRunner`. Different subjects proceed
+concurrently, up to ``concurrency`` actions at once; one subject's work runs in its release order.
+Reading waits while ``max_open`` messages are ahead of the checkpoint, so memory stays bounded when
+an action is slow: this is where back-pressure starts (the live worker's inbox carries it on to the
+receiver). Use as an async context manager: leaving it waits for all work to finish, and a fatal
+error (a dead letter that cannot be written) cancels the rest. The live worker and the replay both
+drive their partitions with it.
 """
 
 from __future__ import annotations
@@ -11,51 +15,40 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 
 from worker.accounting import ActionFate
 from worker.actions.runner import ActionRunner
 from worker.events import Message
-from worker.flow import PartitionFlow, Work
-
-
-@dataclass(frozen=True, slots=True)
-class DriveSettings:
-    #: Actions running at once in a partition.
-    concurrency: int = 16
-    #: Messages read ahead of the checkpoint before reading waits.
-    max_open: int = 20_000
-    #: Messages received and not yet fed before the receiver waits (live worker).
-    inbox: int = 3_000
-
+from worker.partition_core import PartitionCore, Work
+from worker.settings import DriverSettings
 
 #: Whether to run the action (event id, rule, action index): a re-drive runs only what failed.
 Selection = Callable[[str, str, int], bool]
 
 
-class PartitionPipeline:
+class PartitionDriver:
     def __init__(
         self,
-        flow: PartitionFlow,
+        core: PartitionCore,
         runner: ActionRunner | None,
-        settings: DriveSettings | None = None,
+        settings: DriverSettings | None = None,
         *,
         select: Selection | None = None,
     ) -> None:
         """``runner`` None is a dry run: actions are counted as planned, never executed. ``select``:
         only the actions it admits run (and are counted)."""
-        self.flow = flow
+        self.core = core
         self._select = select
         self._runner = runner
-        self._settings = settings or DriveSettings()
+        self._settings = settings or DriverSettings()
         self._slots = asyncio.Semaphore(self._settings.concurrency)
         self._queues: dict[str, deque[Work]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
         self._tasks = asyncio.TaskGroup()
 
-    async def __aenter__(self) -> PartitionPipeline:
+    async def __aenter__(self) -> PartitionDriver:
         await self._tasks.__aenter__()
         return self
 
@@ -66,34 +59,34 @@ class PartitionPipeline:
 
     async def feed(self, message: Message, now: float | None = None) -> None:
         """Take the partition's next message; waits while too much is ahead of the checkpoint."""
-        flow = self.flow
-        while flow.open_messages >= self._settings.max_open:
+        core = self.core
+        while core.open_messages >= self._settings.max_open:
             if not self._queues:
                 # Everything unfinished is held in the reorder buffer: let it go rather than wait.
-                self._submit(flow.release_all())
+                self._submit(core.release_all())
                 if not self._queues:
                     break
                 continue
             self._progress.clear()
             await self._progress.wait()
-        self._submit(flow.receive(message, now))
+        self._submit(core.receive(message, now))
 
     async def feed_many(self, messages: Iterable[Message], now: float | None = None) -> None:
         """:meth:`feed` for a batch of messages, waiting only when too much is ahead of the checkpoint."""
-        flow, limit, submit = self.flow, self._settings.max_open, self._submit
+        core, limit, submit = self.core, self._settings.max_open, self._submit
         for message in messages:
-            if flow.open_messages >= limit:
+            if core.open_messages >= limit:
                 await self.feed(message, now)
             else:
-                submit(flow.receive(message, now))
+                submit(core.receive(message, now))
 
     def tick(self, now: float) -> None:
         """Release the buffer if the partition has been idle for the window."""
-        self._submit(self.flow.release_idle(now))
+        self._submit(self.core.release_idle(now))
 
     async def finish(self) -> None:
         """The source has ended: release everything held and wait until all work is done."""
-        self._submit(self.flow.release_all())
+        self._submit(self.core.release_all())
         await self.drain()
 
     async def drain(self) -> None:
@@ -110,15 +103,15 @@ class PartitionPipeline:
     def _submit(self, released: list[Work]) -> None:
         if not released:
             return
-        runner, flow = self._runner, self.flow
+        runner, core = self._runner, self.core
         for work in released:
             if runner is None:
-                count, select, event_id = flow.tally.count_action, self._select, work.event.id
+                count, select, event_id = core.tally.count_action, self._select, work.event.id
                 for rule in work.rules:
                     for spec in rule.actions:
                         if select is None or select(event_id, rule.name, spec.index):
                             count(rule.name, spec.type, ActionFate.PLANNED)
-                flow.finish(work)
+                core.finish(work)
                 continue
             queue = self._queues.get(work.subject)
             if queue is not None:
@@ -141,16 +134,16 @@ class PartitionPipeline:
         immediate = runner.immediate
         if not all(immediate(action) for action in actions):
             return False
-        count = self.flow.tally.count_action
+        count = self.core.tally.count_action
         for action in actions:
             count(action.rule, action.spec.type, runner.run_now(action))
-        self.flow.finish(work)
+        self.core.finish(work)
         self._progress.set()
         return True
 
     async def _run_subject(self, subject: str, queue: deque[Work], runner: ActionRunner) -> None:
-        flow, select = self.flow, self._select
-        count = flow.tally.count_action
+        core, select = self.core, self._select
+        count = core.tally.count_action
         try:
             while queue:
                 work = queue[0]
@@ -160,7 +153,7 @@ class PartitionPipeline:
                     # The slot is held while an attempt runs, not while the action waits to retry.
                     fate = await runner.run(action, self._slots)
                     count(action.rule, action.spec.type, fate)
-                flow.finish(work)
+                core.finish(work)
                 queue.popleft()
                 self._progress.set()
         finally:

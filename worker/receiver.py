@@ -1,10 +1,10 @@
 """The live source: the SDK's ``EventHubConsumerClient``, balancing partitions through the checkpoint store.
 
-The only module that reads from ``azure.eventhub``: it turns ``EventData`` into
-:data:`~worker.partitions.Received` tuples and hands them to a
-:class:`~worker.partitions.PartitionHost`, which runs a pipeline per owned partition. Ownership
-uses an owner level, so a partition taken by another worker detaches here at once. A partition
-that delivers nothing while the hub reports events beyond the last one delivered is recycled: its
+The only module that reads from ``azure.eventhub``: :class:`HubReceiver` turns each ``EventData``
+into a :class:`~worker.handoff.Delivery` and hands the owned partitions' batches to a
+:class:`~worker.handoff.PartitionHost`, which runs a pipeline per partition. Ownership uses an
+owner level, so a partition taken by another worker detaches here at once. A partition that
+delivers nothing while the hub reports events beyond the last one delivered is recycled: its
 receiver is closed and reopened from the checkpoint.
 """
 
@@ -18,21 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError
-from azure.eventhub import CloseReason, EventData, parse_connection_string
-from azure.eventhub.aio import EventHubConsumerClient
+from azure.eventhub import CloseReason, EventData
+from azure.eventhub.aio import CheckpointStore, EventHubConsumerClient
 from azure.eventhub.aio._eventprocessor.partition_context import PartitionContext
 from azure.eventhub.exceptions import EventHubError
-from azure.identity.aio import DefaultAzureCredential
 
 from worker.accounting import Tally
-from worker.checkpoints import Stores
-from worker.config import HubSettings
-from worker.errors import WorkerError
+from worker.errors import ReceiverStalled
+from worker.handoff import Delivery, PartitionHost
 from worker.metrics import PartitionGauges
-from worker.partitions import PartitionHost, Received
+from worker.settings import HubSettings
 
-log = structlog.get_logger("worker.consumer")
+log = structlog.get_logger("worker.receiver")
 
 # The Event Hubs message annotations of a received event.
 _OFFSET = b"x-opt-offset"
@@ -40,11 +39,7 @@ _SEQUENCE_NUMBER = b"x-opt-sequence-number"
 _ENQUEUED_TIME = b"x-opt-enqueued-time"
 
 
-class ReceiverStalled(WorkerError):
-    """A partition delivered nothing for the stall timeout while it had events to deliver."""
-
-
-def received(event: EventData) -> Received:
+def delivery(event: EventData) -> Delivery:
     """What the pipeline needs of one received event (the SDK's types stop here).
 
     Read from the AMQP message itself: the ``EventData`` properties convert each value on every access.
@@ -55,7 +50,7 @@ def received(event: EventData) -> Received:
     body = raw if isinstance(raw, bytes) else _join(raw)
     offset = annotations.get(_OFFSET)
     properties = message.application_properties
-    return (
+    return Delivery(
         body,
         offset.decode() if isinstance(offset, bytes) else offset,
         annotations.get(_SEQUENCE_NUMBER),
@@ -75,11 +70,14 @@ def _text(value: object) -> object:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def client_for(hub: HubSettings, stores: Stores, credential: DefaultAzureCredential | None) -> EventHubConsumerClient:
+def client_for(
+    hub: HubSettings, checkpoints: CheckpointStore, credential: AsyncTokenCredential | None
+) -> EventHubConsumerClient:
+    """The SDK's consumer client for ``hub``, balancing through ``checkpoints``."""
     options: dict[str, Any] = {
         "consumer_group": hub.consumer_group,
         "eventhub_name": hub.eventhub,
-        "checkpoint_store": stores.checkpoints,
+        "checkpoint_store": checkpoints,
         "load_balancing_interval": hub.interval,
         "partition_ownership_expiration_interval": hub.expiry,
         "load_balancing_strategy": hub.strategy,
@@ -91,17 +89,9 @@ def client_for(hub: HubSettings, stores: Stores, credential: DefaultAzureCredent
     return EventHubConsumerClient(hub.namespace, credential=credential, **options)
 
 
-def namespace_of(hub: HubSettings) -> str:
-    """The namespace as the SDK's event processor names it in the checkpoint store (host[:port])."""
-    if hub.connection_string is not None:
-        return parse_connection_string(hub.connection_string).fully_qualified_namespace
-    assert hub.namespace is not None  # noqa: S101 - the settings ensure one
-    return hub.namespace
-
-
 @dataclass(slots=True)
 class _Receiving:
-    """What the consumer knows of one owned partition's receiver."""
+    """What the receiver knows of one owned partition's receiver."""
 
     #: Monotonic time of the last delivery, and the last sequence number delivered.
     last_delivery: float
@@ -124,7 +114,7 @@ class _Receiving:
         return max(0, self.last_enqueued - (last if last is not None else -1))
 
 
-class HubConsumer:
+class HubReceiver:
     """Receives the owned partitions of one consumer client into a host; see the module docstring."""
 
     def __init__(self, client: EventHubConsumerClient, hub: HubSettings, host: PartitionHost, grace: float) -> None:
@@ -186,7 +176,7 @@ class HubConsumer:
         self.connected = True
         self.partition_count = len(properties["partition_ids"])
         log.info(
-            "consumer.started",
+            "receiver.started",
             eventhub=self._hub.eventhub,
             consumer_group=self._hub.consumer_group,
             partitions=self.partition_count,
@@ -222,7 +212,7 @@ class HubConsumer:
             receiving.cancel()  # what is left of it is the balancing loop's sleep
             with contextlib.suppress(asyncio.CancelledError):
                 await receiving
-            log.info("consumer.stopped")
+            log.info("receiver.stopped")
 
     async def _on_initialize(self, context: PartitionContext) -> None:
         partition_id = context.partition_id
@@ -237,10 +227,10 @@ class HubConsumer:
         if each.recycle:
             each.recycle = False
             raise ReceiverStalled(f"partition {partition_id}: no delivery for {self._hub.stall_timeout}s with lag")
-        batch = [received(event) for event in events]
+        batch = [delivery(event) for event in events]
         if batch:
             each.last_delivery = self.last_activity = time.monotonic()
-            each.last_sequence_number = batch[-1][2]  # see Received
+            each.last_sequence_number = batch[-1].sequence_number
             each.handed += len(batch)
             enqueued = context.last_enqueued_event_properties
             if enqueued:
@@ -260,7 +250,7 @@ class HubConsumer:
 
     async def _on_error(self, context: PartitionContext | None, error: Exception) -> None:
         partition_id = context.partition_id if context is not None else None
-        log.warning("consumer.error", partition_id=partition_id, error=str(error), kind=type(error).__name__)
+        log.warning("receiver.error", partition_id=partition_id, error=str(error), kind=type(error).__name__)
 
     async def _watch(self) -> None:
         """Poll the partitions' last enqueued events: lag for the metrics, and stalled receivers."""
@@ -272,7 +262,7 @@ class HubConsumer:
                     properties = await self._client.get_partition_properties(partition_id)
                 except (EventHubError, AzureError) as exc:
                     self.connected = False
-                    log.warning("consumer.hub_unreachable", error=str(exc))
+                    log.warning("receiver.hub_unreachable", error=str(exc))
                     break
                 self.connected = True
                 each.last_enqueued = properties["last_enqueued_sequence_number"]

@@ -1,0 +1,47 @@
+"""The actions' HTTP client: one aiohttp session, and its failures translated once, here.
+
+Connection failures and timeouts become :class:`~worker.errors.TargetUnavailable`, an invalid URL
+:class:`~worker.errors.TargetRejected`; what a response's status means is decided by
+:func:`~worker.actions.http.check_status`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiohttp
+
+from worker.actions.clients import HttpRequest, HttpResponse
+from worker.actions.http import MAX_RESPONSE, check_status
+from worker.errors import TargetRejected, TargetUnavailable
+
+
+class HttpClient:
+    """Sends requests on one shared session, created on first use (inside the running event loop)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """Send ``request``; return a 2xx response, else raise TargetUnavailable or TargetRejected."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        try:
+            async with self._session.request(
+                request.method, request.url, headers=dict(request.headers), data=request.body, allow_redirects=False
+            ) as reply:
+                body = await reply.content.read(MAX_RESPONSE)
+                headers = {name.lower(): value for name, value in reply.headers.items()}
+                response = HttpResponse(reply.status, headers, body)
+        except aiohttp.InvalidURL as exc:
+            raise TargetRejected(f"{request.where}: invalid URL ({exc})") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise TargetUnavailable(f"{request.where}: {type(exc).__name__}: {reason}") from exc
+        check_status(request, response, datetime.now(UTC))
+        return response
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

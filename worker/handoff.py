@@ -1,0 +1,262 @@
+"""The seam between receiving and processing: what crosses it, the interface across it, and its wire.
+
+Receiving (:mod:`worker.receiver`, the SDK's side) hands each owned partition's events to a
+:class:`PartitionHost` as :class:`Delivery` records. The host runs that partition's pipeline either
+in this process (:class:`~worker.inprocess.InProcessHost`) or in a child process
+(:class:`~worker.childprocess.ChildProcessHost`, whose child end is :mod:`worker.child`). Between
+the two processes go :data:`Command` records one way and :data:`Reply` records the other, as
+length-prefixed pickles (the two ends are the same program); each end dispatches them with
+``match`` and ``assert_never``, so a record added to one union and not handled at the other end is
+a type error.
+
+Back-pressure across the seam has one owner, :class:`Inbox`: a partition may have ``limit`` events
+handed over and not yet taken in by its pipeline, and ``put`` waits for room beyond that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple, Protocol, cast, get_args
+
+from worker.accounting import Tally
+from worker.errors import ChildProcessFailed, PartitionFailed
+from worker.events import NO_PROPERTIES, Message, Position
+from worker.settings import ProcessingSettings
+
+# --- what receiving hands over ---------------------------------------------------------------------
+
+
+class Delivery(NamedTuple):
+    """One received event as the receiver hands it over; the SDK's types stop before this."""
+
+    body: bytes
+    offset: str | None
+    sequence_number: int | None
+    #: Milliseconds since the epoch, as the hub's annotation carries it.
+    enqueued_time: int | None
+    #: Application properties (keys and text values decoded), or None when there are none.
+    properties: Mapping[str, object] | None
+
+    def message(self, partition_id: str) -> Message:
+        """The core's record of this event."""
+        enqueued = self.enqueued_time
+        when = None if enqueued is None else datetime.fromtimestamp(enqueued / 1000, UTC)
+        position = Position(partition_id, self.offset, self.sequence_number, when)
+        return Message(self.body, position, self.properties or NO_PROPERTIES)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """What one open partition reports: to the metrics, and to tell when the worker is idle."""
+
+    partition_id: str
+    buffered: int
+    open_messages: int
+    checkpoint_age: float
+    checkpoint_writes: int
+    checkpoint_failures: int
+    #: The checkpoint position has moved past the one last written.
+    pending_checkpoint: bool
+    #: Messages the pipeline has taken in since the partition was opened.
+    taken: int
+    #: The pipeline has stopped on a fatal error.
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCounts:
+    """Action attempts counted by :class:`~worker.metrics.ActionMetrics`, as plain data."""
+
+    #: Attempts by (action type, result).
+    attempts: dict[tuple[str, str], int]
+    #: By action type: the count in each latency bucket (not cumulative), then above the last, then
+    #: the sum of seconds.
+    latency: dict[str, list[float]]
+
+
+class Inbox:
+    """Back-pressure for one partition: events handed over, and taken in by its pipeline.
+
+    The receiving side calls :meth:`hand` and awaits :meth:`room`; the processing side calls
+    :meth:`take` as its pipeline takes events in, and :meth:`fail` when the pipeline stops.
+    ``on_take`` is told (partition, count) at each :meth:`take`: the child process reports it.
+    """
+
+    __slots__ = ("_on_take", "_room", "failed", "handed", "limit", "partition_id", "taken")
+
+    def __init__(self, partition_id: str, limit: int, on_take: Callable[[str, int], None] | None = None) -> None:
+        self.partition_id = partition_id
+        self.limit = max(limit, 1)
+        self.handed = 0
+        self.taken = 0
+        self.failed = False
+        self._on_take = on_take
+        self._room = asyncio.Event()
+
+    def hand(self, count: int) -> None:
+        self.handed += count
+
+    def take(self, count: int) -> None:
+        self.taken += count
+        self._room.set()
+        if self._on_take is not None:
+            self._on_take(self.partition_id, count)
+
+    def fail(self) -> None:
+        self.failed = True
+        self._room.set()
+
+    async def room(self) -> None:
+        """Wait while ``limit`` events are handed over and not taken. Raises PartitionFailed once the
+        pipeline has stopped."""
+        while self.handed - self.taken >= self.limit and not self.failed:
+            self._room.clear()
+            await self._room.wait()
+        if self.failed:
+            raise PartitionFailed(f"partition {self.partition_id}: its pipeline has stopped")
+
+
+class PartitionHost(Protocol):
+    """Where the pipelines of the owned partitions run: the one interface the receiver drives."""
+
+    async def open(self, partition_id: str) -> None:
+        """Start the partition's pipeline from its saved state."""
+
+    async def put(self, partition_id: str, deliveries: list[Delivery]) -> None:
+        """Hand in a batch (empty: nothing arrived in time); waits while the partition's inbox is
+        full. Raises PartitionFailed when its pipeline has stopped."""
+
+    async def close(self, partition_id: str, grace: float, *, write: bool) -> None:
+        """Stop the partition: in-flight actions get ``grace`` seconds; ``write``: the final checkpoint."""
+
+    def reload(self) -> None:
+        """Load the rules again; an invalid table is logged and the old one kept."""
+
+    def tally(self) -> Tally:
+        """The counts of every partition, open now or before."""
+
+    def statuses(self) -> list[PartitionStatus]:
+        """The open partitions'."""
+
+    async def failure(self) -> None:
+        """Return (raising what went wrong) only if the host can no longer run pipelines."""
+
+
+# --- between the two processes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The first frame to the child: what it processes, and where it checkpoints."""
+
+    settings: ProcessingSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    partition_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    partition_id: str
+    deliveries: list[Delivery]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    partition_id: str
+    grace: float
+    write: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Close what is still open without a checkpoint, and exit."""
+
+
+#: What the parent tells the child, after :class:`Start`.
+Command = Open | Put | Close | Reload | Stop
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The child's stores are open and its rules loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A partition's pipeline took in ``count`` more of the events handed to it."""
+
+    partition_id: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The child's partitions and counts, every quarter second and whenever a partition closes."""
+
+    statuses: tuple[PartitionStatus, ...]
+    tally: Tally
+    actions: ActionCounts
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    partition_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The child cannot go on (its stores cannot be opened, say); it exits after this."""
+
+    error: str
+
+
+#: What the child tells the parent.
+Reply = Ready | Taken | Report | Closed | Fatal
+
+_HEAD = struct.Struct("<I")
+
+
+def frame(message: Start | Command | Reply) -> bytes:
+    """``message`` as one frame: its length, then its pickle."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEAD.pack(len(data)) + data
+
+
+async def read_start(reader: asyncio.StreamReader) -> Start:
+    return cast(Start, await _read(reader, (Start,)))
+
+
+async def read_command(reader: asyncio.StreamReader) -> Command:
+    return cast(Command, await _read(reader, get_args(Command)))
+
+
+async def read_reply(reader: asyncio.StreamReader) -> Reply:
+    return cast(Reply, await _read(reader, get_args(Reply)))
+
+
+async def _read(reader: asyncio.StreamReader, kinds: tuple[type, ...]) -> object:
+    """The next frame's record, one of ``kinds``. Raises IncompleteReadError at the end of the stream,
+    ChildProcessFailed for anything else than expected."""
+    (size,) = _HEAD.unpack(await reader.readexactly(_HEAD.size))
+    data = await reader.readexactly(size)
+    try:
+        message = pickle.loads(data)  # noqa: S301 - our own program at the other end of a private socket pair
+    except Exception as exc:
+        raise ChildProcessFailed(f"a frame between the worker's processes cannot be read: {exc!r}") from exc
+    if not isinstance(message, kinds):
+        expected = ", ".join(kind.__name__ for kind in kinds)
+        raise ChildProcessFailed(f"expected one of {expected} between the worker's processes, got {message!r:.80}")
+    return message

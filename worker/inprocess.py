@@ -1,0 +1,148 @@
+"""The partitions' pipelines in this process: :class:`InProcessHost`, a :class:`~worker.handoff.PartitionHost`.
+
+Each open partition is a :class:`~worker.live_partition.LivePartition` (its core, driver and task)
+with an :class:`~worker.handoff.Inbox`. ``worker run`` uses this host directly when
+``pipeline_process`` is off; otherwise the child process (:mod:`worker.child`) runs one for the
+parent's :class:`~worker.childprocess.ChildProcessHost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import structlog
+from azure.core.exceptions import AzureError
+
+from worker.accounting import Tally
+from worker.actions.deadletters import dead_letter_lane
+from worker.actions.runner import ActionRunner
+from worker.checkpoints import Stores
+from worker.errors import PartitionFailed, RulesError, StateError
+from worker.handoff import Delivery, Inbox, PartitionStatus
+from worker.live_partition import LivePartition
+from worker.metrics import ActionMetrics
+from worker.partition_core import PartitionCore
+from worker.rules import RulesTable
+from worker.rulesfile import load_rules, paths_of
+from worker.settings import ProcessingSettings
+from worker.state import SavedState
+
+log = structlog.get_logger("worker.inprocess")
+
+#: Told (partition, count) whenever a partition's pipeline takes in what was handed to it.
+TakenHook = Callable[[str, int], None]
+
+
+class InProcessHost:
+    """:class:`~worker.handoff.PartitionHost` in this process: a :class:`LivePartition` per open partition."""
+
+    def __init__(
+        self,
+        load: Callable[[], RulesTable],
+        runner: ActionRunner | None,
+        stores: Stores,
+        settings: ProcessingSettings,
+        *,
+        on_taken: TakenHook | None = None,
+    ) -> None:
+        """``load``: the rules table, now and on :meth:`reload`. ``on_taken``: told whenever a pipeline
+        takes in what was handed to it (the child process reports it to the parent)."""
+        self._load = load
+        self.table = load()
+        self._runner = runner
+        self._stores = stores
+        self._settings = settings
+        self._on_taken = on_taken
+        self._open: dict[str, tuple[LivePartition, Inbox]] = {}
+        self._retired = Tally()
+
+    async def open(self, partition_id: str) -> None:
+        if partition_id in self._open:
+            await self.close(partition_id, 0, write=False)
+        state: SavedState | None = None
+        try:
+            state = await self._stores.states.load(partition_id)
+        except StateError as exc:
+            # The message says what is wrong and what to do; a traceback would add nothing.
+            log.error("partition.state_unreadable", partition_id=partition_id, error=str(exc))  # noqa: TRY400
+        except (AzureError, OSError) as exc:
+            log.warning("partition.state_unavailable", partition_id=partition_id, error=str(exc))
+        settings = self._settings
+        core = PartitionCore(partition_id, self.table, settings.core, state=state)
+        inbox = Inbox(partition_id, settings.driver.inbox, self._on_taken)
+        live = LivePartition(core, self._runner, settings.driver, self._stores, settings.checkpoints, inbox)
+        self._open[partition_id] = (live, inbox)
+        live.start()
+        log.info("pipeline.started", partition_id=partition_id, state=state is not None)
+
+    async def put(self, partition_id: str, deliveries: list[Delivery]) -> None:
+        live, inbox = self._partition(partition_id)
+        live.offer([delivery.message(partition_id) for delivery in deliveries])
+        inbox.hand(len(deliveries))
+        await inbox.room()
+
+    def offer(self, partition_id: str, deliveries: list[Delivery]) -> None:
+        """:meth:`put` without waiting: the caller bounds what is pending (see ``on_taken``)."""
+        live, _ = self._partition(partition_id)
+        live.offer([delivery.message(partition_id) for delivery in deliveries])
+
+    async def close(self, partition_id: str, grace: float, *, write: bool) -> None:
+        found = self._open.pop(partition_id, None)
+        if found is None:
+            return
+        live, _ = found
+        await live.close(grace, write=write)
+        self._retired.add(live.core.counts())
+
+    def reload(self) -> None:
+        try:
+            table = self._load()
+        except RulesError as exc:
+            log.error("rules.rejected", problems=[str(p) for p in exc.problems])  # noqa: TRY400 - the problems say it
+            return
+        self.table = table
+        for live, _ in self._open.values():
+            live.core.table = table
+        log.info("rules.reloaded", rules=len(table.rules))
+
+    def tally(self) -> Tally:
+        total = Tally()
+        total.add(self._retired)
+        for live, _ in list(self._open.values()):
+            total.add(live.core.counts())
+        return total
+
+    def statuses(self) -> list[PartitionStatus]:
+        return [live.status() for live, _ in list(self._open.values())]
+
+    async def failure(self) -> None:
+        await asyncio.Event().wait()  # pipelines in this process fail one partition at a time, in put()
+
+    def _partition(self, partition_id: str) -> tuple[LivePartition, Inbox]:
+        found = self._open.get(partition_id)
+        if found is None:
+            raise PartitionFailed(f"partition {partition_id}: not open here")
+        return found
+
+
+def rules_loader(sources: Sequence[Path]) -> Callable[[], RulesTable]:
+    """Loads the rules table of ``sources``; raises RulesError listing every problem. A directory is
+    listed again at each load, so that a file added to it is read on a reload."""
+    return lambda: load_rules(paths_of(sources))
+
+
+@contextlib.asynccontextmanager
+async def in_process_host(
+    settings: ProcessingSettings, stores: Stores, metrics: ActionMetrics, *, on_taken: TakenHook | None = None
+) -> AsyncIterator[InProcessHost]:
+    """The partitions of ``worker run`` in this process, with the action runner the settings describe."""
+    runner = ActionRunner(
+        dead_letter_lane(settings.dead_letters, settings.checkpoints.connection_string), observe=metrics.observe
+    )
+    try:
+        yield InProcessHost(rules_loader(settings.rules), runner, stores, settings, on_taken=on_taken)
+    finally:
+        await runner.aclose()

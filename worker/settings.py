@@ -1,0 +1,130 @@
+"""The settings records each part of the worker takes: small, frozen, and built in one place.
+
+``worker run`` reads its settings once (:mod:`worker.config`) and splits them into these records;
+``replay`` and the tests build them directly. They hold plain values only, so every module can take
+the one it needs without depending on how settings are read.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The hub and consumer group that checkpoints belong to."""
+
+    namespace: str
+    eventhub: str
+    consumer_group: str
+
+    def prefix(self, kind: str) -> str:
+        """The SDK's blob name prefix for ``kind`` (ownership, checkpoint), lower-cased as the SDK does."""
+        return f"{self.namespace}/{self.eventhub}/{self.consumer_group}/{kind}/".lower()
+
+
+class LatePolicy(enum.StrEnum):
+    """What happens to an event whose subject has already seen a later one."""
+
+    SKIP = "skip"  # skip it and count it (the default)
+    PROCESS = "process"  # evaluate it anyway; its actions are marked late
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """Ordering, dedupe and memory caps of one partition's core (:mod:`worker.partition_core`)."""
+
+    #: Seconds of enqueued time an event waits for earlier events of its subject.
+    window: float = 5.0
+    late: LatePolicy = LatePolicy.SKIP
+    #: Events held in the reorder buffer; past it the earliest leaves early (counted).
+    max_buffered: int = 10_000
+    #: Subjects whose last sequencer is remembered, to recognise late events (about 350 bytes each;
+    #: ordering within the window is the buffer's job, this only recognises stragglers).
+    max_subjects: int = 20_000
+    #: Event ids remembered, to recognise duplicates.
+    max_ids: int = 100_000
+    #: (event type, filter-style key) pairs: where an event type keeps its sequencer string.
+    sequencers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSettings:
+    """How one partition's driver runs actions (:mod:`worker.partition_driver`), and the hand-over bound."""
+
+    #: Actions running at once in a partition.
+    concurrency: int = 16
+    #: Messages read ahead of the checkpoint before reading waits.
+    max_open: int = 20_000
+    #: Messages received and not yet taken in by a partition before the receiver waits (live worker).
+    inbox: int = 3_000
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """Where to read, and how the consumer client receives and balances."""
+
+    connection_string: str | None
+    namespace: str | None
+    eventhub: str
+    consumer_group: str
+    prefetch: int
+    batch_size: int
+    max_wait: float
+    strategy: str
+    interval: float
+    expiry: float
+    stall_timeout: float
+
+    def __repr__(self) -> str:  # never show the connection string's key
+        return f"HubSettings(eventhub={self.eventhub!r}, consumer_group={self.consumer_group!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSettings:
+    """Where checkpoints, ownership and the pipeline state go, and how often."""
+
+    connection_string: str | None
+    account_url: str | None
+    container: str
+    directory: Path | None
+    interval: float
+    events: int
+    #: Newest event ids and subjects persisted with each checkpoint.
+    state_ids: int = 10_000
+    state_subjects: int = 10_000
+
+    def __repr__(self) -> str:
+        where = self.directory or self.account_url or "connection string"
+        return f"CheckpointSettings(where={str(where)!r}, container={self.container!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class OpsSettings:
+    """Where the health and metrics server listens (port 0: not at all)."""
+
+    host: str
+    port: int
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingSettings:
+    """What the processing side of ``worker run`` needs: in this process, or sent to the pipeline process."""
+
+    #: Rules files and directories, listed again at each load.
+    rules: tuple[Path, ...]
+    scope: Scope
+    checkpoints: CheckpointSettings
+    core: CoreSettings = field(default_factory=CoreSettings)
+    driver: DriverSettings = field(default_factory=DriverSettings)
+    #: The dead-letter lane: a directory, or a blob container URL.
+    dead_letters: str = "dead-letters"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
