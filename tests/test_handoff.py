@@ -114,6 +114,10 @@ async def test_every_record_crosses_the_wire_whole() -> None:
     got += [await read_command(reader) for _ in range(5)]
     got += [await read_reply(reader) for _ in range(5)]
     assert got == records
+    assert [type(record) for record in got] == [type(record) for record in records]  # () == () for the empty ones
+    put = got[2]
+    assert isinstance(put, Put)
+    assert all(type(delivery) is Delivery for delivery in put.deliveries)
     with pytest.raises(asyncio.IncompleteReadError):
         await read_reply(reader)
 

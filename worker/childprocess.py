@@ -197,10 +197,10 @@ class ChildProcessHost:
 
     def _handle(self, reply: Reply) -> None:
         match reply:
-            case Taken(partition_id, count):
+            case Taken(partition_id, number):
                 inbox = self._open.get(partition_id)
                 if inbox is not None:
-                    inbox.take(count)
+                    inbox.take(number)
             case Report(statuses, tally, actions):
                 now = time.monotonic()
                 self._statuses = {status.partition_id: (status, now) for status in statuses}

@@ -4,10 +4,11 @@ Receiving (:mod:`worker.receiver`, the SDK's side) hands each owned partition's 
 :class:`PartitionHost` as :class:`Delivery` records. The host runs that partition's pipeline either
 in this process (:class:`~worker.inprocess.InProcessHost`) or in a child process
 (:class:`~worker.childprocess.ChildProcessHost`, whose child end is :mod:`worker.child`). Between
-the two processes go :data:`Command` records one way and :data:`Reply` records the other, as
-length-prefixed pickles (the two ends are the same program); each end dispatches them with
-``match`` and ``assert_never``, so a record added to one union and not handled at the other end is
-a type error.
+the two processes go :data:`Command` records one way and :data:`Reply` records the other; each end
+dispatches them with ``match`` and ``assert_never``, so a record added to one union and not handled
+at the other end is a type error. On the wire a record is a length-prefixed pickle of a plain
+tuple, its kind's number and its fields (the two ends are the same program): a few times cheaper
+than pickling the record itself, which matters for the one record sent per received batch.
 
 Back-pressure across the seam has one owner, :class:`Inbox`: a partition may have ``limit`` events
 handed over and not yet taken in by its pipeline, and ``put`` waits for room beyond that.
@@ -21,7 +22,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol, cast, get_args
+from typing import Final, NamedTuple, Protocol, cast, get_args
 
 from worker.accounting import Tally
 from worker.errors import ChildProcessFailed, PartitionFailed
@@ -148,40 +149,35 @@ class PartitionHost(Protocol):
 
 
 # --- between the two processes ---------------------------------------------------------------------
+# The records are named tuples: frozen, typed, and cheap to build and to put on the wire.
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
+class Start(NamedTuple):
     """The first frame to the child: what it processes, and where it checkpoints."""
 
     settings: ProcessingSettings
 
 
-@dataclass(frozen=True, slots=True)
-class Open:
+class Open(NamedTuple):
     partition_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+class Put(NamedTuple):
     partition_id: str
     deliveries: list[Delivery]
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(NamedTuple):
     partition_id: str
     grace: float
     write: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Reload:
-    pass
+class Reload(NamedTuple):
+    """Load the rules again."""
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(NamedTuple):
     """Close what is still open without a checkpoint, and exit."""
 
 
@@ -189,21 +185,18 @@ class Stop:
 Command = Open | Put | Close | Reload | Stop
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     """The child's stores are open and its rules loaded."""
 
 
-@dataclass(frozen=True, slots=True)
-class Taken:
-    """A partition's pipeline took in ``count`` more of the events handed to it."""
+class Taken(NamedTuple):
+    """A partition's pipeline took in ``number`` more of the events handed to it."""
 
     partition_id: str
-    count: int
+    number: int
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+class Report(NamedTuple):
     """The child's partitions and counts, every quarter second and whenever a partition closes."""
 
     statuses: tuple[PartitionStatus, ...]
@@ -211,13 +204,11 @@ class Report:
     actions: ActionCounts
 
 
-@dataclass(frozen=True, slots=True)
-class Closed:
+class Closed(NamedTuple):
     partition_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Fatal:
+class Fatal(NamedTuple):
     """The child cannot go on (its stores cannot be opened, say); it exits after this."""
 
     error: str
@@ -227,11 +218,23 @@ class Fatal:
 Reply = Ready | Taken | Report | Closed | Fatal
 
 _HEAD = struct.Struct("<I")
+_COMMANDS: Final = get_args(Command)
+_REPLIES: Final = get_args(Reply)
+#: Each record's number on the wire.
+_KINDS: Final[tuple[type[Start | Command | Reply], ...]] = (Start, *_COMMANDS, *_REPLIES)
+_CODES: Final = {kind: code for code, kind in enumerate(_KINDS)}
+_PUT: Final = _CODES[Put]
 
 
 def frame(message: Start | Command | Reply) -> bytes:
-    """``message`` as one frame: its length, then its pickle."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    """``message`` as one frame: its length, then the pickle of a plain tuple of its kind's number and
+    its fields, deliveries as plain tuples (a pickled record costs Python calls of its own, per record)."""
+    code = _CODES[type(message)]
+    if isinstance(message, Put):
+        row: tuple[object, ...] = (code, message.partition_id, [tuple(delivery) for delivery in message.deliveries])
+    else:
+        row = (code, *message)
+    data = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEAD.pack(len(data)) + data
 
 
@@ -240,11 +243,11 @@ async def read_start(reader: asyncio.StreamReader) -> Start:
 
 
 async def read_command(reader: asyncio.StreamReader) -> Command:
-    return cast(Command, await _read(reader, get_args(Command)))
+    return cast(Command, await _read(reader, _COMMANDS))
 
 
 async def read_reply(reader: asyncio.StreamReader) -> Reply:
-    return cast(Reply, await _read(reader, get_args(Reply)))
+    return cast(Reply, await _read(reader, _REPLIES))
 
 
 async def _read(reader: asyncio.StreamReader, kinds: tuple[type, ...]) -> object:
@@ -253,10 +256,14 @@ async def _read(reader: asyncio.StreamReader, kinds: tuple[type, ...]) -> object
     (size,) = _HEAD.unpack(await reader.readexactly(_HEAD.size))
     data = await reader.readexactly(size)
     try:
-        message = pickle.loads(data)  # noqa: S301 - our own program at the other end of a private socket pair
+        code, *fields = pickle.loads(data)  # noqa: S301 - our own program at the other end of a private socket pair
+        kind = _KINDS[code]
+        if code == _PUT:
+            fields[1] = [Delivery._make(delivery) for delivery in fields[1]]
+        message = kind(*fields)
     except Exception as exc:
         raise ChildProcessFailed(f"a frame between the worker's processes cannot be read: {exc!r}") from exc
-    if not isinstance(message, kinds):
+    if kind not in kinds:
         expected = ", ".join(kind.__name__ for kind in kinds)
         raise ChildProcessFailed(f"expected one of {expected} between the worker's processes, got {message!r:.80}")
     return message

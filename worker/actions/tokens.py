@@ -1,6 +1,7 @@
-"""Azure AD tokens for the actions that call Azure services: one narrow interface.
+"""Azure AD tokens for the actions that call Azure services: the shared token source.
 
-The worker takes tokens from an azure.core async credential, by default azure-identity's
+:class:`CredentialTokens` is the :class:`~worker.actions.clients.TokenSource` the actions use. The
+worker takes tokens from an azure.core async credential, by default azure-identity's
 ``DefaultAzureCredential`` (managed identity in production, environment or Azure CLI login
 elsewhere), created on first use. Each action names its scope; tokens are cached by the credential.
 """
