@@ -10,6 +10,7 @@ from tests.support import make_event
 from worker.actions import ActionSpec, PlannedAction, action_types
 from worker.actions.secrets import Secret, redact, secrets_in
 from worker.actions.templates import HtmlTemplate, JsonTemplate, Template, context_of
+from worker.cli import main
 from worker.errors import RenderError, RulesError
 from worker.rulesfile import load_rules
 
@@ -49,6 +50,22 @@ def context(data: object = None) -> dict[str, object]:
         ("'{% include \"/etc/passwd\" %}'", "'include' is not available"),
         ("'{% import \"x\" as y %}{{ y }}'", "'import' is not available"),
         ("{nested: ['{{ os.system }}']}", "unknown name 'os'"),
+        # Jinja's own globals and specials: templates see the documented context only.
+        ("'{{ lipsum }}'", "unknown name 'lipsum'"),
+        ("'{{ cycler }}'", "unknown name 'cycler'"),
+        ("'{{ joiner }}'", "unknown name 'joiner'"),
+        ("'{{ namespace }}'", "unknown name 'namespace'"),
+        ("'{{ range(3) }}'", "unknown name 'range'"),
+        ("'{{ dict(a=1) }}'", "unknown name 'dict'"),
+        ("'{{ self }}'", "unknown name 'self'"),
+        ("'{% for i in range(2) %}{{ i }}{% endfor %}'", "unknown name 'range'"),
+        # Filters and tests: the documented ones only.
+        ("'{{ data | random }}'", "unknown filter 'random'"),
+        ("'{{ data | attr(\"x\") }}'", "unknown filter 'attr'"),
+        ("'{{ data | map(\"upper\") }}'", "unknown filter 'map'"),
+        ("'{{ data | pprint }}'", "unknown filter 'pprint'"),
+        ("'{{ data is callable }}'", "unknown test 'callable'"),
+        ("'{{ data | defualt(1) }}'", "unknown filter 'defualt' (did you mean 'default'?)"),
     ],
 )
 def test_a_template_that_cannot_work_is_a_problem_of_the_rules_file(tmp_path: Path, body: str, fragment: str):
@@ -57,6 +74,20 @@ def test_a_template_that_cannot_work_is_a_problem_of_the_rules_file(tmp_path: Pa
     assert line == 7
     assert "action 0 (webhook): body:" in message
     assert fragment in message
+
+
+@pytest.mark.parametrize("expression", ["lipsum", "cycler", "range(3)", "joiner()", "namespace()", "self"])
+def test_validate_refuses_jinjas_own_names_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], expression: str
+):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        RULE + f"      - type: webhook\n        url: https://example.com/h\n        body: '{{{{ {expression} }}}}'\n"
+    )
+    assert main(["validate", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert f"{path}:7:" in error
+    assert f"unknown name {expression.partition('(')[0]!r}" in error
 
 
 def test_a_url_whose_host_is_a_template_is_refused(tmp_path: Path):
@@ -156,6 +187,21 @@ def test_a_missing_member_fails_the_action_unless_the_template_says_what_to_do()
         Template.compile("run {{ data.runId }}").render(context())
     assert Template.compile("run {{ data.runId | default('?') }}").render(context()) == "run ?"
     assert Template.compile("{% if data.runId is defined %}x{% else %}none{% endif %}").render(context()) == "none"
+
+
+@pytest.mark.parametrize(
+    ("source", "rendered"),
+    [
+        ("{{ data.modelName | upper }}-{{ data.modelName | length }}", "CHURN-5"),
+        ("{{ subject | replace('models/', '') | title }}", "Churn:3"),
+        ("{{ data.modelTags | tojson }}", '{"stage": "production"}'),
+        ("{{ [data.modelName, id] | join('/') }}", "churn/ev-1"),
+        ("{% if data.modelTags is mapping and data.missing is undefined %}yes{% endif %}", "yes"),
+        ("{{ (action_index * 1.5) | round | int }}", "3"),
+    ],
+)
+def test_the_documented_filters_and_tests_render(source: str, rendered: str):
+    assert Template.compile(source).render(context()) == rendered
 
 
 def test_the_sandbox_keeps_templates_away_from_python_internals():

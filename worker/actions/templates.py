@@ -6,8 +6,11 @@ received), ``rule``, ``action_index`` and ``idempotency_key``. Members of JSON o
 as filter keys are: exact name first, then ignoring case (``data.ModelName`` finds ``modelName``).
 
 Templates run in Jinja's sandbox (no access to Python internals) with no loader (no ``include``,
-``import`` or ``extends``: no file access). At load time a template that does not parse, uses those
-tags or names anything outside the context is an error of the rules file. What is inside ``data``
+``import`` or ``extends``: no file access), and see exactly the context: none of Jinja's globals
+(``range``, ``dict``, ``lipsum``, ``cycler``, ``joiner``, ``namespace``), only the filters of
+:data:`FILTERS` and the tests of :data:`TESTS`. At load time a template that does not parse, uses
+those tags, or names anything else is an error of the rules file; validation and rendering use the
+same environment, so what passes one cannot surprise the other. What is inside ``data``
 cannot be known then: a template that reaches for a member the event lacks fails that action
 permanently (it is dead-lettered with the reason) unless it says what to do, such as
 ``{{ data.runId | default('') }}`` or ``{% if data.runId is defined %}``.
@@ -50,6 +53,66 @@ CONTEXT_NAMES: Final = (
     "idempotency_key",
 )
 _KNOWN: Final = frozenset(CONTEXT_NAMES)
+#: The filters templates may use: Jinja's own, of these names.
+FILTERS: Final = (
+    "abs",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "int",
+    "join",
+    "last",
+    "length",
+    "lower",
+    "replace",
+    "round",
+    "safe",
+    "string",
+    "title",
+    "tojson",
+    "trim",
+    "truncate",
+    "upper",
+    "urlencode",
+)
+#: The tests templates may use (``x is defined``): Jinja's own, of these names.
+TESTS: Final = (
+    "!=",
+    "<",
+    "<=",
+    "==",
+    ">",
+    ">=",
+    "boolean",
+    "defined",
+    "divisibleby",
+    "eq",
+    "even",
+    "false",
+    "float",
+    "ge",
+    "gt",
+    "in",
+    "integer",
+    "le",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sequence",
+    "string",
+    "true",
+    "undefined",
+    "upper",
+)
 _FORBIDDEN: Final = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 _ONE_EXPRESSION: Final = re.compile(r"\s*\{\{(?P<expression>(?:(?!\{\{|\}\}).)*)\}\}\s*", re.DOTALL)
 #: What evaluating a template may raise: Jinja's errors, and Python's on wrong types or values.
@@ -59,7 +122,14 @@ Context = Mapping[str, object]
 
 
 class _Environment(SandboxedEnvironment):
-    """The sandbox, with members of JSON objects looked up as filter keys are (and never dict methods)."""
+    """The sandbox, with members of JSON objects looked up as filter keys are (and never dict methods),
+    no globals, and only the filters and tests named in :data:`FILTERS` and :data:`TESTS`."""
+
+    def __init__(self, *, autoescape: bool) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=True)
+        self.globals.clear()
+        self.filters = {name: self.filters[name] for name in FILTERS}
+        self.tests = {name: self.tests[name] for name in TESTS}
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
@@ -76,8 +146,8 @@ class _Environment(SandboxedEnvironment):
         return self.undefined(obj=obj, name=name) if value is MISSING else value
 
 
-_TEXT: Final = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-_HTML: Final = _Environment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
+_TEXT: Final = _Environment(autoescape=False)
+_HTML: Final = _Environment(autoescape=True)
 
 
 def context_of(action: PlannedAction) -> dict[str, object]:
@@ -107,13 +177,33 @@ def _parse(environment: _Environment, source: str) -> nodes.Template:
     for node in tree.find_all(_FORBIDDEN):
         tag = type(node).__name__.lower()
         raise ValueError(f"template {source!r}: {tag!r} is not available (templates have no file access)")
+    for filter_node in tree.find_all(nodes.Filter):
+        if filter_node.name not in environment.filters:
+            raise ValueError(
+                f"template {source!r}: unknown filter {_suggest(filter_node.name, FILTERS)}; templates "
+                f"have {', '.join(FILTERS)}"
+            )
+    for test_node in tree.find_all(nodes.Test):
+        if test_node.name not in environment.tests:
+            raise ValueError(
+                f"template {source!r}: unknown test {_suggest(test_node.name, TESTS)}; templates have "
+                f"{', '.join(name for name in TESTS if name.isalpha())}"
+            )
+    # After the filters and tests: finding the names compiles the template, which refuses unknown ones.
     unknown = sorted(meta.find_undeclared_variables(tree) - _KNOWN)
+    if any(node.name == "self" for node in tree.find_all(nodes.Name)):
+        unknown.insert(0, "self")  # Jinja's reference to the template itself, never looked up in the context
     if unknown:
-        name = unknown[0]
-        close = difflib.get_close_matches(name, CONTEXT_NAMES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"template {source!r}: unknown name {name!r}{hint}; templates see {', '.join(CONTEXT_NAMES)}")
+        raise ValueError(
+            f"template {source!r}: unknown name {_suggest(unknown[0], CONTEXT_NAMES)}; templates see "
+            f"{', '.join(CONTEXT_NAMES)}"
+        )
     return tree
+
+
+def _suggest(name: str, names: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 @dataclass(frozen=True, slots=True)
