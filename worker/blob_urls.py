@@ -2,8 +2,8 @@
 
 Host style ``https://ACCOUNT.blob.core.windows.net/CONTAINER[/PREFIX]``, or path style as
 emulators serve it, ``http://127.0.0.1:10000/ACCOUNT/CONTAINER[/PREFIX]`` (path style when the host
-is an IP address, ``localhost`` or a name without dots). A SAS token may follow in the query. Pure:
-the clients are made where they are used.
+is an IP address, ``localhost`` or a name without dots). A SAS token may follow in the query; it is
+masked wherever the worker writes from then on. Pure: the clients are made where they are used.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from worker.errors import SourceError
+from worker.masking import MASKER
 
 _CONTAINER_NAME: Final = re.compile(r"^(?:[a-z0-9](?:-?[a-z0-9]){2,62}|\$root|\$logs)$")
 
@@ -57,6 +58,8 @@ def parse_container_url(url: str) -> ContainerUrl:
         raise SourceError(
             f"{url}: {container!r} is not a container name (3 to 63 lower-case letters, digits and single hyphens)"
         )
+    if parts.query:
+        MASKER.add(parts.query, *(value for name, value in parse_qsl(parts.query) if name.lower() == "sig"))
     return ContainerUrl(base, container, prefix, parts.query or None)
 
 

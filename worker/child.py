@@ -44,6 +44,7 @@ from worker.handoff import (
 )
 from worker.inprocess import InProcessHost, in_process_host
 from worker.log import configure as configure_logging
+from worker.masking import MASKER
 from worker.metrics import ActionMetrics
 
 log = structlog.get_logger("worker.child")
@@ -56,6 +57,8 @@ async def serve(sock: socket.socket) -> int:
     """Run the pipelines the parent at the other end of ``sock`` asks for; the exit code."""
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     settings = (await read_start(reader)).settings
+    if settings.checkpoints.connection_string is not None:
+        MASKER.add_connection_string(settings.checkpoints.connection_string)
     configure_logging(settings.log_level, settings.log_format)
 
     def send(reply: Reply) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, Rul
 from worker.events import InvalidEvent, decode_body
 from worker.keys import split_key
 from worker.log import configure as configure_logging
+from worker.masking import MASKER
 from worker.rules import explain
 from worker.rulesfile import load_rules, paths_of
 from worker.settings import CoreSettings, DriverSettings, LatePolicy
@@ -41,12 +44,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_INVALID
-    try:
-        code: int = args.handler(args, sys.stdout)
-    except RulesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+    # Everything a command prints goes through the masking of secrets, its errors included; but for the
+    # local hub's connection string, whose key the hub does not check: printing it is the command's job.
+    out = sys.stdout if args.command == "localhub" else MaskedText(sys.stdout)
+    with contextlib.redirect_stderr(MaskedText(sys.stderr)):
+        try:
+            code: int = args.handler(args, out)
+        except RulesError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
     return code
+
+
+class MaskedText(io.TextIOBase):
+    """A text stream that masks secrets (:data:`~worker.masking.MASKER`) in what is written to it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(MASKER.mask(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from worker.errors import SettingsError
 from worker.keys import split_key
+from worker.masking import MASKER
 from worker.settings import (
     CheckpointSettings,
     CoreSettings,
@@ -169,6 +170,9 @@ class RunSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSettings:
+        for secret in (self.eventhub_connection_string, self.storage_connection_string):
+            if secret is not None:
+                MASKER.add_connection_string(secret.get_secret_value())
         problems: list[str] = []
         hub_sources = [self.eventhub_connection_string is not None, self.eventhub_namespace is not None]
         if sum(hub_sources) != 1:

@@ -1,4 +1,8 @@
-"""Logging set-up: structlog, JSON lines when not on a terminal, console rendering on one."""
+"""Logging set-up: structlog, JSON lines when not on a terminal, console rendering on one, secrets masked.
+
+Every line is masked as rendered (:data:`~worker.masking.MASKER`), whatever it holds: a value, an
+error message, a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,21 @@ import sys
 from typing import Literal
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from worker.masking import MASKER
 
 
 def configure(level: str = "info", log_format: Literal["auto", "json", "console"] = "auto") -> None:
     """Configure structlog once, at start-up. ``auto`` picks JSON unless stderr is a terminal."""
     as_json = not sys.stderr.isatty() if log_format == "auto" else log_format == "json"
-    renderer: structlog.typing.Processor = (
+    render: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
+
+    def renderer(logger: WrappedLogger, name: str, event: EventDict) -> str:
+        return MASKER.mask(str(render(logger, name, event)))
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

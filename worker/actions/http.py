@@ -24,6 +24,7 @@ from worker.actions.retry import retry_after_seconds
 from worker.actions.templates import Context, JsonTemplate
 from worker.errors import TargetRejected, TargetUnavailable
 from worker.jsontext import dumps
+from worker.masking import MASKER
 
 log = structlog.get_logger("worker.actions")
 
@@ -57,7 +58,8 @@ def check_status(request: HttpRequest, response: HttpResponse, now: datetime) ->
     status = response.status
     if 200 <= status < 300:
         return
-    excerpt = response.body[:_EXCERPT].decode("utf-8", "replace").strip()
+    # Masked whole, then cut: a secret the target echoes is never cut in two, half of it shown.
+    excerpt = MASKER.mask(response.body[:MAX_RESPONSE].decode("utf-8", "replace"))[:_EXCERPT].strip()
     message = f"{request.where}: HTTP {status}" + (f": {excerpt}" if excerpt else "")
     if status in (408, 429) or status >= 500:
         raise TargetUnavailable(message, retry_after=retry_after_seconds(response.headers.get("retry-after"), now))

@@ -30,9 +30,9 @@ from worker.actions.breaker import BreakerSettings, CircuitBreaker
 from worker.actions.deadletters import Attempt, DeadLetterDirectory, DeadLetterLane, dead_letter_record
 from worker.actions.registry import ActionType, action_types
 from worker.actions.retry import RetryPolicy
-from worker.actions.secrets import redact, secrets_in
 from worker.actions.services import Services
 from worker.errors import ActionError, CircuitOpen, TargetRejected, TargetUnavailable, WorkerError
+from worker.masking import MASKER
 
 __all__ = [
     "ActionRunner",
@@ -76,12 +76,11 @@ class RunnerSettings:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """One rule action's executor, what bounds its attempts, and the secrets to mask in its errors."""
+    """One rule action's executor, and what bounds its attempts."""
 
     executor: Executor
     policy: RetryPolicy
     timeout: float
-    secrets: tuple[str, ...]
     #: The executor's synchronous path, when it has one (see :class:`ImmediateExecutor`).
     now: Callable[[PlannedAction], None] | None
 
@@ -152,7 +151,7 @@ class ActionRunner:
                 if attempts:
                     log.info("action.recovered", **_about(action), attempt=number)
                 return ActionFate.DONE
-            message = redact(str(error), entry.secrets)
+            message = MASKER.mask(str(error))
             attempts.append(Attempt(datetime.now(UTC), message, error.transient))
             log.warning(
                 "action.failed",
@@ -235,7 +234,6 @@ class ActionRunner:
             executor,
             _policy(params, self._retry or action_type.retry),
             params.timeout or action_type.timeout,
-            secrets_in(params),
             executor.execute_now if isinstance(executor, ImmediateExecutor) else None,
         )
         self._entries[id(spec)] = (spec, entry)

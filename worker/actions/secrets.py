@@ -4,22 +4,24 @@ A secret parameter (an SMTP password, a token, an HMAC key, a connection string)
 reference, never the value itself, so rules files can be committed. The reference is resolved when
 the rules load; a variable that is not set is a problem of the rules file, named with its file and
 line. The value is held in a :class:`Secret`, whose ``repr`` and ``str`` show the reference, not the
-value; :func:`redact` masks values that a remote error message may echo back.
+value, and is registered with the process's :data:`~worker.masking.MASKER` as it is resolved, so that
+it is masked, in every form, wherever the worker writes (a remote error message may echo it back).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pydantic import BaseModel, GetCoreSchemaHandler, ValidationInfo
+from pydantic import GetCoreSchemaHandler, ValidationInfo
 from pydantic_core import core_schema
 
+from worker.masking import MASKER
+
 _REFERENCE: Final = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-MASK: Final = "***"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class Secret:
         value = environment.get(name)
         if not value:
             raise ValueError(f"the environment variable {name} is not set (or is empty); set it before starting")
+        if not isinstance(environment, Placeholders):
+            MASKER.add(value)
         return cls(name, value)
 
 
@@ -67,32 +71,3 @@ class Placeholders(Mapping[str, str]):
 
     def __len__(self) -> int:
         return 0
-
-
-def secrets_in(value: object) -> tuple[str, ...]:
-    """The secret values held anywhere in ``value`` (action parameters), longest first."""
-    found: set[str] = set()
-    _collect(value, found)
-    return tuple(sorted(found, key=len, reverse=True))
-
-
-def _collect(value: object, found: set[str]) -> None:
-    if isinstance(value, Secret):
-        found.add(value.value)
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            _collect(getattr(value, name), found)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            _collect(item, found)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _collect(item, found)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret value (longest first) replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    return text

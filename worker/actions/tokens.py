@@ -13,6 +13,7 @@ from azure.core.exceptions import AzureError
 from azure.identity import CredentialUnavailableError
 
 from worker.errors import ActionError, TargetUnavailable
+from worker.masking import MASKER
 
 
 class CredentialTokens:
@@ -40,6 +41,7 @@ class CredentialTokens:
             ) from exc
         except AzureError as exc:
             raise TargetUnavailable(f"cannot get an Azure AD token for {scope}: {exc.message}") from exc
+        MASKER.add(access.token)  # a target may echo it back in an error
         return access.token
 
     async def aclose(self) -> None:
