@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import aiohttp
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import free_port
@@ -106,3 +107,13 @@ async def test_port_zero_turns_the_server_off() -> None:
     registry = new_registry(View(), ActionMetrics())
     async with serve(OpsSettings("127.0.0.1", 0), registry, lambda: None) as port:
         assert port is None
+
+
+def test_label_values_from_outside_are_masked() -> None:
+    """An event type is whatever a publisher sent; a credential in it never reaches the metrics."""
+    view = View()
+    view.counts.read = 1
+    view.counts.count_skip("0", "Bearer abcdefghijklmnopqrstuvwxyz", Skip.UNHANDLED_TYPE)
+    text = generate_latest(new_registry(view, ActionMetrics())).decode()
+    assert "abcdefghijklmnopqrstuvwxyz" not in text
+    assert samples(text)["azml_worker_events_total", (("event_type", "Bearer ***"), ("outcome", "skipped"))] == 1

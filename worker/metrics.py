@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from worker.accounting import Tally
 from worker.handoff import ActionCounts, PartitionStatus
+from worker.masking import MASKER
 
 PREFIX = "azml_worker"
 
@@ -55,7 +56,7 @@ class WorkerCollector(Collector):
         for (_, event_type, fate), n in tally.counts.items():
             by_type[fate.value, event_type] += n
         for (outcome, event_type), n in sorted(by_type.items()):
-            events.add_metric([outcome, event_type], n)
+            events.add_metric(_labels((outcome, event_type)), n)
         yield events
         yield _counter("events_read", "Events read", [], [((), tally.read)])
         yield _counter(
@@ -122,17 +123,22 @@ class WorkerCollector(Collector):
         )
 
 
+def _labels(values: Iterable[str]) -> list[str]:
+    """Label values as shown: masked (an event type or a rule name comes from outside)."""
+    return [MASKER.mask(value) for value in values]
+
+
 def _counter(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
     family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
     for values, n in sorted(samples):
-        family.add_metric(list(values), n)
+        family.add_metric(_labels(values), n)
     return family
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
     family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
     for values, n in sorted(samples):
-        family.add_metric(list(values), n)
+        family.add_metric(_labels(values), n)
     return family
 
 
