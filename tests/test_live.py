@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.live import (
     RULES,
@@ -33,7 +34,7 @@ from tests.live import (
     worker_log,
 )
 from tests.servers import Azurite, free_port
-from worker.accounting import Skip
+from worker.accounting import Fate, Skip
 from worker.config import RunSettings
 from worker.run import run_worker
 
@@ -427,3 +428,85 @@ async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, 
             await wait_for(all_acted, 30, "the reloaded rule to act on every event")
             stop.set()
             await running
+
+
+async def metrics_of(port: int) -> dict[str, float]:
+    """A worker's metrics, summed by name and outcome (``events_total:handed_over``); {} while it does not answer."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    except aiohttp.ClientConnectionError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for key in (sample.name, f"{sample.name}:{sample.labels.get('outcome', '')}"):
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def adds_up(metrics: dict[str, float]) -> bool:
+    """Every event read has an outcome, or is held in a reorder buffer still."""
+    read = metrics.get("azml_worker_events_read_total", -1.0)
+    return read == metrics.get("azml_worker_events_total", 0.0) + metrics.get("azml_worker_reorder_buffered", 0.0)
+
+
+async def test_events_held_when_a_partition_moves_are_handed_over_and_counted(tmp_path: Path, azurite: Azurite) -> None:
+    """A worker that loses partitions to a new one counts what it held on them as handed over: its
+    counts add up in /metrics while it runs, and in its report when it stops; so do the new one's."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    container = f"handover-{uuid.uuid4().hex[:12]}"
+    ports = [free_port(), free_port()]
+    async with local_hub("handover") as hub:
+        published = events(200, seed=21, duplicates=0)
+        await send(hub, published)
+
+        def env(port: int) -> dict[str, str]:
+            # An hour's reorder window: every event read stays held, until it is handed over.
+            return worker_env(
+                hub, azurite, container, rules, reorder_window=3600, http_port=port, http_host="127.0.0.1"
+            )
+
+        first = await start_worker(env(ports[0]), tmp_path / "w0")
+
+        async def first_read_everything() -> bool:
+            metrics = await metrics_of(ports[0])
+            return (
+                metrics.get("azml_worker_events_read_total") == len(published)
+                and metrics.get("azml_worker_partitions_owned") == 4
+            )
+
+        await wait_for(first_read_everything, 60, "the first worker to read every event, on all 4 partitions")
+        second = await start_worker(env(ports[1]), tmp_path / "w1")
+
+        async def handed_over() -> bool:
+            metrics = await metrics_of(ports[0])
+            return metrics.get("azml_worker_partitions_owned") == 2 and bool(
+                metrics.get("azml_worker_events_total:handed_over")
+            )
+
+        await wait_for(handed_over, 60, "the second worker to take 2 partitions from the first")
+        metrics = await metrics_of(ports[0])
+        assert adds_up(metrics), metrics
+        assert 0 < metrics["azml_worker_events_total:handed_over"] < len(published)
+        assert (
+            metrics["azml_worker_reorder_buffered"] == len(published) - metrics["azml_worker_events_total:handed_over"]
+        )
+
+        async def second_read_its_share() -> bool:
+            metrics = await metrics_of(ports[1])
+            return metrics.get("azml_worker_partitions_owned") == 2 and bool(
+                metrics.get("azml_worker_events_read_total")
+            )
+
+        await wait_for(second_read_its_share, 60, "the second worker to read its 2 partitions")
+        assert adds_up(await metrics_of(ports[1]))
+        for process in (second, first):
+            assert await stop_worker(process, signal.SIGTERM) == 0
+    for cwd in (tmp_path / "w0", tmp_path / "w1"):
+        [stopped] = [line for line in worker_log(cwd) if line.get("event") == "worker.stopped"]
+        counts = {name: value for name, value in stopped.items() if isinstance(value, int)}
+        assert sum(counts.get(fate.value, 0) for fate in Fate) == counts["events"] > 0, stopped
+        assert counts["handed_over"] == counts["events"]  # held for an hour: nothing else happened to them
+    assert not Actions.read(tmp_path / "w0" / "actions.jsonl", tmp_path / "w1" / "actions.jsonl").lines

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.probe import TYPES, Probe, message, no_sleep, table
+from worker.accounting import Fate
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
 from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Stores
 from worker.config import RunSettings
@@ -147,3 +148,23 @@ def test_a_file_added_to_a_rules_directory_is_read_on_the_next_load(tmp_path: Pa
     assert [rule.name for rule in load().rules] == ["a"]
     (rules / "b.yaml").write_text("rules:\n  - name: b\n    filter: {}\n    actions: [{type: log}]\n")
     assert [rule.name for rule in load().rules] == ["a", "b"]
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["shutdown", "lost"])
+async def test_events_still_held_at_the_close_are_handed_over_and_the_counts_add_up(
+    probe: Probe, tmp_path: Path, write: bool
+) -> None:
+    probe.gate.set()
+    run = run_for(tmp_path, window=3600)
+    run.start()
+    run.offer([message(0, "a", 0), message(1, "b", 1)])  # held: the window is an hour
+    async with asyncio.timeout(10):
+        while run.core.buffered < 2:  # noqa: ASYNC110 - the core is pure: it has no event to wait on
+            await asyncio.sleep(0.01)
+    await run.close(5.0, write=write)
+    counts = run.core.counts()
+    assert counts.read == 2
+    assert counts.fates == {Fate.HANDED_OVER: 2}
+    assert counts.check() == []
+    assert probe.order == []
+    assert await checkpoint_of(tmp_path) is None  # nothing finished: no checkpoint passes them

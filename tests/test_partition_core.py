@@ -101,6 +101,32 @@ def test_events_of_a_subject_leave_in_time_order_once_the_window_has_passed():
     assert ids(core.release_all()) == ["c"]
 
 
+def test_what_the_buffer_holds_when_the_partition_closes_is_handed_over():
+    core = PartitionCore("0", table(), CoreSettings(window=60))
+    core.receive(message(1, T0, body(Published("a", "s1", T0))))
+    later = T0 + timedelta(seconds=61)
+    [released] = core.receive(message(2, later, body(Published("b", "s2", later))))  # the watermark passes "a"
+    core.finish(released)
+    core.receive(message(3, later, body(Published("c", "s3", later))))
+    assert core.buffered == 2
+    assert core.hand_over() == 2
+    counts = core.counts()
+    assert counts.read == 3
+    assert counts.fates == {Fate.MATCHED: 1, Fate.HANDED_OVER: 2}
+    assert counts.check() == []
+    assert core.checkpoint == Position("0", "1000", 1, T0)  # never past what was handed over
+    # Their next owner reads them again from the checkpoint: they are not duplicates there.
+    state = core.state()
+    assert set(state.recent_ids) == {"a"}
+    assert state.finished_beyond == ()
+    after = PartitionCore("0", table(), CoreSettings(window=0), state=state, checkpoint=core.checkpoint)
+    again = [
+        *after.receive(message(2, later, body(Published("b", "s2", later)))),
+        *after.receive(message(3, later, body(Published("c", "s3", later)))),
+    ]
+    assert ids(again) == ["b", "c"]
+
+
 def test_the_partition_going_idle_releases_the_buffer():
     core = PartitionCore("0", table(), CoreSettings(window=5))
     core.receive(message(1, T0, body(Published("a", "s", T0))), now=100.0)

@@ -1,10 +1,11 @@
 """Accounting: every event read ends in exactly one outcome, counted per partition, type and rule.
 
 Outcomes are ``matched`` (the actions of at least one rule run), ``unmatched``, ``skipped`` (with a
-reason: foreign topic, unhandled type, duplicate, late) and ``invalid`` (with the decoder's
-reason). The counts of the four always add up to the events read, and :meth:`Tally.check` says
-so or says what is off. Actions are counted apart, per rule: run, dead-lettered, or (dry run)
-planned.
+reason: foreign topic, unhandled type, duplicate, late), ``invalid`` (with the decoder's reason)
+and ``handed_over`` (held in the reorder buffer when the partition was closed here: left to its
+next owner, which reads it again from the checkpoint). The counts always add up to the events
+read, and :meth:`Tally.check` says so or says what is off. Actions are counted apart, per rule:
+run, dead-lettered, or (dry run) planned.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class Fate(enum.StrEnum):
     UNMATCHED = "unmatched"
     SKIPPED = "skipped"
     INVALID = "invalid"
+    #: Still held when the partition was closed here; its next owner reads it again.
+    HANDED_OVER = "handed_over"
 
 
 class Skip(enum.StrEnum):
@@ -156,7 +159,7 @@ def summary(report: dict[str, object]) -> list[str]:
     details = {"skipped": _ints(report["skipped"]), "invalid": _ints(report["invalid"])}
     for name, n in outcomes.items():
         reasons = ", ".join(f"{k} {v}" for k, v in details.get(name, {}).items() if v)
-        lines.append(f"  {name:<10} {n:>8}" + (f"  ({reasons})" if reasons else ""))
+        lines.append(f"  {name:<11} {n:>8}" + (f"  ({reasons})" if reasons else ""))
     if report["late_processed"]:
         lines.append(f"  late events processed: {report['late_processed']}")
     partitions = report["partitions"]

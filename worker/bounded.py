@@ -38,6 +38,10 @@ class RecentSet(Generic[K]):
         """Oldest first."""
         return iter(self._keys)
 
+    def discard(self, key: K) -> None:
+        """Forget ``key`` if it is held (not counted as evicted)."""
+        self._keys.pop(key, None)
+
     def add(self, key: K) -> None:
         keys = self._keys
         if key in keys:

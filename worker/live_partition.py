@@ -107,6 +107,7 @@ class LivePartition:
         ``write`` False (ownership lost to another worker): write nothing, so as not to overwrite the
         new owner's checkpoint; whatever was in flight is redone there, with the same idempotency keys.
         Batches handed in but not yet fed are dropped: they are not finished, so no checkpoint passes them.
+        Events still held in the reorder buffer are counted as handed over, and stay unfinished too.
         """
         task = self._task
         if task is None:
@@ -117,6 +118,9 @@ class LivePartition:
         self._wake.set()
         with contextlib.suppress(PartitionFailed):
             await task
+        handed = self.core.hand_over()
+        if handed:
+            log.info("partition.handed_over", events=handed, checkpointed=write)
         if write:
             await self._write(force=True)
 

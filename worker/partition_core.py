@@ -142,6 +142,17 @@ class PartitionCore:
         """Release everything held: the source has ended."""
         return self._evaluate(self._buffer.release_all())
 
+    def hand_over(self) -> int:
+        """The partition is closed here: count what the buffer still holds as handed over, and return
+        how many. They stay unfinished (no checkpoint passes them) and are forgotten as seen, so that
+        whoever reads them next, from the checkpoint, acts on them."""
+        held = self._buffer.release_all()
+        tally, partition = self.tally, self.partition_id
+        for event, _, _ in held:
+            tally.count(partition, event.type, Fate.HANDED_OVER)
+            self._seen.discard(event.id)
+        return len(held)
+
     def _evaluate(self, released: Iterable[_Held]) -> list[Work]:
         out: list[Work] = []
         table, tally, partition = self.table, self.tally, self.partition_id
