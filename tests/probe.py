@@ -31,6 +31,8 @@ class ProbeParams(ActionParams):
     #: Wait for the probe's gate before finishing.
     gated: bool = True
     target: str = "probe"
+    #: Raise what no action should (a defect), not an ActionError.
+    crash: bool = False
 
 
 class Probe:
@@ -58,6 +60,8 @@ class ProbeExecutor:
         probe = ACTIVE[-1]
         subject = action.event.subject or ""
         probe.calls[action.event.id] += 1
+        if self.params.crash:
+            raise RuntimeError("probe: a defect, on purpose")
         if probe.calls[action.event.id] <= self.params.failures:
             raise ActionError("probe: failing on purpose", transient=self.params.transient)
         assert probe.subject_running[subject] == 0, "two actions of one subject ran at once"
@@ -84,6 +88,11 @@ TYPES = {**action_types(), "probe": ActionType("probe", ProbeParams, ProbeExecut
 
 async def no_sleep(_seconds: float) -> None:
     return None
+
+
+async def yielding(_seconds: float) -> None:
+    """A retry's wait that only lets the other tasks run."""
+    await asyncio.sleep(0)
 
 
 def table(**params: object) -> RulesTable:

@@ -93,7 +93,7 @@ def _every_record() -> list[Start | Command | Reply]:
         Stop(),
         Ready(),
         Taken("1", 300),
-        Report((status,), tally, ActionCounts({("log", "ok"): 2}, {"log": [1.0, 0.0, 0.01]})),
+        Report((status,), tally, ActionCounts({("log", "ok"): 2}, {"log": [1.0, 0.0, 0.01]}, {"webhook": 1})),
         Closed("1"),
         Fatal("cannot open the stores"),
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.probe import TYPES, Probe, message, no_sleep, table
+from tests.probe import TYPES, Probe, message, no_sleep, table, yielding
 from worker.accounting import Fate
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
 from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Stores
@@ -103,22 +103,62 @@ async def test_checkpoints_are_written_by_count_not_per_event(probe: Probe, tmp_
     assert 5 <= run.checkpoint_writes <= 8
 
 
-async def test_a_fatal_error_stops_the_partition_and_the_next_batch_is_refused(probe: Probe, tmp_path: Path) -> None:
+async def test_a_defect_stops_the_partition_and_the_next_batch_is_refused(probe: Probe, tmp_path: Path) -> None:
     probe.gate.set()
-    (tmp_path / "dead").write_text("a file where the dead-letter directory should be")
     inbox = Inbox("0", 1)
-    run = run_for(tmp_path, failures=5, transient=False, inbox=inbox)
+    run = run_for(tmp_path, crash=True, inbox=inbox)
     run.start()
     run.offer([message(0, "a", 0)])
     inbox.hand(2)  # more than the partition takes in: the receiver waits for room...
     with pytest.raises(PartitionFailed, match="partition 0: its pipeline has stopped"):
         async with asyncio.timeout(10):
-            await inbox.room()  # ...until the pipeline stops on the dead letter it cannot write
+            await inbox.room()  # ...until the pipeline stops on the defect
     assert run.status().failed
     with pytest.raises(PartitionFailed, match="partition 0"):
         run.offer([])
     await run.close(1.0, write=True)
     assert await checkpoint_of(tmp_path) is None
+
+
+async def test_a_dead_letter_that_cannot_be_written_holds_its_event_until_it_can(probe: Probe, tmp_path: Path) -> None:
+    """The lane is unwritable: the dead letter is tried again and again, counted, and its event stays
+    unfinished, so the checkpoint waits for it while other subjects go on; then the lane is back."""
+    probe.gate.set()
+    blocker = tmp_path / "dead"
+    blocker.write_text("a file where the dead-letter directory should be")
+    failed: list[str] = []
+
+    class Failures:
+        def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+            return None
+
+        def dead_letter_failed(self, action_type: str) -> None:
+            failed.append(action_type)
+
+    runner = ActionRunner(
+        DeadLetterDirectory(blocker), RetryPolicy(attempts=1), sleep=yielding, types=TYPES, observe=Failures()
+    )
+    core = PartitionCore("0", table(failures=1, transient=False), CoreSettings(window=0))
+    stores = Stores(DirectoryCheckpointStore(tmp_path), DirectoryStateStore(tmp_path, SCOPE), SCOPE)
+    checkpoints = CheckpointSettings(None, None, "unused", tmp_path, 3600.0, 1)
+    run = LivePartition(core, runner, DriverSettings(concurrency=4), stores, checkpoints, Inbox("0", 100))
+    run.start()
+    run.offer([message(0, "a", 0)])  # its action fails for good: a dead letter
+    async with asyncio.timeout(10):
+        while len(failed) < 3:  # noqa: ASYNC110 - the failures are counted as they happen
+            await asyncio.sleep(0.01)
+    run.offer([message(1, "b", 1)])  # another subject goes on meanwhile (its first attempt fails too: a
+    run.offer([])  # second dead letter, held as well)
+    assert run.core.checkpoint is None  # never past the event whose dead letter is not written
+    assert not run.status().failed
+    blocker.unlink()  # the lane is back
+    await settle(run, 1)
+    letters = sorted(p.name for p in (tmp_path / "dead").glob("*.json"))
+    assert len(letters) == 2
+    await run.close(5.0, write=True)
+    assert await checkpoint_of(tmp_path) == 1
+    assert set(failed) == {"probe"}
+    await runner.aclose()
 
 
 async def test_the_last_events_of_a_burst_leave_the_reorder_buffer_after_the_window_without_a_tick(

@@ -117,3 +117,13 @@ def test_label_values_from_outside_are_masked() -> None:
     text = generate_latest(new_registry(view, ActionMetrics())).decode()
     assert "abcdefghijklmnopqrstuvwxyz" not in text
     assert samples(text)["azml_worker_events_total", (("event_type", "Bearer ***"), ("outcome", "skipped"))] == 1
+
+
+def test_dead_letters_that_could_not_be_written_are_counted_and_carried_whole() -> None:
+    metrics = ActionMetrics()
+    metrics.dead_letter_failed("webhook")
+    metrics.dead_letter_failed("webhook")
+    shown = ActionMetrics()
+    shown.load(metrics.counts())  # as the pipeline process reports them to the parent
+    text = generate_latest(new_registry(View(), shown)).decode()
+    assert samples(text)["azml_worker_dead_letter_failures_total", (("action_type", "webhook"),)] == 2

@@ -15,16 +15,21 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
+from structlog.testing import capture_logs
 
-from tests.servers import Azurite, free_port
-from tests.support import capture
+from tests.probe import yielding
+from tests.servers import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
+from tests.support import capture, make_event
 from tests.targets import HttpTarget, Received
 from worker.accounting import ActionFate
-from worker.actions import idempotency_key
+from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
 from worker.actions.breaker import BreakerSettings
-from worker.actions.runner import RunnerSettings
+from worker.actions.deadletters import dead_letter_lane
+from worker.actions.retry import RetryPolicy
+from worker.actions.runner import ActionRunner, RunnerSettings
 from worker.cli import main
+from worker.errors import SourceError
 from worker.replay import LogProgress, ReplaySettings, replay
 from worker.rulesfile import load_rules
 from worker.settings import CoreSettings, DriverSettings
@@ -227,3 +232,56 @@ def test_a_lane_that_is_empty_or_holds_no_letters_is_refused(
     rules = rules_file(tmp_path, "http://127.0.0.1:9")
     assert main(["replay", "--from-dead-letters", "--rules", str(rules), str(lane)]) == 2
     assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.integration
+async def test_a_dead_letter_container_refusing_writes_holds_the_event_and_is_tried_again(azurite: Azurite):
+    """Writes refused (a read-only SAS): the dead letter is tried again, each failure counted and
+    logged, and the action never finishes, so its event stays unfinished; stopping leaves it so."""
+    with ContainerClient.from_connection_string(azurite.connection_string, "read-only-lane") as container:
+        container.create_container()
+    sas = generate_container_sas(
+        ACCOUNT,
+        "read-only-lane",
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    failed: list[str] = []
+
+    class Failures:
+        def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+            return None
+
+        def dead_letter_failed(self, action_type: str) -> None:
+            failed.append(action_type)
+
+    lane = dead_letter_lane(f"{azurite.account_url}/read-only-lane?{sas}")
+    runner = ActionRunner(lane, RetryPolicy(attempts=1), sleep=yielding, observe=Failures())
+    hook = action_types()["webhook"].params.model_validate(
+        {
+            "url": f"http://127.0.0.1:{free_port()}/down",
+            "secret_headers": {"x-functions-key": "${env:OUTAGE_FUNCTION_KEY}"},
+        }
+    )
+    with capture_logs() as logs:
+        running = asyncio.create_task(runner.run(PlannedAction("hook", ActionSpec("webhook", 0, hook), make_event())))
+        async with asyncio.timeout(30):
+            while len(failed) < 3:  # noqa: ASYNC110 - the failures are counted as they happen
+                await asyncio.sleep(0.01)
+        assert not running.done()
+        running.cancel()  # the worker stops: the event is redone after its restart
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    await runner.aclose()
+    refusals = [line for line in logs if line["event"] == "dead_letter.failed"]
+    assert len(refusals) >= 3
+    assert all("read-only-lane" in line["error"] and sas not in line["error"] for line in refusals)
+    with ContainerClient.from_connection_string(azurite.connection_string, "read-only-lane") as container:
+        assert list(container.list_blobs()) == []
+
+
+def test_a_dead_letter_container_of_another_account_than_the_connection_strings_is_refused():
+    connection = f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:10000/{ACCOUNT};"
+    with pytest.raises(SourceError, match="the storage connection string is for another account"):
+        dead_letter_lane("https://elsewhere.blob.core.windows.net/dead-letters", connection)

@@ -191,7 +191,9 @@ def test_a_dead_letter_that_cannot_be_written_stops_the_replay(
     code, report = report_of(tmp_path, "--rules", str(rules), "--dead-letters", str(not_a_directory), str(source))
     assert code == 2
     assert report == {}
-    assert "cannot write a dead letter" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"error: {not_a_directory}/" in error
+    assert "cannot write the dead letter" in error
 
 
 def test_a_missing_source_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

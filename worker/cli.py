@@ -339,8 +339,6 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
             tally = asyncio.run(replay(plan, table, settings, progress_for(plan)))
     except* (SourceError, CaptureError, DeadLetterError) as group:
         errors += [str(exc) for exc in group.exceptions]
-    except* OSError as group:
-        errors += [f"cannot write a dead letter: {exc}" for exc in group.exceptions]
     if errors:
         for error in errors:
             print(f"error: {error}", file=sys.stderr)

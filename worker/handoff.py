@@ -78,6 +78,8 @@ class ActionCounts:
     #: By action type: the count in each latency bucket (not cumulative), then above the last, then
     #: the sum of seconds.
     latency: dict[str, list[float]]
+    #: Dead letters that could not be written (and were tried again), by action type.
+    dead_letter_failures: dict[str, int]
 
 
 class Inbox:

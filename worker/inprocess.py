@@ -140,7 +140,7 @@ async def in_process_host(
 ) -> AsyncIterator[InProcessHost]:
     """The partitions of ``worker run`` in this process, with the action runner the settings describe."""
     runner = ActionRunner(
-        dead_letter_lane(settings.dead_letters, settings.checkpoints.connection_string), observe=metrics.observe
+        dead_letter_lane(settings.dead_letters, settings.checkpoints.connection_string), observe=metrics
     )
     try:
         yield InProcessHost(rules_loader(settings.rules), runner, stores, settings, on_taken=on_taken)

@@ -156,6 +156,7 @@ class ActionMetrics(Collector):
     def __init__(self) -> None:
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._latency: dict[str, list[float]] = {}
+        self._dead_letter_failures: Counter[str] = Counter()
 
     def observe(self, action_type: str, seconds: float | None, result: str) -> None:
         """``result``: ok, transient, permanent or circuit_open (no request made, no latency)."""
@@ -167,13 +168,21 @@ class ActionMetrics(Collector):
             row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
             row[-1] += seconds
 
+    def dead_letter_failed(self, action_type: str) -> None:
+        self._dead_letter_failures[action_type] += 1
+
     def counts(self) -> ActionCounts:
-        return ActionCounts(dict(self._attempts), {kind: list(row) for kind, row in self._latency.items()})
+        return ActionCounts(
+            dict(self._attempts),
+            {kind: list(row) for kind, row in self._latency.items()},
+            dict(self._dead_letter_failures),
+        )
 
     def load(self, counts: ActionCounts) -> None:
         """Show ``counts`` from now on (those of the process that runs the actions)."""
         self._attempts = Counter(counts.attempts)
         self._latency = counts.latency
+        self._dead_letter_failures = Counter(counts.dead_letter_failures)
 
     def collect(self) -> Iterator[Metric]:
         yield _counter(
@@ -181,6 +190,12 @@ class ActionMetrics(Collector):
             "Action attempts, by action type and result",
             ["action_type", "result"],
             self._attempts.items(),
+        )
+        yield _counter(
+            "dead_letter_failures",
+            "Dead letters that could not be written (each is tried again; its event stays unfinished)",
+            ["action_type"],
+            [((kind,), n) for kind, n in self._dead_letter_failures.items()],
         )
         latency = HistogramMetricFamily(
             f"{PREFIX}_action_seconds", "Seconds per action attempt, by action type", labels=["action_type"]

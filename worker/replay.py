@@ -42,7 +42,8 @@ class ReplaySettings:
     driver: DriverSettings = field(default_factory=DriverSettings)
     #: The retry policy of actions whose rule sets none (None: each action type's default).
     retry: RetryPolicy | None = None
-    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    #: A replay is a batch job: a dead letter that cannot be written after a few tries stops it.
+    runner: RunnerSettings = field(default_factory=lambda: RunnerSettings(dead_letter_tries=3, dead_letter_wait=0.2))
     #: The dead-letter lane: a directory, or a blob container URL (``https://.../CONTAINER[/PREFIX]``).
     dead_letters: Path | str = Path("dead-letters")
     #: For a blob container lane without a SAS token in its URL (else DefaultAzureCredential).

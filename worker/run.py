@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 from azure.identity.aio import DefaultAzureCredential
@@ -60,6 +62,7 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         _on_signals(stop, receiver.reload)
         stack.callback(_off_signals)
         log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(processing.checkpoints))
+        _tell_where_dead_letters_go(settings.dead_letters)
         helpers = []
         if settings.idle_exit:
             helpers.append(asyncio.create_task(_stop_when_idle(receiver, settings.idle_exit, stop)))
@@ -76,6 +79,22 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
     tally = receiver.tally()
     log.info("worker.stopped", events=tally.read, **{fate.value: n for fate, n in tally.fates.items()})
     return tally
+
+
+def _tell_where_dead_letters_go(lane: str) -> None:
+    """A dead letter counts as finished: in a local directory, it lasts as long as that directory."""
+    if "://" in lane:
+        return
+    directory = str(Path(lane).resolve())
+    if os.environ.get("KUBERNETES_SERVICE_HOST") or Path("/.dockerenv").exists():
+        log.warning(
+            "dead_letters.local",
+            directory=directory,
+            advice="in a container, this must be a persistent volume, or dead letters die with the container: "
+            "prefer a blob container (WORKER_DEAD_LETTERS=https://ACCOUNT.blob.core.windows.net/CONTAINER)",
+        )
+    else:
+        log.info("dead_letters.local", directory=directory)
 
 
 def _fingerprint(settings: RunSettings) -> tuple[tuple[str, int, int], ...]:

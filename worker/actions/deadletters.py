@@ -51,7 +51,7 @@ class DeadLetterLane(Protocol):
     """Where actions that could not be completed are kept, to be re-driven later."""
 
     async def write(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
-        """Keep the action; return where it went. Raises OSError or DeadLetterError when it cannot."""
+        """Keep the action; return where it went. Raises DeadLetterError when it cannot."""
         ...
 
     async def aclose(self) -> None: ...
@@ -158,7 +158,11 @@ class DeadLetterDirectory:
 
     async def write(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
         data = dumps(dead_letter_record(action, attempts), indent=True)
-        return await asyncio.to_thread(self._write, dead_letter_name(action), data)
+        name = dead_letter_name(action)
+        try:
+            return await asyncio.to_thread(self._write, name, data)
+        except OSError as exc:
+            raise DeadLetterError(f"{self.directory / name}: cannot write the dead letter: {exc}") from exc
 
     def _write(self, name: str, data: bytes) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -218,6 +222,12 @@ def dead_letter_lane(where: Path | str, connection_string: str | None = None) ->
         client = ContainerClient(location.account_url, location.container, credential=location.sas_token)
     elif connection_string:
         client = ContainerClient.from_connection_string(connection_string, location.container)
+        account = client.url.partition("?")[0].rstrip("/").rpartition("/")[0]
+        if account.lower() != location.account_url.lower():
+            raise SourceError(
+                f"{location.container_url}: the storage connection string is for another account ({account}); "
+                "give the URL of that account's container, or a SAS token in the URL"
+            )
     elif location.account_url.startswith("http://"):
         raise SourceError(f"{text}: an http:// dead-letter container needs a connection string or a SAS token")
     else:

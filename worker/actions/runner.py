@@ -2,8 +2,10 @@
 
 An action either completes or, once its attempts are spent (or at once on a permanent error), is
 written to the dead-letter lane with everything needed to re-drive it. Only then does its event
-count as finished. A dead letter that cannot be written is fatal: the error propagates, and the
-event is never reported finished.
+count as finished. A dead letter that cannot be written is retried, with a growing wait, until it
+is written (or, with ``dead_letter_tries``, until those tries are spent: then the error propagates);
+meanwhile the event stays unfinished, so no checkpoint passes it, and each failure is logged
+(``dead_letter.failed``) and counted.
 
 Each attempt is bounded: by the action's timeout, by a limit of requests at once per target, and by
 the caller's slot (the partition's concurrency), which is held only while the attempt runs, never
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
@@ -31,7 +34,7 @@ from worker.actions.deadletters import Attempt, DeadLetterDirectory, DeadLetterL
 from worker.actions.registry import ActionType, action_types
 from worker.actions.retry import RetryPolicy
 from worker.actions.services import Services
-from worker.errors import ActionError, CircuitOpen, TargetRejected, TargetUnavailable, WorkerError
+from worker.errors import ActionError, CircuitOpen, DeadLetterError, TargetRejected, TargetUnavailable, WorkerError
 from worker.masking import MASKER
 
 __all__ = [
@@ -47,9 +50,15 @@ __all__ = [
 log = structlog.get_logger("worker.actions")
 
 
-#: Told of each attempt: the action type, its seconds (None when no request was made), and its result
-#: (ok, transient, permanent, circuit_open).
-Observer = Callable[[str, float | None, str], None]
+class Observer(Protocol):
+    """What the runner reports as it goes (the metrics)."""
+
+    def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+        """An attempt: its seconds (None when no request was made), and its result (ok, transient,
+        permanent, circuit_open)."""
+
+    def dead_letter_failed(self, action_type: str) -> None:
+        """A dead letter could not be written (it is tried again)."""
 
 
 def _about(action: PlannedAction) -> dict[str, object]:
@@ -63,8 +72,12 @@ def _about(action: PlannedAction) -> dict[str, object]:
     }
 
 
-def _unobserved(_kind: str, _seconds: float | None, _result: str) -> None:
-    return None
+class _Unobserved:
+    def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+        return None
+
+    def dead_letter_failed(self, action_type: str) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,12 @@ class RunnerSettings:
     #: Attempts in flight at once per target (an HTTP origin, an SMTP server, an Event Hub).
     per_target: int = 8
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    #: Tries to write a dead letter before its error propagates; None: until it is written (the
+    #: live worker: the event stays unfinished meanwhile, and a shutdown leaves it to be redone).
+    dead_letter_tries: int | None = None
+    #: Seconds before the second try to write a dead letter, doubling up to ``dead_letter_max_wait``.
+    dead_letter_wait: float = 1.0
+    dead_letter_max_wait: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +122,7 @@ class ActionRunner:
     ) -> None:
         """``retry``: the policy of actions whose rule sets none, instead of their type's default.
         ``types``: the action types to execute (default: every registered type).
-        ``observe``: told of every attempt (action type, seconds or None without a request, result)."""
+        ``observe``: told of every attempt, and of every dead letter that could not be written."""
         self._dead_letters = dead_letters
         self._retry = retry
         self._services = services or Services()
@@ -112,7 +131,8 @@ class ActionRunner:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._observe = observe or _unobserved
+        self._observer = observe or _Unobserved()
+        self._observe = self._observer.observe
         #: By the identity of the action's spec (a reloaded table brings new specs, so new executors).
         self._entries: dict[int, tuple[object, _Entry]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -166,7 +186,7 @@ class ActionRunner:
             retry_after = error.retry_after if isinstance(error, TargetUnavailable) else None
             opens_in = breaker.opens_in(self._clock())
             await self._sleep(policy.wait(number, self._rng, retry_after=retry_after, circuit_opens_in=opens_in))
-        where = await self._dead_letters.write(action, tuple(attempts))
+        where = await self._dead_letter(action, tuple(attempts))
         log.error(
             "action.dead_lettered",
             **_about(action),
@@ -174,6 +194,21 @@ class ActionRunner:
             dead_letter=where,
         )
         return ActionFate.DEAD_LETTERED
+
+    async def _dead_letter(self, action: PlannedAction, attempts: tuple[Attempt, ...]) -> str:
+        """Write the dead letter, trying again until it is written (see the module docstring)."""
+        settings = self._settings
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await self._dead_letters.write(action, attempts)
+            except DeadLetterError as exc:
+                self._observer.dead_letter_failed(action.spec.type)
+                log.error("dead_letter.failed", **_about(action), tries=tries, error=MASKER.mask(str(exc)))  # noqa: TRY400
+                if settings.dead_letter_tries is not None and tries >= settings.dead_letter_tries:
+                    raise
+            await self._sleep(min(settings.dead_letter_wait * 2 ** (tries - 1), settings.dead_letter_max_wait))
 
     async def _attempt(
         self,
