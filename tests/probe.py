@@ -109,3 +109,16 @@ def message(sequence: int, subject: str, seconds: float) -> Message:
         "data": {},
     }
     return Message(orjson.dumps([event]), Position("0", str(sequence), sequence, T0 + timedelta(seconds=seconds)))
+
+
+class DeadLetterFailures:
+    """A runner's observer that records each dead letter that could not be written."""
+
+    def __init__(self) -> None:
+        self.action_types: list[str] = []
+
+    def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+        return None
+
+    def dead_letter_failed(self, action_type: str) -> None:
+        self.action_types.append(action_type)

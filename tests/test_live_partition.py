@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.probe import TYPES, Probe, message, no_sleep, table, yielding
+from tests.probe import TYPES, DeadLetterFailures, Probe, message, no_sleep, table, yielding
 from worker.accounting import Fate
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
 from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, Stores
@@ -126,17 +126,10 @@ async def test_a_dead_letter_that_cannot_be_written_holds_its_event_until_it_can
     probe.gate.set()
     blocker = tmp_path / "dead"
     blocker.write_text("a file where the dead-letter directory should be")
-    failed: list[str] = []
-
-    class Failures:
-        def observe(self, action_type: str, seconds: float | None, result: str) -> None:
-            return None
-
-        def dead_letter_failed(self, action_type: str) -> None:
-            failed.append(action_type)
-
+    failures = DeadLetterFailures()
+    failed = failures.action_types
     runner = ActionRunner(
-        DeadLetterDirectory(blocker), RetryPolicy(attempts=1), sleep=yielding, types=TYPES, observe=Failures()
+        DeadLetterDirectory(blocker), RetryPolicy(attempts=1), sleep=yielding, types=TYPES, observe=failures
     )
     core = PartitionCore("0", table(failures=1, transient=False), CoreSettings(window=0))
     stores = Stores(DirectoryCheckpointStore(tmp_path), DirectoryStateStore(tmp_path, SCOPE), SCOPE)

@@ -18,7 +18,7 @@ from aiohttp import web
 from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
 from structlog.testing import capture_logs
 
-from tests.probe import yielding
+from tests.probe import DeadLetterFailures, yielding
 from tests.servers import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
 from tests.support import capture, make_event
 from tests.targets import HttpTarget, Received
@@ -247,17 +247,10 @@ async def test_a_dead_letter_container_refusing_writes_holds_the_event_and_is_tr
         permission=ContainerSasPermissions(read=True, list=True),
         expiry=datetime.now(UTC) + timedelta(hours=1),
     )
-    failed: list[str] = []
-
-    class Failures:
-        def observe(self, action_type: str, seconds: float | None, result: str) -> None:
-            return None
-
-        def dead_letter_failed(self, action_type: str) -> None:
-            failed.append(action_type)
-
+    failures = DeadLetterFailures()
+    failed = failures.action_types
     lane = dead_letter_lane(f"{azurite.account_url}/read-only-lane?{sas}")
-    runner = ActionRunner(lane, RetryPolicy(attempts=1), sleep=yielding, observe=Failures())
+    runner = ActionRunner(lane, RetryPolicy(attempts=1), sleep=yielding, observe=failures)
     hook = action_types()["webhook"].params.model_validate(
         {
             "url": f"http://127.0.0.1:{free_port()}/down",
