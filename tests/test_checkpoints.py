@@ -1,7 +1,10 @@
-"""Checkpoint, ownership and pipeline-state stores: a local directory, and Blob Storage on Azurite."""
+"""Checkpoints, ownership and the pipeline state: claimed, written forward only, on a local directory and on
+Blob Storage (Azurite)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -9,8 +12,9 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from azure.storage.blob.aio import ContainerClient
 
 from tests.servers import Azurite
-from worker.checkpoints import DirectoryCheckpointStore, DirectoryStateStore, open_stores
-from worker.errors import SettingsError, StateError
+from worker.checkpoints import BlobPartitionCheckpoint, DirectoryCheckpointStore, Stores, open_stores
+from worker.errors import CheckpointSuperseded, SettingsError, StateError
+from worker.events import Position
 from worker.settings import CheckpointSettings, Scope
 from worker.state import SavedState
 
@@ -72,15 +76,97 @@ async def test_directory_checkpoints_round_trip(tmp_path: Path) -> None:
     assert (tmp_path / "mynamespace.servicebus.windows.net/ml-events/$default/checkpoint/3").is_file()
 
 
-async def test_directory_state_round_trips_and_a_corrupt_one_is_named(tmp_path: Path) -> None:
-    states = DirectoryStateStore(tmp_path, SCOPE)
-    assert await states.load("0") is None
-    await states.save("0", STATE)
-    assert await states.load("0") == STATE
-    path = tmp_path / SCOPE.prefix("pipelinestate") / "0"
-    path.write_bytes(b"{not json")
-    with pytest.raises(StateError, match=r"pipelinestate/0: the pipeline state is unreadable"):
-        await states.load("0")
+# --- claims and writes, on both stores --------------------------------------------------------------
+
+
+@pytest.fixture(params=["directory", pytest.param("blob", marks=pytest.mark.integration)])
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stores]:
+    if request.param == "directory":
+        config = settings(directory=tmp_path / "checkpoints")
+    else:
+        azurite: Azurite = request.getfixturevalue("azurite")
+        config = settings(connection_string=azurite.connection_string, container=f"claims-{uuid.uuid4().hex[:12]}")
+    async with open_stores(config, SCOPE) as opened:
+        yield opened
+
+
+async def listed(stores: Stores) -> dict[str, tuple[str, int]]:
+    """The checkpoints as the SDK reads them: what it starts from, and KEDA counts lag from."""
+    found = await stores.checkpoints.list_checkpoints(SCOPE.namespace, SCOPE.eventhub, SCOPE.consumer_group)
+    return {c["partition_id"]: (c["offset"], c["sequence_number"]) for c in found}
+
+
+def at(sequence: int) -> Position:
+    return Position("2", str(sequence * 100), sequence)
+
+
+async def test_a_first_claim_starts_the_checkpoint_where_nothing_is_consumed(stores: Stores) -> None:
+    assert await stores.claims.checkpoint("2").claim() is None
+    assert await listed(stores) == {"2": ("-1", -1)}
+
+
+async def test_the_state_is_written_with_the_checkpoint_and_read_by_the_next_claim(stores: Stores) -> None:
+    first = stores.claims.checkpoint("2")
+    await first.claim()
+    assert await first.write(at(7), STATE)
+    assert await listed(stores) == {"2": ("700", 7)}
+    assert await stores.claims.checkpoint("2").claim() == STATE
+
+
+async def test_once_another_worker_has_claimed_the_partition_a_write_is_refused(stores: Stores) -> None:
+    old, new = stores.claims.checkpoint("2"), stores.claims.checkpoint("2")
+    await old.claim()
+    assert await old.write(at(5), STATE)
+    await new.claim()  # the partition moved
+    with pytest.raises(CheckpointSuperseded, match="claimed by another worker"):
+        await old.write(at(9), STATE)  # say, delayed by an outage
+    assert await listed(stores) == {"2": ("500", 5)}
+    assert await new.write(at(6), SavedState())
+
+
+async def test_a_checkpoint_never_moves_back(stores: Stores) -> None:
+    """The new owner started from an older position than the checkpoint holds by the time it claimed."""
+    old = stores.claims.checkpoint("2")
+    await old.claim()
+    assert await old.write(at(88), STATE)
+    new = stores.claims.checkpoint("2")
+    await new.claim()
+    assert not await new.write(at(20), SavedState())  # skipped: events up to 88 are finished
+    assert await listed(stores) == {"2": ("8800", 88)}
+    assert await new.write(at(90), SavedState())
+    assert await listed(stores) == {"2": ("9000", 90)}
+
+
+async def test_a_write_before_the_claim_claims_first(stores: Stores) -> None:
+    checkpoint = stores.claims.checkpoint("2")  # its claim failed at the start: the store was down
+    assert await checkpoint.write(at(3), STATE)
+    assert await listed(stores) == {"2": ("300", 3)}
+
+
+@pytest.mark.integration
+async def test_a_write_of_this_worker_that_landed_late_is_taken_as_its_own(azurite: Azurite) -> None:
+    config = settings(connection_string=azurite.connection_string, container=f"late-{uuid.uuid4().hex[:12]}")
+    async with open_stores(config, SCOPE) as stores:
+        checkpoint = stores.claims.checkpoint("2")
+        assert isinstance(checkpoint, BlobPartitionCheckpoint)
+        await checkpoint.claim()
+        stale = checkpoint._etag  # as a write that timed out here leaves it
+        assert await checkpoint.write(at(4), STATE)
+        checkpoint._etag = stale  # the write landed, but this worker never heard back
+        assert await checkpoint.write(at(6), STATE)
+        assert await listed(stores) == {"2": ("600", 6)}
+
+
+async def test_a_corrupt_state_is_named_and_the_claim_holds(tmp_path: Path) -> None:
+    async with open_stores(settings(directory=tmp_path), SCOPE) as stores:
+        checkpoint = stores.claims.checkpoint("0")
+        await checkpoint.claim()
+        assert await checkpoint.write(Position("0", "100", 1), STATE)
+        (tmp_path / SCOPE.prefix("pipelinestate") / "0").write_bytes(b"{not json")
+        again = stores.claims.checkpoint("0")
+        with pytest.raises(StateError, match=r"pipelinestate/0: the pipeline state is unreadable"):
+            await again.claim()
+        assert await again.write(Position("0", "200", 2), STATE)
 
 
 @pytest.mark.integration
@@ -88,18 +174,31 @@ async def test_blob_stores_create_the_container_and_keep_the_sdk_layout(azurite:
     config = settings(connection_string=azurite.connection_string, container="fresh-container")
     async with open_stores(config, SCOPE) as stores:
         assert isinstance(stores.checkpoints, BlobCheckpointStore)
-        await stores.checkpoints.update_checkpoint({**ownership("2", "a"), "offset": "42", "sequence_number": 7})
-        assert await stores.states.load("2") is None
-        await stores.states.save("2", STATE)
-        assert await stores.states.load("2") == STATE
+        checkpoint = stores.claims.checkpoint("2")
+        await checkpoint.claim()
+        await checkpoint.write(Position("2", "42", 7), STATE)
     # Opening again finds the container there; nothing is lost.
     async with open_stores(config, SCOPE) as stores:
-        assert await stores.states.load("2") == STATE
-        [checkpoint] = await stores.checkpoints.list_checkpoints(SCOPE.namespace, SCOPE.eventhub, SCOPE.consumer_group)
-        assert (checkpoint["sequence_number"], checkpoint["offset"]) == (7, "42")
+        assert await stores.claims.checkpoint("2").claim() == STATE
+        assert await listed(stores) == {"2": ("42", 7)}
     async with ContainerClient.from_connection_string(azurite.connection_string, "fresh-container") as container:
         names = [blob.name async for blob in container.list_blobs()]
-    assert sorted(names) == [SCOPE.prefix("checkpoint") + "2", SCOPE.prefix("pipelinestate") + "2"]
+        properties = await container.get_blob_client(SCOPE.prefix("checkpoint") + "2").get_blob_properties()
+    # KEDA's blobMetadata strategy reads the sequence number from the metadata; the state is the content.
+    assert names == [SCOPE.prefix("checkpoint") + "2"]
+    assert (properties.metadata["offset"], properties.metadata["sequencenumber"]) == ("42", "7")
+
+
+@pytest.mark.integration
+async def test_a_state_kept_where_earlier_versions_kept_it_is_read(azurite: Azurite) -> None:
+    config = settings(connection_string=azurite.connection_string, container=f"legacy-{uuid.uuid4().hex[:12]}")
+    async with open_stores(config, SCOPE) as stores:
+        async with ContainerClient.from_connection_string(azurite.connection_string, config.container) as container:
+            await container.upload_blob(SCOPE.prefix("pipelinestate") + "2", STATE.to_json())
+            old = container.get_blob_client(SCOPE.prefix("checkpoint") + "2")
+            await old.upload_blob(b"", metadata={"offset": "42", "sequencenumber": "7"})
+        assert await stores.claims.checkpoint("2").claim() == STATE
+        assert await listed(stores) == {"2": ("42", 7)}
 
 
 async def test_a_checkpoint_directory_that_cannot_be_made_is_a_settings_error(tmp_path: Path) -> None:

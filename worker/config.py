@@ -101,6 +101,12 @@ class RunSettings(BaseSettings):
     checkpoint_events: int = Field(
         5000, ge=1, description="events finished after which a partition's checkpoint is written early"
     )
+    checkpoint_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a checkpoint write may take before it counts as failed (the partition goes on, and "
+        "writes at its next checkpoint)",
+    )
 
     # --- processing --------------------------------------------------------------------------
     rules: _PathList = Field((), description="rules files or directories, comma-separated (the flag is repeatable)")
@@ -248,6 +254,7 @@ class RunSettings(BaseSettings):
             events=self.checkpoint_events,
             state_ids=self.state_ids,
             state_subjects=self.state_subjects,
+            timeout=self.checkpoint_timeout,
         )
 
     def scope(self) -> Scope:

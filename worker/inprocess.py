@@ -62,18 +62,22 @@ class InProcessHost:
     async def open(self, partition_id: str) -> None:
         if partition_id in self._open:
             await self.close(partition_id, 0, write=False)
+        settings = self._settings
+        checkpoint = self._stores.claims.checkpoint(partition_id)
         state: SavedState | None = None
         try:
-            state = await self._stores.states.load(partition_id)
+            async with asyncio.timeout(settings.checkpoints.timeout):
+                state = await checkpoint.claim()
         except StateError as exc:
             # The message says what is wrong and what to do; a traceback would add nothing.
             log.error("partition.state_unreadable", partition_id=partition_id, error=str(exc))  # noqa: TRY400
-        except (AzureError, OSError) as exc:
-            log.warning("partition.state_unavailable", partition_id=partition_id, error=str(exc))
-        settings = self._settings
+        except (AzureError, OSError, TimeoutError) as exc:
+            # Claimed at the first checkpoint write instead; meanwhile, no state to start from.
+            error = str(exc) or f"no answer within {settings.checkpoints.timeout:g} s"
+            log.warning("partition.state_unavailable", partition_id=partition_id, error=error)
         core = PartitionCore(partition_id, self.table, settings.core, state=state)
         inbox = Inbox(partition_id, settings.driver.inbox, self._on_taken)
-        live = LivePartition(core, self._runner, settings.driver, self._stores, settings.checkpoints, inbox)
+        live = LivePartition(core, self._runner, settings.driver, checkpoint, settings.checkpoints, inbox)
         self._open[partition_id] = (live, inbox)
         live.start()
         log.info("pipeline.started", partition_id=partition_id, state=state is not None)

@@ -4,8 +4,11 @@ Batches come in through :meth:`LivePartition.offer`, which only appends: the tas
 pending at once, tells the partition's :class:`~worker.handoff.Inbox` how many it took (which is
 what lets the receiver go on), feeds them to the driver, passes the time for the reorder buffer's
 idle release, and decides when to checkpoint: on an interval, after a number of events, and when
-nothing arrived for a receive wait. :meth:`~worker.checkpoints.Stores.write` writes it, never past
-an unfinished event.
+nothing arrived for a receive wait. The checkpoint (never past an unfinished event) is written by
+its :class:`~worker.checkpoints.PartitionCheckpoint` in a task of its own, one write at a time and
+each within the checkpoint timeout: a slow or failing store is logged and counted, and the work
+goes on meanwhile, bounded by the read-ahead limit, never by the store. Once another worker has
+claimed the partition, its checkpoint is written no more.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import structlog
 from azure.core.exceptions import AzureError
 
 from worker.actions.runner import ActionRunner
-from worker.checkpoints import Stores
-from worker.errors import PartitionFailed
+from worker.checkpoints import PartitionCheckpoint
+from worker.errors import CheckpointSuperseded, PartitionFailed
 from worker.events import Message, Position
 from worker.handoff import Inbox, PartitionStatus
 from worker.partition_core import PartitionCore
 from worker.partition_driver import PartitionDriver
 from worker.settings import CheckpointSettings, DriverSettings
+from worker.state import SavedState
 
 log = structlog.get_logger("worker.live_partition")
 
@@ -35,7 +39,7 @@ class LivePartition:
         core: PartitionCore,
         runner: ActionRunner | None,
         driver: DriverSettings,
-        stores: Stores,
+        checkpoint: PartitionCheckpoint,
         checkpoints: CheckpointSettings,
         inbox: Inbox,
     ) -> None:
@@ -43,7 +47,7 @@ class LivePartition:
         self.partition_id = core.partition_id
         self._runner = runner
         self._driver = driver
-        self._stores = stores
+        self._checkpoint = checkpoint
         self._checkpoints = checkpoints
         self._inbox = inbox
         #: Messages handed in and not yet fed.
@@ -55,6 +59,10 @@ class LivePartition:
         self._task: asyncio.Task[None] | None = None
         self._written: Position | None = core.checkpoint
         self._written_at = time.monotonic()
+        #: The checkpoint write in flight, if any.
+        self._writing: asyncio.Task[None] | None = None
+        #: Another worker has claimed the partition: no more writes here.
+        self._superseded = False
         #: Messages the task has taken in since the start.
         self.taken = 0
         #: Checkpoints written, and failed attempts to write one.
@@ -121,8 +129,10 @@ class LivePartition:
         handed = self.core.hand_over()
         if handed:
             log.info("partition.handed_over", events=handed, checkpointed=write)
-        if write:
-            await self._write(force=True)
+        if self._writing is not None:
+            await self._writing
+        if write and (due := self._due(force=True)) is not None:
+            await self._store(*due)
 
     async def _main(self) -> None:
         driver = PartitionDriver(self.core, self._runner, self._driver)
@@ -145,7 +155,7 @@ class LivePartition:
                     driver.tick(now)
                     # A partition with nothing to read writes its checkpoint at once (at most once a
                     # receive wait): a quiet hub is not left with work done but not checkpointed.
-                    await self._write(force=quiet)
+                    self._start_write(force=quiet)
                 if self._grace > 0:
                     try:
                         async with asyncio.timeout(self._grace):
@@ -172,12 +182,13 @@ class LivePartition:
             async with asyncio.timeout(max(0.0, due - time.monotonic())):
                 await wake.wait()
 
-    async def _write(self, *, force: bool) -> None:
+    def _due(self, *, force: bool) -> tuple[Position, SavedState] | None:
+        """The position and the state to write now, taken together, if a checkpoint is due."""
         core = self.core
         position = core.checkpoint
         written = self._written
-        if position is None or position == written:
-            return
+        if self._superseded or position is None or position == written:
+            return None
         settings = self._checkpoints
         due = (
             force
@@ -186,15 +197,36 @@ class LivePartition:
             or (position.sequence_number or 0) - (written.sequence_number or 0) >= settings.events
         )
         if not due:
-            return
-        # Taken with the position, before any await.
-        state = core.state(max_ids=settings.state_ids, max_subjects=settings.state_subjects)
+            return None
+        return position, core.state(max_ids=settings.state_ids, max_subjects=settings.state_subjects)
+
+    def _start_write(self, *, force: bool) -> None:
+        """Write the checkpoint in a task of its own if one is due, unless a write is in flight."""
+        writing = self._writing
+        if writing is not None:
+            if not writing.done():
+                return
+            writing.result()  # a defect in the write surfaces here, and stops the partition
+        due = self._due(force=force)
+        if due is not None:
+            self._writing = asyncio.create_task(self._store(*due), name=f"checkpoint-{self.partition_id}")
+
+    async def _store(self, position: Position, state: SavedState) -> None:
         try:
-            await self._stores.write(self.partition_id, position, state)
-        except (AzureError, OSError) as exc:
+            async with asyncio.timeout(self._checkpoints.timeout):
+                written = await self._checkpoint.write(position, state)
+        except CheckpointSuperseded as exc:
+            self._superseded = True
+            log.warning("checkpoint.superseded", sequence_number=position.sequence_number, error=str(exc))
+            return
+        except (AzureError, OSError, TimeoutError) as exc:
             self.checkpoint_failures += 1
-            log.warning("checkpoint.failed", sequence_number=position.sequence_number, error=str(exc))
+            error = str(exc) or f"no answer within {self._checkpoints.timeout:g} s"
+            log.warning("checkpoint.failed", sequence_number=position.sequence_number, error=error)
             return
         self._written, self._written_at = position, time.monotonic()
-        self.checkpoint_writes += 1
-        log.debug("checkpoint.written", sequence_number=position.sequence_number, offset=position.offset)
+        if written:
+            self.checkpoint_writes += 1
+            log.debug("checkpoint.written", sequence_number=position.sequence_number, offset=position.offset)
+        else:
+            log.debug("checkpoint.behind", sequence_number=position.sequence_number)  # the store is further on

@@ -96,6 +96,8 @@ class CheckpointSettings:
     #: Newest event ids and subjects persisted with each checkpoint.
     state_ids: int = 10_000
     state_subjects: int = 10_000
+    #: Seconds a checkpoint write (or claim) may take before it counts as failed.
+    timeout: float = 10.0
 
     def __repr__(self) -> str:
         where = self.directory or self.account_url or "connection string"
