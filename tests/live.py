@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from azure.core.exceptions import ResourceNotFoundError
 from azure.eventhub import EventData
 from azure.eventhub.aio import EventHubProducerClient
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import ROOT, Azurite
 from worker import mlevents
@@ -68,10 +71,17 @@ async def send(hub: LocalHub, deliveries: list[mlevents.Delivery]) -> PublishRep
     return await publish(hub.connection_string(), plan(deliveries, "subject"))
 
 
-async def send_stream(hub: LocalHub, deliveries: list[mlevents.Delivery], per_second: float, chunk: int = 100) -> None:
+async def send_stream(
+    hub: LocalHub,
+    deliveries: list[mlevents.Delivery],
+    per_second: float,
+    chunk: int = 100,
+    sent: dict[str, float] | None = None,
+) -> None:
     """Publish at about ``per_second`` events a second, a chunk at a time: a stream, not a burst.
 
-    Keyed by subject, routed with the service's hash, as the Event Grid subscription would.
+    Keyed by subject, routed with the service's hash, as the Event Grid subscription would. ``sent``
+    is told each event's id and the monotonic time its chunk was sent.
     """
     async with EventHubProducerClient.from_connection_string(hub.connection_string()) as producer:
         ids = await producer.get_partition_ids()
@@ -89,6 +99,9 @@ async def send_stream(hub: LocalHub, deliveries: list[mlevents.Delivery], per_se
                 for event in group:
                     batch.add(event)
                 await producer.send_batch(batch)
+            if sent is not None:
+                now = time.monotonic()
+                sent.update((event_id, now) for event_id in ids_of(deliveries[start : start + chunk]))
             await asyncio.sleep(chunk / per_second)
 
 
@@ -192,6 +205,27 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], within: float, what
                 await asyncio.sleep(0.1)
     except TimeoutError:
         raise AssertionError(f"timed out after {within}s waiting for {what}") from None
+
+
+async def metrics_of(port: int) -> dict[str, float]:
+    """A worker's metrics, summed by name and outcome (``events_total:handed_over``); {} while it does not answer."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    except aiohttp.ClientConnectionError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for key in (sample.name, f"{sample.name}:{sample.labels.get('outcome', '')}"):
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def adds_up(metrics: dict[str, float]) -> bool:
+    """Every event read has an outcome, or is held in a reorder buffer still."""
+    read = metrics.get("azml_worker_events_read_total", -1.0)
+    return read == metrics.get("azml_worker_events_total", 0.0) + metrics.get("azml_worker_reorder_buffered", 0.0)
 
 
 def worker_log(cwd: Path) -> list[dict[str, object]]:

@@ -65,16 +65,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_azurite(location: Path, *, timeout: float = 30.0, executable: Path = AZURITE_BLOB) -> Azurite:
-    """Start Azurite's blob service on a free loopback port, keeping its data in ``location``."""
+def start_azurite(
+    location: Path, *, timeout: float = 30.0, executable: Path = AZURITE_BLOB, port: int | None = None
+) -> Azurite:
+    """Start Azurite's blob service on a free loopback port (or ``port``: to start it again after stopping
+    it, on the same data), keeping its data in ``location``."""
     if not executable.exists():
         raise ServerError(
             "Azurite is not installed (node_modules/.bin/azurite-blob is missing): "
             "run `make setup` (or `npm ci`) at the project root; `make test` does it too"
         )
     location.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = (location / "azurite.log").open("wb")
+    port = port or free_port()
+    log = (location / "azurite.log").open("ab")
     process = subprocess.Popen(
         [
             str(executable),

@@ -1,5 +1,5 @@
-"""Checkpoints, ownership and the pipeline state: claimed, written forward only, on a local directory and on
-Blob Storage (Azurite)."""
+"""Checkpoints, ownership and the pipeline state: written forward only, on a local directory and on Blob
+Storage (Azurite)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from tests.servers import Azurite
 from worker.checkpoints import BlobPartitionCheckpoint, DirectoryCheckpointStore, Stores, open_stores
-from worker.errors import CheckpointSuperseded, SettingsError, StateError
+from worker.errors import SettingsError, StateError
 from worker.events import Position
 from worker.settings import CheckpointSettings, Scope
 from worker.state import SavedState
@@ -100,72 +100,64 @@ def at(sequence: int) -> Position:
     return Position("2", str(sequence * 100), sequence)
 
 
-async def test_a_first_claim_starts_the_checkpoint_where_nothing_is_consumed(stores: Stores) -> None:
-    assert await stores.claims.checkpoint("2").claim() is None
-    assert await listed(stores) == {"2": ("-1", -1)}
+async def test_a_partition_without_a_checkpoint_has_no_state(stores: Stores) -> None:
+    assert await stores.partitions.checkpoint("2").load() is None
+    assert await listed(stores) == {}
 
 
-async def test_the_state_is_written_with_the_checkpoint_and_read_by_the_next_claim(stores: Stores) -> None:
-    first = stores.claims.checkpoint("2")
-    await first.claim()
+async def test_the_state_is_written_with_the_checkpoint_and_read_back(stores: Stores) -> None:
+    first = stores.partitions.checkpoint("2")
+    await first.load()
     assert await first.write(at(7), STATE)
     assert await listed(stores) == {"2": ("700", 7)}
-    assert await stores.claims.checkpoint("2").claim() == STATE
-
-
-async def test_once_another_worker_has_claimed_the_partition_a_write_is_refused(stores: Stores) -> None:
-    old, new = stores.claims.checkpoint("2"), stores.claims.checkpoint("2")
-    await old.claim()
-    assert await old.write(at(5), STATE)
-    await new.claim()  # the partition moved
-    with pytest.raises(CheckpointSuperseded, match="claimed by another worker"):
-        await old.write(at(9), STATE)  # say, delayed by an outage
-    assert await listed(stores) == {"2": ("500", 5)}
-    assert await new.write(at(6), SavedState())
+    assert await stores.partitions.checkpoint("2").load() == STATE
 
 
 async def test_a_checkpoint_never_moves_back(stores: Stores) -> None:
-    """The new owner started from an older position than the checkpoint holds by the time it claimed."""
-    old = stores.claims.checkpoint("2")
-    await old.claim()
-    assert await old.write(at(88), STATE)
-    new = stores.claims.checkpoint("2")
-    await new.claim()
-    assert not await new.write(at(20), SavedState())  # skipped: events up to 88 are finished
+    """A new owner that started from an older position than the checkpoint holds by the time it writes
+    (the previous owner's write, delayed by an outage, landed meanwhile)."""
+    new = stores.partitions.checkpoint("2")
+    await new.load()  # nothing there yet: it starts from the first event
+    old = stores.partitions.checkpoint("2")
+    assert await old.write(at(88), STATE)  # the delayed write lands
+    assert not await new.write(at(20), SavedState())  # skipped: every event up to 88 is finished
     assert await listed(stores) == {"2": ("8800", 88)}
+    assert await stores.partitions.checkpoint("2").load() == STATE
     assert await new.write(at(90), SavedState())
+    assert await listed(stores) == {"2": ("9000", 90)}
+    assert not await old.write(at(89), STATE)  # and the previous owner's next write cannot go back either
     assert await listed(stores) == {"2": ("9000", 90)}
 
 
-async def test_a_write_before_the_claim_claims_first(stores: Stores) -> None:
-    checkpoint = stores.claims.checkpoint("2")  # its claim failed at the start: the store was down
+async def test_a_write_never_read_the_checkpoint_reads_it_first(stores: Stores) -> None:
+    checkpoint = stores.partitions.checkpoint("2")  # not loaded: the store was down at the start
     assert await checkpoint.write(at(3), STATE)
     assert await listed(stores) == {"2": ("300", 3)}
 
 
 @pytest.mark.integration
-async def test_a_write_of_this_worker_that_landed_late_is_taken_as_its_own(azurite: Azurite) -> None:
+async def test_a_write_of_this_worker_that_landed_late_is_compared_as_any_other(azurite: Azurite) -> None:
     config = settings(connection_string=azurite.connection_string, container=f"late-{uuid.uuid4().hex[:12]}")
     async with open_stores(config, SCOPE) as stores:
-        checkpoint = stores.claims.checkpoint("2")
+        checkpoint = stores.partitions.checkpoint("2")
         assert isinstance(checkpoint, BlobPartitionCheckpoint)
-        await checkpoint.claim()
-        stale = checkpoint._etag  # as a write that timed out here leaves it
         assert await checkpoint.write(at(4), STATE)
-        checkpoint._etag = stale  # the write landed, but this worker never heard back
+        stale = checkpoint._etag  # as a write that timed out here leaves it
         assert await checkpoint.write(at(6), STATE)
-        assert await listed(stores) == {"2": ("600", 6)}
+        checkpoint._etag, checkpoint.stored = stale, 4  # the write landed, but this worker never heard back
+        assert not await checkpoint.write(at(5), STATE)  # read again: 6 is there
+        assert await checkpoint.write(at(8), STATE)
+        assert await listed(stores) == {"2": ("800", 8)}
 
 
-async def test_a_corrupt_state_is_named_and_the_claim_holds(tmp_path: Path) -> None:
+async def test_a_corrupt_state_is_named_and_the_checkpoint_is_written_all_the_same(tmp_path: Path) -> None:
     async with open_stores(settings(directory=tmp_path), SCOPE) as stores:
-        checkpoint = stores.claims.checkpoint("0")
-        await checkpoint.claim()
+        checkpoint = stores.partitions.checkpoint("0")
         assert await checkpoint.write(Position("0", "100", 1), STATE)
         (tmp_path / SCOPE.prefix("pipelinestate") / "0").write_bytes(b"{not json")
-        again = stores.claims.checkpoint("0")
+        again = stores.partitions.checkpoint("0")
         with pytest.raises(StateError, match=r"pipelinestate/0: the pipeline state is unreadable"):
-            await again.claim()
+            await again.load()
         assert await again.write(Position("0", "200", 2), STATE)
 
 
@@ -174,12 +166,10 @@ async def test_blob_stores_create_the_container_and_keep_the_sdk_layout(azurite:
     config = settings(connection_string=azurite.connection_string, container="fresh-container")
     async with open_stores(config, SCOPE) as stores:
         assert isinstance(stores.checkpoints, BlobCheckpointStore)
-        checkpoint = stores.claims.checkpoint("2")
-        await checkpoint.claim()
-        await checkpoint.write(Position("2", "42", 7), STATE)
+        await stores.partitions.checkpoint("2").write(Position("2", "42", 7), STATE)
     # Opening again finds the container there; nothing is lost.
     async with open_stores(config, SCOPE) as stores:
-        assert await stores.claims.checkpoint("2").claim() == STATE
+        assert await stores.partitions.checkpoint("2").load() == STATE
         assert await listed(stores) == {"2": ("42", 7)}
     async with ContainerClient.from_connection_string(azurite.connection_string, "fresh-container") as container:
         names = [blob.name async for blob in container.list_blobs()]
@@ -197,7 +187,7 @@ async def test_a_state_kept_where_earlier_versions_kept_it_is_read(azurite: Azur
             await container.upload_blob(SCOPE.prefix("pipelinestate") + "2", STATE.to_json())
             old = container.get_blob_client(SCOPE.prefix("checkpoint") + "2")
             await old.upload_blob(b"", metadata={"offset": "42", "sequencenumber": "7"})
-        assert await stores.claims.checkpoint("2").claim() == STATE
+        assert await stores.partitions.checkpoint("2").load() == STATE
         assert await listed(stores) == {"2": ("42", 7)}
 
 

@@ -13,16 +13,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.live import (
     RULES,
     Actions,
+    adds_up,
     checkpoints,
     events,
     ids_of,
     live_settings,
     local_hub,
+    metrics_of,
     owners,
     send,
     send_stream,
@@ -428,27 +429,6 @@ async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, 
             await wait_for(all_acted, 30, "the reloaded rule to act on every event")
             stop.set()
             await running
-
-
-async def metrics_of(port: int) -> dict[str, float]:
-    """A worker's metrics, summed by name and outcome (``events_total:handed_over``); {} while it does not answer."""
-    try:
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
-            text = await response.text()
-    except aiohttp.ClientConnectionError:
-        return {}
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            for key in (sample.name, f"{sample.name}:{sample.labels.get('outcome', '')}"):
-                out[key] = out.get(key, 0.0) + sample.value
-    return out
-
-
-def adds_up(metrics: dict[str, float]) -> bool:
-    """Every event read has an outcome, or is held in a reorder buffer still."""
-    read = metrics.get("azml_worker_events_read_total", -1.0)
-    return read == metrics.get("azml_worker_events_total", 0.0) + metrics.get("azml_worker_reorder_buffered", 0.0)
 
 
 async def test_events_held_when_a_partition_moves_are_handed_over_and_counted(tmp_path: Path, azurite: Azurite) -> None:

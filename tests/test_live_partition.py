@@ -10,7 +10,7 @@ import pytest
 from tests.probe import TYPES, DeadLetterFailures, Probe, message, no_sleep, table, yielding
 from worker.accounting import Fate
 from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
-from worker.checkpoints import DirectoryCheckpointStore, DirectoryClaims
+from worker.checkpoints import DirectoryCheckpoints, DirectoryCheckpointStore
 from worker.config import RunSettings
 from worker.errors import PartitionFailed
 from worker.handoff import Inbox
@@ -33,7 +33,7 @@ def run_for(
 ) -> LivePartition:
     core = PartitionCore("0", table(**params), CoreSettings(window=window))
     runner = ActionRunner(DeadLetterDirectory(tmp_path / "dead"), RetryPolicy(attempts=2), sleep=no_sleep, types=TYPES)
-    checkpoint = DirectoryClaims(tmp_path, SCOPE).checkpoint("0")
+    checkpoint = DirectoryCheckpoints(tmp_path, SCOPE).checkpoint("0")
     checkpoints = CheckpointSettings(None, None, "unused", tmp_path, interval, events)
     return LivePartition(
         core, runner, DriverSettings(concurrency=4), checkpoint, checkpoints, inbox or Inbox("0", 1000)
@@ -61,7 +61,7 @@ async def test_a_clean_close_finishes_the_work_and_checkpoints_it(probe: Probe, 
     await run.close(5.0, write=True)
     assert sorted(event for _, event in probe.order) == sorted(f"e{n}" for n in range(10))
     assert await checkpoint_of(tmp_path) == 9
-    state = await DirectoryClaims(tmp_path, SCOPE).checkpoint("0").claim()
+    state = await DirectoryCheckpoints(tmp_path, SCOPE).checkpoint("0").load()
     assert state is not None
     assert set(state.recent_ids) == {f"e{n}" for n in range(10)}
 
@@ -76,7 +76,7 @@ async def test_the_checkpoint_never_passes_an_action_still_running(probe: Probe,
     run.offer([message(1, "b", 1), message(2, "a", 2)])
     await run.close(0.2, write=True)
     assert await checkpoint_of(tmp_path) == 0
-    state = await DirectoryClaims(tmp_path, SCOPE).checkpoint("0").claim()
+    state = await DirectoryCheckpoints(tmp_path, SCOPE).checkpoint("0").load()
     assert state is not None
     assert state.recent_ids == ("e0",)  # the unfinished are neither duplicates nor late after a restart
     assert state.finished_beyond == ()
@@ -134,7 +134,7 @@ async def test_a_dead_letter_that_cannot_be_written_holds_its_event_until_it_can
         DeadLetterDirectory(blocker), RetryPolicy(attempts=1), sleep=yielding, types=TYPES, observe=failures
     )
     core = PartitionCore("0", table(failures=1, transient=False), CoreSettings(window=0))
-    checkpoint = DirectoryClaims(tmp_path, SCOPE).checkpoint("0")
+    checkpoint = DirectoryCheckpoints(tmp_path, SCOPE).checkpoint("0")
     checkpoints = CheckpointSettings(None, None, "unused", tmp_path, 3600.0, 1)
     run = LivePartition(core, runner, DriverSettings(concurrency=4), checkpoint, checkpoints, Inbox("0", 100))
     run.start()

@@ -1,4 +1,4 @@
-"""Where checkpoints, partition ownership and the pipeline state are kept; how a checkpoint is claimed and written.
+"""Where checkpoints, partition ownership and the pipeline state are kept; how a checkpoint is written.
 
 Two places: Azure Blob Storage, or a local directory for development and demos (one host only).
 Ownership goes through the SDK's ``CheckpointStore`` interface (``BlobCheckpointStore``, or
@@ -7,19 +7,14 @@ SDK and KEDA's azure-eventhub scaler read (``{namespace}/{hub}/{consumer group}/
 metadata ``offset`` and ``sequencenumber``); in Blob Storage the checkpoint blob also holds the
 partition's pipeline state as its content, so that one write saves both.
 
-A checkpoint only moves forward, and only its partition's owner writes it:
-
-- **Claimed.** When a partition opens here, :meth:`PartitionCheckpoint.claim` stamps its checkpoint
-  with a claim of its own (a random token, in the metadata), creating it at ``-1`` (what the SDK and
-  KEDA read as nothing consumed) if there is none, and reads the state. Every later write is
-  conditional on the checkpoint being as this claim last left it (its ETag, or under a file lock),
-  so once another worker has claimed the partition, a write of this one, even one an outage had
-  delayed, is refused: :class:`~worker.errors.CheckpointSuperseded`, and this worker writes no more.
-- **Forward only.** A write below what the checkpoint holds (a previous owner's delayed write
-  landed after this one started from an older position) is skipped: the events up to it are
-  finished, and doing some of them again here is what idempotency keys are for.
-- **Own writes.** A write that timed out here may still land: found with this claim's token, it is
-  taken as this worker's own, and the next write goes on from it.
+**A checkpoint only moves forward.** :meth:`PartitionCheckpoint.write` is a compare-and-swap: it
+writes only a position beyond what the checkpoint holds, and only if the checkpoint is still as it
+last saw it (its ETag; a file lock for a directory). Whatever was written meanwhile (another
+worker's write, or one of its own that timed out here but landed) is read again, and the write goes
+on only if it still moves the checkpoint forward. So a write that an outage delayed, from a worker
+that has lost the partition since, cannot move the checkpoint back: it lands only if it moves it
+forward, and then it says what is true (every event up to it was finished, by that worker); the new
+owner skips its own writes until it passes it.
 """
 
 from __future__ import annotations
@@ -44,29 +39,32 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
-from worker.errors import CheckpointSuperseded, SettingsError, StateError
+from worker.errors import SettingsError
 from worker.events import Position
 from worker.settings import CheckpointSettings, Scope
 from worker.state import SavedState
 
-#: The metadata of a checkpoint that no event is behind yet.
-_START: Final = {"offset": "-1", "sequencenumber": "-1"}
 _STATE = "pipelinestate"
 #: The storage client's own retries: few, so that a write fails within its timeout, not after it.
 _RETRIES: Final = 2
 
 
 class PartitionCheckpoint(Protocol):
-    """One partition's checkpoint, as claimed by this worker."""
+    """One partition's checkpoint, as this worker sees it."""
 
-    async def claim(self) -> SavedState | None:
-        """Stamp the checkpoint with this claim, creating it if there is none; the state saved with it.
-        Raises StateError for a state that cannot be read (the claim holds), and the store's errors."""
+    async def load(self) -> SavedState | None:
+        """Read the checkpoint, and return the state saved with it. Raises StateError for a state that
+        cannot be read (the checkpoint is read all the same), and the store's errors."""
 
     async def write(self, position: Position, state: SavedState) -> bool:
-        """Write the checkpoint at ``position`` with ``state`` (claiming first, if not claimed yet);
-        False when skipped, the checkpoint being beyond ``position`` already. Raises
-        CheckpointSuperseded once another worker has claimed the partition, and the store's errors."""
+        """Write the checkpoint at ``position`` with ``state`` if that moves it forward (reading it
+        first, if not read yet); False when skipped, the checkpoint being there or beyond already.
+        Raises the store's errors."""
+
+
+class Checkpoints(Protocol):
+    def checkpoint(self, partition_id: str) -> PartitionCheckpoint:
+        """The partition's checkpoint, not read yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +72,7 @@ class Stores:
     """Ownership through the SDK's interface, and the partitions' checkpoints, of one scope."""
 
     checkpoints: CheckpointStore
-    claims: ClaimStore
-
-
-class ClaimStore(Protocol):
-    def checkpoint(self, partition_id: str) -> PartitionCheckpoint:
-        """The partition's checkpoint, to claim (no I/O yet)."""
+    partitions: Checkpoints
 
 
 @contextlib.asynccontextmanager
@@ -91,7 +84,7 @@ async def open_stores(settings: CheckpointSettings, scope: Scope) -> AsyncIterat
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SettingsError([f"WORKER_CHECKPOINT_DIR: cannot create {root}: {exc.strerror}"]) from exc
-        yield Stores(DirectoryCheckpointStore(root), DirectoryClaims(root, scope))
+        yield Stores(DirectoryCheckpointStore(root), DirectoryCheckpoints(root, scope))
         return
     async with contextlib.AsyncExitStack() as stack:
         if settings.connection_string is not None:
@@ -109,7 +102,7 @@ async def open_stores(settings: CheckpointSettings, scope: Scope) -> AsyncIterat
         await stack.enter_async_context(container)
         await stack.enter_async_context(store)
         await _ensure_container(container)
-        yield Stores(store, BlobClaims(container, scope))
+        yield Stores(store, BlobCheckpoints(container, scope))
 
 
 async def _ensure_container(container: ContainerClient) -> None:
@@ -126,7 +119,7 @@ async def _ensure_container(container: ContainerClient) -> None:
 # --- Blob Storage ----------------------------------------------------------------------------------
 
 
-class BlobClaims:
+class BlobCheckpoints:
     def __init__(self, container: ContainerClient, scope: Scope) -> None:
         self._container = container
         self._scope = scope
@@ -140,7 +133,7 @@ class BlobClaims:
 
 
 class BlobPartitionCheckpoint:
-    """A checkpoint blob: metadata ``offset``, ``sequencenumber`` and ``claim``; the state as content.
+    """A checkpoint blob: metadata ``offset`` and ``sequencenumber``, the state as content.
 
     ``legacy`` is where earlier versions kept the state, read when the checkpoint holds none.
     """
@@ -148,76 +141,58 @@ class BlobPartitionCheckpoint:
     def __init__(self, blob: BlobClient, legacy: BlobClient) -> None:
         self._blob = blob
         self._legacy = legacy
-        self.token = uuid.uuid4().hex
+        self._seen = False
+        #: The checkpoint as last seen: its ETag (None: there was none) and its sequence number.
         self._etag: str | None = None
-        #: The sequence number the checkpoint holds, as this claim last saw it.
         self.stored: int | None = None
 
-    async def claim(self) -> SavedState | None:
-        while True:
-            try:
-                properties = await self._blob.get_blob_properties()
-            except ResourceNotFoundError:
-                try:
-                    reply = await self._blob.upload_blob(b"", overwrite=False, metadata={**_START, "claim": self.token})
-                except ResourceExistsError:
-                    continue  # someone created it meanwhile: claim what is there
-                self._etag, self.stored = str(reply["etag"]), -1
-                return await self._legacy_state()
-            metadata = dict(properties.metadata)
-            data = b""
-            if properties.size:
-                download = await self._blob.download_blob(
-                    etag=properties.etag, match_condition=MatchConditions.IfNotModified
-                )
-                data = await download.readall()
-            try:
-                reply = await self._blob.set_blob_metadata(
-                    {**metadata, "claim": self.token},
-                    etag=properties.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except ResourceModifiedError:
-                continue  # written meanwhile: claim it as it is now
-            self._etag, self.stored = str(reply["etag"]), _sequence(metadata)
-            if data:
-                return SavedState.from_json(data, f"blob {self._blob.blob_name}")
-            return await self._legacy_state()
+    async def load(self) -> SavedState | None:
+        data = await self._look(content=True)
+        if data:
+            return SavedState.from_json(data, f"blob {self._blob.blob_name}")
+        return await self._legacy_state()
 
     async def write(self, position: Position, state: SavedState) -> bool:
-        if self._etag is None:
-            with contextlib.suppress(StateError):  # claimed late: the state found then is of no use
-                await self.claim()
+        if not self._seen:
+            await self._look(content=False)
         sequence = position.sequence_number if position.sequence_number is not None else -1
-        while True:
-            if self.stored is not None and sequence <= self.stored:
-                return False
-            metadata = {"offset": str(position.offset), "sequencenumber": str(sequence), "claim": self.token}
+        while self.stored is None or sequence > self.stored:
+            if self._etag is None:
+                condition: dict[str, Any] = {"overwrite": False}  # created: none was there
+            else:
+                condition = {"overwrite": True, "etag": self._etag, "match_condition": MatchConditions.IfNotModified}
             try:
                 reply = await self._blob.upload_blob(
                     state.to_json(),
-                    overwrite=True,
-                    metadata=metadata,
+                    metadata={"offset": str(position.offset), "sequencenumber": str(sequence)},
                     content_settings=ContentSettings(content_type="application/json"),
-                    etag=self._etag,
-                    match_condition=MatchConditions.IfNotModified,
+                    **condition,
                 )
-            except (ResourceModifiedError, ResourceNotFoundError):
-                await self._after_a_refusal()
+            except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
+                await self._look(content=False)  # written meanwhile: compare again
                 continue
             self._etag, self.stored = str(reply["etag"]), sequence
             return True
+        return False
 
-    async def _after_a_refusal(self) -> None:
-        """The checkpoint changed since this claim last saw it: a write of this worker's own that landed
-        late (go on from it), or another worker's claim (raise CheckpointSuperseded)."""
+    async def _look(self, *, content: bool) -> bytes:
+        """Note the checkpoint's ETag and sequence number; and with ``content``, return the state it holds."""
+        self._seen = True
         try:
             properties = await self._blob.get_blob_properties()
         except ResourceNotFoundError:
-            raise CheckpointSuperseded(f"blob {self._blob.blob_name}: the checkpoint was removed") from None
-        if properties.metadata.get("claim") != self.token:
-            raise CheckpointSuperseded(f"blob {self._blob.blob_name}: claimed by another worker")
-        self._etag, self.stored = properties.etag, _sequence(properties.metadata)
+            self._etag, self.stored = None, None
+            return b""
+        self._etag, self.stored = properties.etag, _sequence(dict(properties.metadata))
+        if not (content and properties.size):
+            return b""
+        try:
+            download = await self._blob.download_blob(
+                etag=properties.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return await self._look(content=True)  # written meanwhile: read it as it is now
+        return bytes(await download.readall())
 
     async def _legacy_state(self) -> SavedState | None:
         try:
@@ -236,7 +211,7 @@ def _sequence(metadata: dict[str, str]) -> int | None:
 # --- a local directory -----------------------------------------------------------------------------
 
 
-class DirectoryClaims:
+class DirectoryCheckpoints:
     def __init__(self, root: Path, scope: Scope) -> None:
         self._root = root
         self._scope = scope
@@ -249,50 +224,36 @@ class DirectoryClaims:
 
 
 class DirectoryPartitionCheckpoint:
-    """A checkpoint file (``offset``, ``sequence_number``, ``claim``) and a state file beside it,
-    claimed and written under a lock on the checkpoint folder."""
+    """A checkpoint file (``offset``, ``sequence_number``) and a state file beside it, compared and
+    written under a lock on the checkpoint folder."""
 
     def __init__(self, path: Path, state: Path) -> None:
         self._path = path
         self._state = state
-        self.token = uuid.uuid4().hex
-        self._claimed = False
 
-    async def claim(self) -> SavedState | None:
-        data = await asyncio.to_thread(self._claim)
-        self._claimed = True
+    async def load(self) -> SavedState | None:
+        data = await asyncio.to_thread(self._load)
         return None if data is None else SavedState.from_json(data, str(self._state))
 
     async def write(self, position: Position, state: SavedState) -> bool:
-        if not self._claimed:
-            with contextlib.suppress(StateError):  # claimed late: the state found then is of no use
-                await self.claim()
         return await asyncio.to_thread(self._write, position, state.to_json())
 
-    def _claim(self) -> bytes | None:
+    def _load(self) -> bytes | None:
         with self._locked():
-            record = self._read() or {"offset": "-1", "sequence_number": -1}
-            _write_atomically(self._path, orjson.dumps({**record, "claim": self.token}))
             return self._state.read_bytes() if self._state.exists() else None
 
     def _write(self, position: Position, data: bytes) -> bool:
+        sequence = position.sequence_number if position.sequence_number is not None else -1
         with self._locked():
-            record = self._read()
-            if record is None or record.get("claim") != self.token:
-                raise CheckpointSuperseded(f"{self._path}: claimed by another worker")
-            sequence = position.sequence_number if position.sequence_number is not None else -1
-            if sequence <= int(record["sequence_number"]):
+            try:
+                stored: int | None = int(orjson.loads(self._path.read_bytes())["sequence_number"])
+            except FileNotFoundError:
+                stored = None
+            if stored is not None and sequence <= stored:
                 return False
             _write_atomically(self._state, data)
-            record = {"offset": str(position.offset), "sequence_number": sequence, "claim": self.token}
-            _write_atomically(self._path, orjson.dumps(record))
+            _write_atomically(self._path, orjson.dumps({"offset": str(position.offset), "sequence_number": sequence}))
             return True
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            return dict(orjson.loads(self._path.read_bytes()))
-        except FileNotFoundError:
-            return None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -349,7 +310,6 @@ class DirectoryCheckpointStore(CheckpointStore):
             if path.name.startswith("."):
                 continue
             record = orjson.loads(path.read_bytes())
-            record.pop("claim", None)  # the SDK reads the layout of its own store
             out.append(
                 {
                     "fully_qualified_namespace": scope.namespace,

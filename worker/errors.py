@@ -17,8 +17,6 @@
     │   └── CircuitOpen         transient: the target's circuit is open; no request was made
     ├── DeadLetterError     a dead letter could not be written (fatal: the event is not finished)
     ├── StateError          the pipeline state saved beside a checkpoint cannot be read
-    ├── CheckpointSuperseded  another worker has claimed the partition: this one writes its
-    │                       checkpoint no more
     ├── PartitionFailed     a partition's pipeline stopped on a fatal error, or is not open here
     ├── ChildProcessFailed  the pipeline process (the child of ``worker run``) exited, could not
     │                       start, or sent what cannot be read
@@ -145,10 +143,6 @@ class DeadLetterError(WorkerError):
 
 class StateError(WorkerError):
     """Saved pipeline state that cannot be read; the message names the blob or file and what to do."""
-
-
-class CheckpointSuperseded(WorkerError):
-    """Another worker has claimed the partition since this one did: its checkpoint is not written."""
 
 
 class PartitionFailed(WorkerError):

@@ -63,16 +63,16 @@ class InProcessHost:
         if partition_id in self._open:
             await self.close(partition_id, 0, write=False)
         settings = self._settings
-        checkpoint = self._stores.claims.checkpoint(partition_id)
+        checkpoint = self._stores.partitions.checkpoint(partition_id)
         state: SavedState | None = None
         try:
             async with asyncio.timeout(settings.checkpoints.timeout):
-                state = await checkpoint.claim()
+                state = await checkpoint.load()
         except StateError as exc:
             # The message says what is wrong and what to do; a traceback would add nothing.
             log.error("partition.state_unreadable", partition_id=partition_id, error=str(exc))  # noqa: TRY400
         except (AzureError, OSError, TimeoutError) as exc:
-            # Claimed at the first checkpoint write instead; meanwhile, no state to start from.
+            # Read at the first checkpoint write instead; meanwhile, no state to start from.
             error = str(exc) or f"no answer within {settings.checkpoints.timeout:g} s"
             log.warning("partition.state_unavailable", partition_id=partition_id, error=error)
         core = PartitionCore(partition_id, self.table, settings.core, state=state)

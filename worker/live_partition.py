@@ -7,8 +7,8 @@ idle release, and decides when to checkpoint: on an interval, after a number of 
 nothing arrived for a receive wait. The checkpoint (never past an unfinished event) is written by
 its :class:`~worker.checkpoints.PartitionCheckpoint` in a task of its own, one write at a time and
 each within the checkpoint timeout: a slow or failing store is logged and counted, and the work
-goes on meanwhile, bounded by the read-ahead limit, never by the store. Once another worker has
-claimed the partition, its checkpoint is written no more.
+goes on meanwhile, bounded by the read-ahead limit, never by the store. A write only ever moves the
+checkpoint forward.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from azure.core.exceptions import AzureError
 
 from worker.actions.runner import ActionRunner
 from worker.checkpoints import PartitionCheckpoint
-from worker.errors import CheckpointSuperseded, PartitionFailed
+from worker.errors import PartitionFailed
 from worker.events import Message, Position
 from worker.handoff import Inbox, PartitionStatus
 from worker.partition_core import PartitionCore
@@ -61,8 +61,6 @@ class LivePartition:
         self._written_at = time.monotonic()
         #: The checkpoint write in flight, if any.
         self._writing: asyncio.Task[None] | None = None
-        #: Another worker has claimed the partition: no more writes here.
-        self._superseded = False
         #: Messages the task has taken in since the start.
         self.taken = 0
         #: Checkpoints written, and failed attempts to write one.
@@ -129,8 +127,13 @@ class LivePartition:
         handed = self.core.hand_over()
         if handed:
             log.info("partition.handed_over", events=handed, checkpointed=write)
-        if self._writing is not None:
-            await self._writing
+        writing = self._writing
+        if writing is not None:
+            if not write:
+                writing.cancel()  # lost to another worker: write no more (forward only, if it lands still)
+            await asyncio.wait([writing])
+            if not writing.cancelled():
+                writing.result()
         if write and (due := self._due(force=True)) is not None:
             await self._store(*due)
 
@@ -187,7 +190,7 @@ class LivePartition:
         core = self.core
         position = core.checkpoint
         written = self._written
-        if self._superseded or position is None or position == written:
+        if position is None or position == written:
             return None
         settings = self._checkpoints
         due = (
@@ -215,10 +218,6 @@ class LivePartition:
         try:
             async with asyncio.timeout(self._checkpoints.timeout):
                 written = await self._checkpoint.write(position, state)
-        except CheckpointSuperseded as exc:
-            self._superseded = True
-            log.warning("checkpoint.superseded", sequence_number=position.sequence_number, error=str(exc))
-            return
         except (AzureError, OSError, TimeoutError) as exc:
             self.checkpoint_failures += 1
             error = str(exc) or f"no answer within {self._checkpoints.timeout:g} s"

@@ -1,0 +1,167 @@
+"""Faults survived, on the test bed (the local hub, Azurite and worker processes), with their figures:
+nothing lost, counts that add up, checkpoints that only move forward."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from azure.core.exceptions import AzureError
+
+from tests.live import (
+    RULES,
+    Actions,
+    checkpoints,
+    events,
+    ids_of,
+    local_hub,
+    metrics_of,
+    owners,
+    send_stream,
+    start_worker,
+    stop_worker,
+    wait_for,
+    worker_env,
+    worker_log,
+)
+from tests.servers import Azurite, free_port, start_azurite, stop
+from worker.accounting import Fate
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300), pytest.mark.usefixtures("sdk_garbage")]
+
+#: How long the checkpoint store is away.
+OUTAGE = 30.0
+
+
+class ActionTimes:
+    """When each event's action line first appeared, read from the workers' files as they write them."""
+
+    def __init__(self, *paths: Path) -> None:
+        self.paths = paths
+        self.first_seen: dict[str, float] = {}
+        self._read: dict[Path, int] = {}
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        for path in self.paths:
+            if not path.exists():
+                continue
+            data = path.read_bytes()
+            done = data.rfind(b"\n") + 1  # whole lines only
+            for line in data[self._read.get(path, 0) : done].splitlines():
+                self.first_seen.setdefault(str(orjson.loads(line)["event_id"]), now)
+            self._read[path] = done
+
+    async def watch(self) -> None:
+        while True:
+            self.poll()
+            await asyncio.sleep(0.1)
+
+
+class CheckpointWatch:
+    """Every checkpoint sequence number the store held, as read about five times a second (while it answers)."""
+
+    def __init__(self, azurite: Azurite, container: str, namespace: str, hub: str) -> None:
+        self._args = (azurite, container, namespace, hub)
+        self.seen: dict[str, list[int]] = {}
+
+    async def watch(self) -> None:
+        while True:
+            try:
+                for partition, sequence in (await checkpoints(*self._args)).items():
+                    history = self.seen.setdefault(partition, [])
+                    if not history or history[-1] != sequence:
+                        history.append(sequence)
+            except (AzureError, OSError):
+                pass  # the store is away
+            await asyncio.sleep(0.2)
+
+
+async def test_the_checkpoint_store_away_for_30_s_loses_nothing_and_never_moves_a_checkpoint_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two workers under a steady stream; Azurite stopped for 30 s, then started again on its data."""
+    azurite = start_azurite(tmp_path / "azurite")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    container = f"outage-{uuid.uuid4().hex[:12]}"
+    ports = [free_port(), free_port()]
+    cwds = [tmp_path / "w0", tmp_path / "w1"]
+    try:
+        async with local_hub("outage") as hub:
+            namespace = f"127.0.0.1:{hub.port}"
+            watch = CheckpointWatch(azurite, container, namespace, "outage")
+            times = ActionTimes(*(cwd / "actions.jsonl" for cwd in cwds))
+            settings = {"checkpoint_timeout": 2, "ownership_expiry": 6, "http_host": "127.0.0.1"}
+            workers = [
+                await start_worker(worker_env(hub, azurite, container, rules, http_port=port, **settings), cwd)
+                for port, cwd in zip(ports, cwds, strict=True)
+            ]
+
+            async def shared() -> bool:
+                owned = await owners(azurite, container, namespace, "outage")
+                return len(owned) == 4 and len(set(owned.values())) == 2
+
+            await wait_for(shared, 60, "the two workers to share the 4 partitions")
+            published = events(1500, seed=31, duplicates=0, shuffle=0)
+            sent: dict[str, float] = {}
+            sending = asyncio.create_task(send_stream(hub, published, per_second=20, chunk=10, sent=sent))
+            watching = [asyncio.create_task(watch.watch()), asyncio.create_task(times.watch())]
+
+            async def checkpointed() -> bool:
+                return len(watch.seen) == 4 and all(history[-1] > 10 for history in watch.seen.values())
+
+            await wait_for(checkpointed, 60, "every partition to have a checkpoint past 10")
+            times.poll()
+            done_before = set(times.first_seen)
+            stop(azurite)
+            outage_started = time.monotonic()
+            await asyncio.sleep(OUTAGE)  # the scenario: the store is away this long
+            outage_ended = time.monotonic()
+            failures = 0.0
+            for port in ports:
+                failures += (await metrics_of(port)).get("azml_worker_checkpoint_failures_total", 0.0)
+            azurite = start_azurite(tmp_path / "azurite", port=azurite.port)
+            await sending
+
+            async def all_acted() -> bool:
+                return set(times.first_seen) >= ids_of(published)
+
+            await wait_for(all_acted, 120, "every published event to be acted on")
+            for process in workers:
+                assert await stop_worker(process, signal.SIGTERM) == 0
+            for task in watching:
+                task.cancel()
+    finally:
+        stop(azurite)
+
+    acted = Actions.read(*(cwd / "actions.jsonl" for cwd in cwds))
+    per_event = acted.per_event
+    during = {event_id for event_id, at in sent.items() if outage_started <= at < outage_ended}
+    delays = [times.first_seen[event_id] - sent[event_id] for event_id in during]
+    repeated = {event_id for event_id, n in per_event.items() if n > 1}
+    with capsys.disabled():
+        print(
+            f"\nstorage outage of {OUTAGE:.0f} s: {len(during)} events published during it, "
+            f"{sum(1 for e in during if times.first_seen[e] < outage_ended)} acted on during it; "
+            f"publish-to-action delay max {max(delays):.1f} s; checkpoint failures counted {failures:.0f}; "
+            f"events acted on more than once {len(repeated)} (of them finished before the outage: "
+            f"{len(repeated & done_before)})"
+        )
+    assert set(per_event) == ids_of(published)  # nothing lost
+    assert not repeated & done_before  # nothing finished before the outage was done again
+    assert failures > 0  # the failed writes were counted
+    assert sum(1 for e in during if times.first_seen[e] < outage_ended) > len(during) / 2  # work went on
+    assert max(delays) < OUTAGE / 2  # bounded by the action's time, not by the outage
+    for partition, history in watch.seen.items():
+        assert history == sorted(history), f"partition {partition}'s checkpoint moved back: {history}"
+    for cwd in cwds:
+        [stopped] = [line for line in worker_log(cwd) if line.get("event") == "worker.stopped"]
+        counts = Counter({name: value for name, value in stopped.items() if isinstance(value, int)})
+        assert sum(counts[fate.value] for fate in Fate) == counts["events"], stopped
