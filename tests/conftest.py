@@ -126,14 +126,22 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
 def sdk_garbage() -> Iterator[None]:
     """Collect the garbage a test leaves, at its own teardown, ignoring unclosed-socket warnings.
 
-    The azure-eventhub SDK leaves the sockets of some refused or abandoned connections to the
-    garbage collector. Collected later, their ResourceWarning would land on whichever test runs
-    then; collected here, it is attributed to (and forgiven for) the test that drove the SDK.
+    The azure-eventhub SDK leaves the sockets of some refused or abandoned connections (a hub that
+    drops them, say) to the garbage collector. Collected later, or by an automatic collection in the
+    middle of the test, their ResourceWarning would land on whichever test runs then, or fail this
+    one; so the automatic collections wait, and the garbage is collected here, where it is attributed
+    to (and forgiven for) the test that drove the SDK.
     """
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        if enabled:
+            gc.enable()
 
 
 @pytest.fixture

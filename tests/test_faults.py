@@ -8,10 +8,12 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 from azure.core.exceptions import AzureError
 
 from tests.live import (
@@ -30,8 +32,20 @@ from tests.live import (
     worker_env,
     worker_log,
 )
+from tests.probe import message
 from tests.servers import Azurite, free_port, start_azurite, stop
-from worker.accounting import Fate
+from tests.support import compile_ok
+from tests.targets import HttpTarget, Received
+from worker.accounting import ActionFate, Fate
+from worker.actions import ActionSpec, action_types
+from worker.actions.breaker import BreakerSettings
+from worker.actions.runner import ActionRunner, DeadLetterDirectory, RunnerSettings
+from worker.checkpoints import DirectoryCheckpoints, DirectoryCheckpointStore
+from worker.handoff import Inbox
+from worker.live_partition import LivePartition
+from worker.partition_core import PartitionCore
+from worker.rules import Rule, RulesTable
+from worker.settings import CheckpointSettings, CoreSettings, DriverSettings, Scope
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300), pytest.mark.usefixtures("sdk_garbage")]
 
@@ -165,3 +179,114 @@ async def test_the_checkpoint_store_away_for_30_s_loses_nothing_and_never_moves_
         [stopped] = [line for line in worker_log(cwd) if line.get("event") == "worker.stopped"]
         counts = Counter({name: value for name, value in stopped.items() if isinstance(value, int)})
         assert sum(counts[fate.value] for fate in Fate) == counts["events"], stopped
+
+
+async def test_the_hub_dropping_every_connection_and_restarting_mid_stream_loses_nothing(
+    tmp_path: Path, azurite: Azurite, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every connection cut at once (a network failure), then the hub stopped and started again on its
+    port and data: the worker reconnects and goes on from where it was."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    cwd = tmp_path / "worker"
+    async with local_hub("drops") as hub:
+        worker = await start_worker(worker_env(hub, azurite, f"drops-{uuid.uuid4().hex[:12]}", rules), cwd)
+        published = events(800, seed=41, duplicates=0, shuffle=0)
+        sending = asyncio.create_task(send_stream(hub, published, per_second=40, chunk=10))
+
+        def acted_on(count: int) -> Callable[[], Awaitable[bool]]:
+            async def enough() -> bool:
+                return len(Actions.read(cwd / "actions.jsonl").per_event) >= count
+
+            return enough
+
+        await wait_for(acted_on(150), 60, "150 events to be acted on")
+        hub.drop_connections()
+        await wait_for(acted_on(400), 60, "400 events to be acted on, after the connections dropped")
+        await hub.stop()
+        await asyncio.sleep(1.0)  # the scenario: the hub is away this long
+        await hub.start()  # on the same port, with the same partitions and events
+        await sending
+        await wait_for(acted_on(len(published)), 90, "every published event to be acted on")
+        assert await stop_worker(worker, signal.SIGTERM) == 0
+    per_event = Actions.read(cwd / "actions.jsonl").per_event
+    repeated = sum(n - 1 for n in per_event.values())
+    with capsys.disabled():
+        print(f"\nhub faults: {len(per_event)} events acted on, {repeated} actions repeated")
+    assert set(per_event) == ids_of(published)
+    [stopped] = [line for line in worker_log(cwd) if line.get("event") == "worker.stopped"]
+    counts = Counter({name: value for name, value in stopped.items() if isinstance(value, int)})
+    assert sum(counts[fate.value] for fate in Fate) == counts["events"], stopped
+
+
+class Attempts:
+    """A runner's observer: every attempt's result, in order."""
+
+    def __init__(self) -> None:
+        self.results: list[str] = []
+
+    def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+        self.results.append(result)
+
+    def dead_letter_failed(self, action_type: str) -> None:
+        self.results.append("dead_letter_failed")
+
+
+async def test_a_target_slower_than_the_action_timeout_for_a_while_then_back(
+    tmp_path: Path, http_target: HttpTarget
+) -> None:
+    """Attempts time out and are retried, the target's circuit opens and spares it, the checkpoint waits;
+    once the target answers in time again, every action is done and the checkpoint passes them all."""
+    slow = asyncio.Event()
+    slow.set()
+
+    async def respond(received: Received) -> web.StreamResponse | None:
+        if slow.is_set():
+            await asyncio.sleep(2)  # ten times the action's timeout
+        return web.json_response({"ok": True})
+
+    http_target.respond = respond
+    hook = action_types()["webhook"].params.model_validate(
+        {
+            "url": f"{http_target.url}/slow",
+            "timeout": 0.2,
+            "retry": {"attempts": 100, "first_delay": 0.05, "max_delay": 0.2},
+        }
+    )
+    table = RulesTable.build([Rule("hook", compile_ok({}), (ActionSpec("webhook", 0, hook),))])
+    attempts = Attempts()
+    runner = ActionRunner(
+        DeadLetterDirectory(tmp_path / "dead"),
+        settings=RunnerSettings(breaker=BreakerSettings(failures=3, reset_after=0.5)),
+        observe=attempts,
+    )
+    core = PartitionCore("0", table, CoreSettings(window=0))
+    scope = Scope("ns.example", "hub", "$default")
+    checkpoint = DirectoryCheckpoints(tmp_path, scope).checkpoint("0")
+    settings = CheckpointSettings(None, None, "unused", tmp_path, 0.1, 1)
+    live = LivePartition(core, runner, DriverSettings(concurrency=4), checkpoint, settings, Inbox("0", 100))
+    live.start()
+    live.offer([message(n, f"runs/{n}", n) for n in range(6)])
+
+    async def spared() -> bool:
+        return attempts.results.count("transient") >= 6 and "circuit_open" in attempts.results
+
+    await wait_for(spared, 30, "attempts to time out and the circuit to open")
+    assert live.core.checkpoint is None  # held back: no action has finished
+    slow.clear()
+
+    async def caught_up() -> bool:
+        position = live.core.checkpoint
+        return position is not None and position.sequence_number == 5
+
+    await wait_for(caught_up, 60, "every action to be done once the target answers in time")
+    await live.close(5.0, write=True)
+    await runner.aclose()
+    assert core.counts().actions == {("hook", "webhook", ActionFate.DONE): 6}
+    assert not (tmp_path / "dead").exists()
+    assert attempts.results[-1] == "ok"
+    assert {"transient", "circuit_open", "ok"} <= set(attempts.results)
+    assert [
+        c["sequence_number"]
+        for c in await DirectoryCheckpointStore(tmp_path).list_checkpoints("ns.example", "hub", "$default")
+    ] == [5]
