@@ -186,7 +186,19 @@ async def test_sigkill_at_random_points_loses_nothing(tmp_path: Path, azurite: A
         kills: list[tuple[int, dict[str, int]]] = []
         for _ in range(3):
             process = await start_worker(env, cwd)
-            await asyncio.sleep(rng.uniform(1.5, 4.0))
+            # The kill point, by what the worker has done, not by the clock: a random number of
+            # further actions, and a checkpoint beyond the last one seen before a kill.
+            before = len(Actions.read(cwd / "actions.jsonl").lines)
+            further = rng.randint(150, 600)
+            marks = kills[-1][1] if kills else {}
+
+            async def far_enough(before: int = before, further: int = further, marks: dict[str, int] = marks) -> bool:
+                if len(Actions.read(cwd / "actions.jsonl").lines) < before + further:
+                    return False
+                now = await checkpoints(azurite, container, namespace, "kill")
+                return any(sequence > marks.get(partition, -1) for partition, sequence in now.items())
+
+            await wait_for(far_enough, 120, f"{further} more actions and a new checkpoint")
             assert await stop_worker(process, signal.SIGKILL) == -signal.SIGKILL
             written = len(Actions.read(cwd / "actions.jsonl").lines)
             kills.append((written, await checkpoints(azurite, container, namespace, "kill")))
@@ -283,7 +295,11 @@ async def test_a_consumer_group_shares_partitions_and_takes_over_from_a_dead_wor
             return len(owned) == 8 and len(counts) == 3 and min(counts) >= 2
 
         await wait_for(spread, 60, "the 8 partitions to be spread over the 3 workers")
-        await asyncio.sleep(1.0)  # mid-stream
+
+        async def mid_stream() -> bool:  # every worker has acted on some events
+            return all(len(Actions.read(tmp_path / f"w{i}" / "actions.jsonl").lines) >= 100 for i in range(3))
+
+        await wait_for(mid_stream, 60, "every worker to act on 100 events")
         before = await owners(azurite, container, namespace, "group")
         victim = workers.pop(0)
         assert await stop_worker(victim, signal.SIGKILL) == -signal.SIGKILL

@@ -73,3 +73,31 @@ async def test_receivers_resume_after_dropped_links_and_connections() -> None:
         assert sorted(seen) == sorted(expected)  # each exactly once: resumed after the last offset seen
         assert [body for body in seen if body[0] in "ac"] == [f"{x}{i}" for x in "ac" for i in range(5)]
     gc.collect()
+
+
+async def test_owner_level_takes_over_and_refuses_lower() -> None:
+    """A receiver with a higher owner level takes the partition over; lower and plain ones are refused.
+    Each step waits for the hub to have attached the receiver before it, not for a while."""
+    async with LocalHub([HubSpec("owners", partitions=4)]) as hub:
+        cs = hub.connection_string()
+        holders = ("owners", "$default", "3")
+
+        async def held_by(epoch: int) -> None:
+            async with asyncio.timeout(30):
+                while [o.epoch for o in hub.state.owners.get(holders, [])] != [epoch]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # the hub's state, read in this process
+
+        first = asyncio.create_task(collect(cs, "3", 1, starting_position="-1", owner_level=1, within=40))
+        await held_by(1)
+        second = asyncio.create_task(collect(cs, "3", 1, starting_position="-1", owner_level=2, within=40))
+        await held_by(2)
+        lower = await collect(cs, "3", 1, starting_position="-1", owner_level=0, within=5)
+        plain = await collect(cs, "3", 1, starting_position="-1", within=5)
+        await send(cs, ["owned"], partition_id="3")
+        taken, winner = await first, await second
+    assert winner.bodies == ["owned"]
+    assert winner.errors == []
+    for refused in (taken, lower, plain):
+        assert refused.events == []
+        assert refused.errors
+        assert "amqp:link:stolen" in str(refused.errors[0])

@@ -202,25 +202,6 @@ async def test_unknown_hub_is_refused(localhub: HubServer) -> None:
             await producer.send_batch([EventData("x")])
 
 
-async def test_owner_level_takes_over_and_refuses_lower(localhub: HubServer) -> None:
-    cs = localhub.connection_string
-    start = await last_sequence_number(cs, "3")
-    first = asyncio.create_task(collect(cs, "3", 1, starting_position=start, owner_level=1, within=40))
-    await asyncio.sleep(2)
-    second = asyncio.create_task(collect(cs, "3", 1, starting_position=start, owner_level=2, within=40))
-    await asyncio.sleep(2)
-    lower = await collect(cs, "3", 1, starting_position=start, owner_level=0, within=5)
-    plain = await collect(cs, "3", 1, starting_position=start, within=5)
-    await send(cs, ["owned"], partition_id="3")
-    taken, winner = await first, await second
-    assert winner.bodies == ["owned"]
-    assert winner.errors == []
-    for refused in (taken, lower, plain):
-        assert refused.events == []
-        assert refused.errors
-        assert "amqp:link:stolen" in str(refused.errors[0])
-
-
 async def test_track_last_enqueued_event_properties(localhub: HubServer) -> None:
     cs = localhub.connection_string
     start = await last_sequence_number(cs, "1")
