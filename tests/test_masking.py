@@ -238,3 +238,27 @@ rules:
     assert sum(1 for request in http_target.requests if request.header("x-functions-key") == FUNCTION_KEY) == 6
     for form in [FUNCTION_KEY, PAT, base64.b64encode(f":{PAT}".encode()).decode()]:
         assert form not in written, f"{form!r} was written"
+
+
+def test_a_report_masks_what_came_from_outside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An event type is whatever a publisher sent: a credential in one never reaches the report."""
+    body = json.dumps(
+        [
+            {
+                "id": "e1",
+                "eventType": "Bearer abcdefghijklmnopqrstuvwxyz",
+                "subject": "s",
+                "eventTime": "2026-11-01T09:00:00Z",
+            }
+        ]
+    ).encode()
+    source = capture(tmp_path / "capture", "0", [body])
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: all\n    filter: {}\n    actions: [{type: log}]\n")
+    report = tmp_path / "report.json"
+    assert main(["replay", "--dry-run", "--rules", str(rules), "--report", str(report), str(source)]) == 0
+    written = report.read_text() + capsys.readouterr().out
+    assert "abcdefghijklmnopqrstuvwxyz" not in written
+    assert orjson.loads(report.read_bytes())["event_types"] == {
+        "Bearer ***": {"matched": 1, "unmatched": 0, "skipped": 0, "invalid": 0, "handed_over": 0}
+    }

@@ -353,7 +353,8 @@ def _report(tally: Tally, args: argparse.Namespace, out: TextIO) -> int:
         print(line, file=out)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_bytes(orjson.dumps({"dry_run": args.dry_run, **report}, option=orjson.OPT_INDENT_2))
+        masked = MASKER.mask_value({"dry_run": args.dry_run, **report})  # an event type is whatever was sent
+        args.report.write_bytes(orjson.dumps(masked, option=orjson.OPT_INDENT_2))
     problems = tally.check()
     for problem in problems:
         print(f"error: the counts do not add up: {problem}", file=sys.stderr)
