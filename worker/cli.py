@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import os
 import sys
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, Rul
 from worker.events import InvalidEvent, decode_body
 from worker.keys import split_key
 from worker.log import configure as configure_logging
-from worker.masking import MASKER
+from worker.masking import MASKER, MaskedText
 from worker.rules import explain
 from worker.rulesfile import load_rules, paths_of
 from worker.settings import CoreSettings, DriverSettings, LatePolicy
@@ -54,23 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INVALID
     return code
-
-
-class MaskedText(io.TextIOBase):
-    """A text stream that masks secrets (:data:`~worker.masking.MASKER`) in what is written to it."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        self._stream.write(MASKER.mask(text))
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -56,7 +56,7 @@ class InProcessHost:
         self._stores = stores
         self._settings = settings
         self._on_taken = on_taken
-        self._open: dict[str, tuple[LivePartition, Inbox]] = {}
+        self._open: dict[str, LivePartition] = {}
         self._retired = Tally()
 
     async def open(self, partition_id: str) -> None:
@@ -77,29 +77,29 @@ class InProcessHost:
             log.warning("partition.state_unavailable", partition_id=partition_id, error=error)
         core = PartitionCore(partition_id, self.table, settings.core, state=state)
         inbox = Inbox(partition_id, settings.driver.inbox, self._on_taken)
-        live = LivePartition(core, self._runner, settings.driver, checkpoint, settings.checkpoints, inbox)
-        self._open[partition_id] = (live, inbox)
+        live = self._open[partition_id] = LivePartition(
+            core, self._runner, settings.driver, checkpoint, settings.checkpoints, inbox
+        )
         live.start()
         log.info("pipeline.started", partition_id=partition_id, state=state is not None)
 
     async def put(self, partition_id: str, deliveries: list[Delivery]) -> None:
-        live, inbox = self._partition(partition_id)
-        live.offer([delivery.message(partition_id) for delivery in deliveries])
+        inbox = self.offer(partition_id, deliveries)
         inbox.hand(len(deliveries))
         await inbox.room()
 
-    def offer(self, partition_id: str, deliveries: list[Delivery]) -> None:
-        """:meth:`put` without waiting: the caller bounds what is pending (see ``on_taken``)."""
-        live, _ = self._partition(partition_id)
+    def offer(self, partition_id: str, deliveries: list[Delivery]) -> Inbox:
+        """:meth:`put` without waiting: the caller bounds what is pending (see ``on_taken``). The partition's inbox."""
+        live = self._partition(partition_id)
         live.offer([delivery.message(partition_id) for delivery in deliveries])
+        return live.inbox
 
     async def close(self, partition_id: str, grace: float, *, write: bool) -> None:
         found = self._open.pop(partition_id, None)
         if found is None:
             return
-        live, _ = found
-        await live.close(grace, write=write)
-        self._retired.add(live.core.counts())
+        await found.close(grace, write=write)
+        self._retired.add(found.core.counts())
 
     def reload(self) -> None:
         try:
@@ -108,24 +108,24 @@ class InProcessHost:
             log.error("rules.rejected", problems=[str(p) for p in exc.problems])  # noqa: TRY400 - the problems say it
             return
         self.table = table
-        for live, _ in self._open.values():
+        for live in self._open.values():
             live.core.table = table
         log.info("rules.reloaded", rules=len(table.rules))
 
     def tally(self) -> Tally:
         total = Tally()
         total.add(self._retired)
-        for live, _ in list(self._open.values()):
+        for live in list(self._open.values()):
             total.add(live.core.counts())
         return total
 
     def statuses(self) -> list[PartitionStatus]:
-        return [live.status() for live, _ in list(self._open.values())]
+        return [live.status() for live in list(self._open.values())]
 
     async def failure(self) -> None:
         await asyncio.Event().wait()  # pipelines in this process fail one partition at a time, in put()
 
-    def _partition(self, partition_id: str) -> tuple[LivePartition, Inbox]:
+    def _partition(self, partition_id: str) -> LivePartition:
         found = self._open.get(partition_id)
         if found is None:
             raise PartitionFailed(f"partition {partition_id}: not open here")

@@ -49,7 +49,7 @@ class LivePartition:
         self._driver = driver
         self._checkpoint = checkpoint
         self._checkpoints = checkpoints
-        self._inbox = inbox
+        self.inbox = inbox
         #: Messages handed in and not yet fed.
         self._pending: list[Message] = []
         self._ticked = False
@@ -141,7 +141,7 @@ class LivePartition:
         driver = PartitionDriver(self.core, self._runner, self._driver)
         try:
             async with driver:
-                wake, inbox = self._wake, self._inbox
+                wake, inbox = self._wake, self.inbox
                 while True:
                     await self._sleep(wake)
                     wake.clear()
@@ -172,7 +172,7 @@ class LivePartition:
             raise PartitionFailed(f"partition {self.partition_id}: {error}") from exc
         finally:
             if not self._closing:
-                self._inbox.fail()
+                self.inbox.fail()
 
     async def _sleep(self, wake: asyncio.Event) -> None:
         """Wait for a batch, a tick or the close; or until the reorder buffer's idle release is due,

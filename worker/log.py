@@ -13,7 +13,7 @@ from typing import Literal
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from worker.masking import MASKER
+from worker.masking import MASKER, MaskedText
 
 
 def configure(level: str = "info", log_format: Literal["auto", "json", "console"] = "auto") -> None:
@@ -35,7 +35,10 @@ def configure(level: str = "info", log_format: Literal["auto", "json", "console"
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # Lines are masked as rendered: not again by a masking stderr (the command line's).
+        logger_factory=structlog.PrintLoggerFactory(
+            sys.stderr.stream if isinstance(sys.stderr, MaskedText) else sys.stderr
+        ),
         # Not cached: loggers follow a later configure() (tests, and a reconfigured worker).
         cache_logger_on_first_use=False,
     )

@@ -19,11 +19,12 @@ runs only on text that holds one of their words.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import threading
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, TextIO
 from urllib.parse import quote, quote_plus
 
 import ahocorasick
@@ -132,10 +133,29 @@ class Masker:
             return self.mask(value)
         if isinstance(value, dict):
             return {self.mask_value(key): self.mask_value(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(self.mask_value(item) for item in value) if type(value) in (list, tuple) else value
+        if type(value) is list:
+            return [self.mask_value(item) for item in value]
+        if type(value) is tuple:  # a plain one: a named tuple is a record, and stays as it is
+            return tuple(self.mask_value(item) for item in value)
         return value
 
 
 #: The secrets of this process.
 MASKER: Final = Masker()
+
+
+class MaskedText(io.TextIOBase):
+    """A text stream that masks secrets (:data:`MASKER`) in what is written to it, into ``stream``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(MASKER.mask(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
