@@ -276,5 +276,5 @@ async def test_a_dead_letter_container_refusing_writes_holds_the_event_and_is_tr
 
 def test_a_dead_letter_container_of_another_account_than_the_connection_strings_is_refused():
     connection = f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:10000/{ACCOUNT};"
-    with pytest.raises(SourceError, match="the storage connection string is for another account"):
+    with pytest.raises(SourceError, match="the connection string is for another account"):
         dead_letter_lane("https://elsewhere.blob.core.windows.net/dead-letters", connection)

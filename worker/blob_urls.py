@@ -71,3 +71,14 @@ def _path_style(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_account(location: ContainerUrl, client_url: str) -> None:
+    """Raise SourceError unless a client made from a connection string (whose URL is ``client_url``)
+    reaches ``location``'s container: a connection string names its own account, whatever the URL says."""
+    url = client_url.partition("?")[0].rstrip("/")
+    if url.lower() != location.container_url.lower():
+        raise SourceError(
+            f"{location.container_url}: the connection string is for another account ({url.rpartition('/')[0]}); "
+            "give the connection string of this URL's account, or a SAS token in the URL"
+        )

@@ -59,7 +59,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, StorageStreamDownloader
 
 from worker.actions.deadletters import Redrive, message_of
-from worker.blob_urls import ContainerUrl, parse_container_url
+from worker.blob_urls import ContainerUrl, check_account, parse_container_url
 from worker.capture import partition_from_path, read_capture, window_from_path
 from worker.errors import SourceError
 from worker.events import Message
@@ -342,13 +342,11 @@ def _container_client(
             )
         elif connection_string:
             client = ContainerClient.from_connection_string(connection_string, location.container, **settings)
-            url = client.url.partition("?")[0].rstrip("/")
-            if url.lower() != where.lower():
+            try:
+                check_account(location, client.url)
+            except SourceError:
                 client.close()
-                raise SourceError(
-                    f"{where}: the connection string is for another account ({url.rpartition('/')[0]}); "
-                    "give the connection string of this URL's account"
-                )
+                raise
         else:
             if location.account_url.startswith("http://"):
                 raise SourceError(

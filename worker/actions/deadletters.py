@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob.aio import ContainerClient
 
 from worker.actions.base import PlannedAction
-from worker.blob_urls import parse_container_url
+from worker.blob_urls import check_account, parse_container_url
 from worker.errors import DeadLetterError, SourceError
 from worker.events import Message, Position
 from worker.jsontext import dumps
@@ -222,12 +222,7 @@ def dead_letter_lane(where: Path | str, connection_string: str | None = None) ->
         client = ContainerClient(location.account_url, location.container, credential=location.sas_token)
     elif connection_string:
         client = ContainerClient.from_connection_string(connection_string, location.container)
-        account = client.url.partition("?")[0].rstrip("/").rpartition("/")[0]
-        if account.lower() != location.account_url.lower():
-            raise SourceError(
-                f"{location.container_url}: the storage connection string is for another account ({account}); "
-                "give the URL of that account's container, or a SAS token in the URL"
-            )
+        check_account(location, client.url)
     elif location.account_url.startswith("http://"):
         raise SourceError(f"{text}: an http:// dead-letter container needs a connection string or a SAS token")
     else:
