@@ -1,12 +1,19 @@
 # Set-up and everyday commands. Every target installs what it needs on a fresh machine.
-PYTHON ?= python3
-VENV   := .venv
+
+# The interpreter and its virtual environment, as in `make test PYTHON=python3.13 VENV=.venv-3.13`. By default
+# python3 when it is a supported version (3.11 to 3.13), else the newest supported python3.X found.
+PYTHON ?=
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Azurite, the storage emulator the blob storage tests run against (package-lock.json pins it).
+# The real paths of that interpreter (empty when there is none) and of the one the environment was built with.
+INTERPRETER := $(shell bash scripts/pick-python $(PYTHON) 2>/dev/null)
+BUILT_WITH  := $(shell sed -n 's/^executable = //p' $(VENV)/pyvenv.cfg 2>/dev/null)
+# Azurite, the storage emulator the blob storage tests run against, and KEDA's CRD schemas the manifests
+# are checked against (package-lock.json pins them).
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test test-fast lint bench setup clean
+.PHONY: demo test test-fast lint bench setup clean FORCE
 
 # The main job on its embedded default.
 demo: $(STAMP)
@@ -16,8 +23,9 @@ demo: $(STAMP)
 test: lint $(NODE_STAMP)
 	$(BIN)/python -m pytest
 
-# The pure tests alone: no servers, no processes (the others are marked integration).
-test-fast: $(STAMP)
+# The pure tests alone: no servers, no processes (the others are marked integration). They read KEDA's
+# schemas from node_modules.
+test-fast: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
 lint: $(STAMP)
@@ -32,8 +40,14 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_localhub
 	$(BIN)/python -m bench.bench_worker
 
+# An environment built with another interpreter is built again, from scratch.
+ifneq ($(INTERPRETER),$(BUILT_WITH))
+$(STAMP): FORCE
+endif
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(INTERPRETER)" || bash scripts/pick-python $(PYTHON)
+	@echo "$(VENV): $$($(INTERPRETER) --version) ($(INTERPRETER))"
+	$(INTERPRETER) -m venv $(if $(filter-out $(INTERPRETER),$(BUILT_WITH)),--clear )$(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==25.3"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $(STAMP)
@@ -46,4 +60,6 @@ $(NODE_STAMP): package.json package-lock.json
 	touch $(NODE_STAMP)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis out node_modules
+	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache .hypothesis out node_modules
+
+FORCE:

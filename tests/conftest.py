@@ -4,6 +4,7 @@ keeps the ``integration`` marker honest."""
 from __future__ import annotations
 
 import gc
+import logging
 import platform
 import sys
 import warnings
@@ -17,6 +18,7 @@ import structlog
 from tests.probe import ACTIVE, Probe
 from tests.servers import Azurite, HubServer, ServerError, start_azurite, start_localhub, stop
 from tests.targets import Certificate, HttpTarget, make_certificate
+from worker.log import HANDLER_NAME
 
 Server = TypeVar("Server", Azurite, HubServer)
 
@@ -83,10 +85,17 @@ def _running(start: Callable[[Path], Server], location: Path) -> Iterator[Server
 
 @pytest.fixture(autouse=True)
 def default_structlog() -> Iterator[None]:
-    """Each test starts from structlog's defaults, whatever another test (or the CLI) configured."""
+    """Each test starts from structlog's defaults, whatever another test (or the CLI) configured;
+    and leaves the standard library's logging as it found it (worker.log's handler removed)."""
     structlog.reset_defaults()
+    root = logging.getLogger()
+    level = root.level
     yield
     structlog.reset_defaults()
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 #: The secrets rules/examples.yaml references, as a deployment's environment would hold them.
@@ -130,12 +139,15 @@ def sdk_garbage() -> Iterator[None]:
     drops them, say) to the garbage collector. Collected later, or by an automatic collection in the
     middle of the test, their ResourceWarning would land on whichever test runs then, or fail this
     one; so the automatic collections wait, and the garbage is collected here, where it is attributed
-    to (and forgiven for) the test that drove the SDK.
+    to (and forgiven for) the test that drove the SDK. A connection's stream writer that the SDK drops
+    unclosed warns at once, in the middle of the test: forgiven too.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "unclosed <StreamWriter", ResourceWarning)
+            yield
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)

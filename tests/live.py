@@ -208,7 +208,8 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], within: float, what
 
 
 async def metrics_of(port: int) -> dict[str, float]:
-    """A worker's metrics, summed by name and outcome (``events_total:handed_over``); {} while it does not answer."""
+    """A worker's metrics, summed by name, by name and outcome (``events_total:handed_over``) and by name
+    and fate (``actions_total:planned``); {} while it does not answer."""
     try:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
             text = await response.text()
@@ -217,7 +218,10 @@ async def metrics_of(port: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            for key in (sample.name, f"{sample.name}:{sample.labels.get('outcome', '')}"):
+            keys = [sample.name, f"{sample.name}:{sample.labels.get('outcome', '')}"]
+            if "fate" in sample.labels:
+                keys.append(f"{sample.name}:{sample.labels['fate']}")
+            for key in keys:
                 out[key] = out.get(key, 0.0) + sample.value
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from scripts.settings_table import table as settings_table
 from worker.cli import main
-from worker.config import RunSettings, load_settings
+from worker.config import RunSettings, add_flags, load_settings
 from worker.errors import SettingsError
 
 HUB = "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=k;SharedAccessKey=s3cr3t;EntityPath=ml-events"
@@ -139,3 +140,31 @@ def test_the_readme_documents_every_setting_as_it_is() -> None:
     readme = (Path(__file__).resolve().parents[1] / "docs" / "live-worker.md").read_text()
     for line in settings_table():
         assert line in readme, f"docs/live-worker.md is out of date (python -m scripts.settings_table): {line}"
+
+
+def test_start_position_event_age_and_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    minimal(monkeypatch)
+    settings = load_settings()
+    assert str(settings.hub().start) == "earliest"
+    assert settings.core().max_age is None
+    assert settings.processing().dry_run is False
+    monkeypatch.setenv("WORKER_START_POSITION", "2h")
+    monkeypatch.setenv("WORKER_MAX_EVENT_AGE", "1d")
+    monkeypatch.setenv("WORKER_DRY_RUN", "true")
+    settings = load_settings()
+    assert str(settings.hub().start) == "2h ago"
+    assert settings.core().max_age == 86_400
+    assert settings.processing().dry_run is True
+    monkeypatch.setenv("WORKER_START_POSITION", "yesterday")
+    monkeypatch.setenv("WORKER_MAX_EVENT_AGE", "a while")
+    found = problems()
+    assert any(p.startswith("WORKER_START_POSITION (--start-position): 'yesterday' is not a start") for p in found)
+    assert any(p.startswith("WORKER_MAX_EVENT_AGE (--max-event-age): 'a while' is not a duration") for p in found)
+
+
+def test_dry_run_is_a_switch_on_the_command_line() -> None:
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    assert parser.parse_args(["--dry-run"]).dry_run is True
+    assert parser.parse_args([]).dry_run is None  # unset: the environment decides
+    assert parser.parse_args(["--start-position", "latest"]).start_position == "latest"

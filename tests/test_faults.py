@@ -134,6 +134,9 @@ async def test_the_checkpoint_store_away_for_30_s_loses_nothing_and_never_moves_
             await wait_for(checkpointed, 60, "every partition to have a checkpoint past 10")
             times.poll()
             done_before = set(times.first_seen)
+            # What the store says was finished when it went away (its last checkpoint per partition, as
+            # last read: a later write only covers more).
+            covered = {partition: history[-1] for partition, history in watch.seen.items()}
             stop(azurite)
             outage_started = time.monotonic()
             await asyncio.sleep(OUTAGE)  # the scenario: the store is away this long
@@ -169,7 +172,15 @@ async def test_the_checkpoint_store_away_for_30_s_loses_nothing_and_never_moves_
             f"{len(repeated & done_before)})"
         )
     assert set(per_event) == ids_of(published)  # nothing lost
-    assert not repeated & done_before  # nothing finished before the outage was done again
+    # Nothing the checkpoints held finished before the outage was done again. (Events finished since the
+    # last checkpoint write may be: when claims expire during the outage and a partition changes hands
+    # as the store comes back, its new owner starts from that checkpoint.)
+    redone = {
+        str(line["event_id"])
+        for line in acted.lines
+        if str(line["event_id"]) in repeated and int(str(line["sequence_number"])) <= covered[str(line["partition_id"])]
+    }
+    assert not redone
     assert failures > 0  # the failed writes were counted
     assert sum(1 for e in during if times.first_seen[e] < outage_ended) > len(during) / 2  # work went on
     assert max(delays) < OUTAGE / 2  # bounded by the action's time, not by the outage

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import structlog
 
+from tests.configmap import ConfigMapVolume
 from tests.live import (
     RULES,
     Actions,
@@ -407,7 +408,9 @@ async def test_a_partition_that_stops_delivering_with_lag_is_recycled(workdir: P
 
 
 async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, azurite: Azurite) -> None:
-    rules = workdir / "rules.yaml"
+    """The rules are a ConfigMap volume, updated as the kubelet updates one: the paths stay, the
+    directory behind them is swapped; the last update replaces the key with another."""
+    volume = ConfigMapVolume(workdir / "rules", {"rules.yaml": RULES})
     async with local_hub("watch") as hub:
         # The pipelines in this process, where the reload's logs are captured (the SIGHUP test above
         # reloads those of a pipeline process).
@@ -415,7 +418,7 @@ async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, 
             hub.connection_string(),
             azurite,
             f"watch-{uuid.uuid4().hex[:12]}",
-            rules,
+            volume.root,
             idle_exit=0,
             rules_watch=0.2,
             pipeline_process=False,
@@ -431,10 +434,13 @@ async def test_a_changed_rules_file_is_reloaded_without_a_signal(workdir: Path, 
                 return check
 
             await wait_for(logged("receiver.started"), 30, "the worker to start")
-            rules.write_text("rules:\n  - name: broken\n    filter: {includedEventTypes: 7}\n")
+            volume.update({"rules.yaml": "rules:\n  - name: broken\n    filter: {includedEventTypes: 7}\n"})
             await wait_for(logged("rules.rejected"), 30, "the invalid table to be rejected")
-            rules.write_text(RULES.replace("every-event", "renamed"))
+            volume.update({"renamed.yaml": RULES.replace("every-event", "renamed")})
             await wait_for(logged("rules.reloaded"), 30, "the new table to be loaded")
+            assert [e["rules"] for e in logs if e["event"] == "rules.reloaded"] == [1]
+            rejected = next(e["problems"] for e in logs if e["event"] == "rules.rejected")
+            assert rejected[0].startswith(f"{volume.root / 'rules.yaml'}:")
             published = events(40, seed=10, duplicates=0)
             await send(hub, published)
 

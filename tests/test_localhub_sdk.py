@@ -240,3 +240,19 @@ def test_the_command_serves_until_a_signal(tmp_path: Path, signum: int) -> None:
         assert server.process.wait(10) == 0
     finally:
         stop(server)
+
+
+def _hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
+async def test_a_stream_writer_dropped_unclosed_is_forgiven_here() -> None:
+    # As the SDK drops an abandoned connection: asyncio's writer warns as it goes, mid-test (sdk_garbage).
+    server = await asyncio.start_server(_hang_up, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    _, writer = await asyncio.open_connection(host, port)
+    transport = writer.transport
+    del writer
+    transport.close()
+    server.close()
+    await server.wait_closed()

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import compile_ok
-from worker.accounting import Fate, Skip, Tally
+from worker.accounting import FOREIGN_TOPICS_KEPT, Fate, Skip, Tally
 from worker.actions import ActionSpec
 from worker.actions.log import LogParams
 from worker.errors import StateError
@@ -426,3 +426,75 @@ def test_the_persisted_state_can_be_capped_to_the_newest_but_keeps_what_prevents
     assert [subject for subject, _ in capped.last_keys] == [subject for subject, _ in full.last_keys][-3:]
     assert capped.finished_beyond == full.finished_beyond == ("e1", "e2", "e3", "e4", "e5")
     assert core.state(max_ids=0, max_subjects=0).last_keys == ()
+
+
+# --- too old to act on --------------------------------------------------------------------------------
+
+
+def aged(name: str, max_age: float | None, *, actions: bool = True) -> Rule:
+    return Rule(name, compile_ok({"includedEventTypes": [RUN_COMPLETED]}), (LOG,) if actions else (), max_age=max_age)
+
+
+def test_a_rule_does_not_act_on_an_event_older_than_its_max_age():
+    core = PartitionCore("0", table(rules=(aged("recent", 3600), aged("audit", None))), CoreSettings(window=0))
+    old = Published("old", "runs/1", T0 - timedelta(hours=2))
+    fresh = Published("fresh", "runs/2", T0 - timedelta(minutes=5))
+    wall = T0.timestamp()
+    out = core.receive(message(1, T0, body(old)), wall=wall) + core.receive(message(2, T0, body(fresh)), wall=wall)
+    assert [(w.event.id, [r.name for r in w.rules]) for w in out] == [
+        ("old", ["audit"]),
+        ("fresh", ["recent", "audit"]),
+    ]
+    assert core.tally.rule_stale == {"recent": 1}
+    assert core.tally.rule_matches == {"recent": 1, "audit": 2}
+    assert core.tally.fates[Fate.MATCHED] == 2
+
+
+def test_an_event_all_of_whose_matching_rules_are_stale_is_skipped_as_stale():
+    core = PartitionCore(
+        "0",
+        table(rules=(aged("recent", None), aged("counted", None, actions=False))),
+        CoreSettings(window=0, max_age=3600),
+    )
+    old = Published("old", "runs/1", T0 - timedelta(hours=2))
+    assert core.receive(message(1, T0, body(old)), wall=T0.timestamp()) == []
+    assert core.tally.skipped[Skip.STALE] == 1
+    assert core.tally.rule_stale == {"recent": 1, "counted": 1}
+    assert core.tally.rule_matches == {}
+    assert core.tally.check() == []
+    assert core.checkpoint == Position("0", "1000", 1, T0)  # finished at once
+
+
+def test_an_events_age_runs_to_its_enqueued_time_unless_a_wall_clock_is_given():
+    settings = CoreSettings(window=0, max_age=3600)
+    late_retry = Published("retry", "runs/1", T0 - timedelta(days=1))  # Event Grid's retry, a day late
+    prompt = Published("prompt", "runs/2", T0 - timedelta(seconds=3))
+    for wall, acted in ((None, ["prompt"]), ((T0 + timedelta(days=2)).timestamp(), [])):
+        core = PartitionCore("0", table(rules=(aged("runs", None),)), settings)
+        out = core.receive(message(1, T0, body(late_retry)), wall=wall)
+        out += core.receive(message(2, T0, body(prompt)), wall=wall)
+        assert ids(out) == acted
+        assert core.tally.skipped[Skip.STALE] == 2 - len(acted)
+
+
+def test_a_rules_own_max_age_wins_over_the_default_and_no_limit_means_none():
+    rules = (aged("long", 7 * 86_400), aged("default", None))
+    old = Published("old", "runs/1", T0 - timedelta(days=2))
+    for default, acting in ((3600.0, ["long"]), (None, ["long", "default"])):
+        core = PartitionCore("0", table(rules=rules), CoreSettings(window=0, max_age=default))
+        (work,) = core.receive(message(1, T0, body(old)), wall=T0.timestamp())
+        assert [r.name for r in work.rules] == acting
+
+
+def test_foreign_topics_are_counted_by_topic_up_to_a_cap():
+    core = PartitionCore("0", table(), CoreSettings(window=0))
+    for i in range(FOREIGN_TOPICS_KEPT + 5):
+        core.receive(message(i, T0, body(Published(f"e{i}", "runs/1", T0), topic=f"/workspaces/other-{i}")))
+    core.receive(message(99, T0, body(Published("again", "runs/1", T0), topic="/workspaces/other-0")))
+    tally = core.counts()
+    assert tally.skipped[Skip.FOREIGN_TOPIC] == FOREIGN_TOPICS_KEPT + 6
+    assert len(tally.foreign_topics) == FOREIGN_TOPICS_KEPT
+    assert tally.foreign_topics["/workspaces/other-0"] == 2
+    merged = Tally()
+    merged.add(tally)
+    assert merged.foreign_topics == tally.foreign_topics

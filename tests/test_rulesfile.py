@@ -14,7 +14,8 @@ from worker.actions.log import LogParams
 from worker.errors import Problem, RulesError
 from worker.events import Event, decode_body
 from worker.rules import Outcome
-from worker.rulesfile import load_rules, paths_of
+from worker.rulesdirs import paths_of
+from worker.rulesfile import load_rules
 
 RULES_DIR = Path(__file__).parents[1] / "rules"
 WS = (

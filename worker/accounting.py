@@ -33,6 +33,8 @@ class Skip(enum.StrEnum):
     UNHANDLED_TYPE = "unhandled_type"
     DUPLICATE = "duplicate"
     LATE = "late"
+    #: Older than the max_age of every rule that matched it.
+    STALE = "stale"
 
 
 class ActionFate(enum.StrEnum):
@@ -40,6 +42,9 @@ class ActionFate(enum.StrEnum):
     DEAD_LETTERED = "dead_lettered"
     PLANNED = "planned"  # a dry run: the action would have run
 
+
+#: Distinct foreign topics counted by name (the rest are counted as skipped only).
+FOREIGN_TOPICS_KEPT = 16
 
 #: Type name counted for events whose type is unknown (invalid bodies).
 NO_TYPE = "(invalid)"
@@ -56,14 +61,18 @@ class Tally:
     counts: Counter[tuple[str, str, Fate]] = field(default_factory=Counter)
     skipped: Counter[Skip] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
-    #: Events each rule matched.
+    #: Events each rule matched (and acts on).
     rule_matches: Counter[str] = field(default_factory=Counter)
+    #: Events each rule matched but does not act on, being older than the rule's max_age.
+    rule_stale: Counter[str] = field(default_factory=Counter)
     #: Actions per (rule, action type, fate).
     actions: Counter[tuple[str, str, ActionFate]] = field(default_factory=Counter)
     #: Events processed although late (the ``process`` late policy); counted under their fate too.
     late_processed: int = 0
     #: Memory caps reached: what was forgotten or released early, by cap.
     evictions: Counter[str] = field(default_factory=Counter)
+    #: Events skipped as foreign_topic, by topic: the first :data:`FOREIGN_TOPICS_KEPT` topics seen.
+    foreign_topics: Counter[str] = field(default_factory=Counter)
 
     @property
     def fates(self) -> Counter[Fate]:
@@ -93,6 +102,12 @@ class Tally:
         self.counts[partition, event_type, Fate.SKIPPED] += 1
         self.skipped[reason] += 1
 
+    def count_foreign(self, partition: str, event_type: str, topic: str | None) -> None:
+        self.count_skip(partition, event_type, Skip.FOREIGN_TOPIC)
+        topics, name = self.foreign_topics, topic or ""
+        if name in topics or len(topics) < FOREIGN_TOPICS_KEPT:
+            topics[name] += 1
+
     def count_invalid(self, partition: str, reason: str) -> None:
         self.counts[partition, NO_TYPE, Fate.INVALID] += 1
         self.invalid[reason] += 1
@@ -106,9 +121,13 @@ class Tally:
         self.skipped.update(other.skipped)
         self.invalid.update(other.invalid)
         self.rule_matches.update(other.rule_matches)
+        self.rule_stale.update(other.rule_stale)
         self.actions.update(other.actions)
         self.late_processed += other.late_processed
         self.evictions.update(other.evictions)
+        for topic, n in other.foreign_topics.items():
+            if topic in self.foreign_topics or len(self.foreign_topics) < FOREIGN_TOPICS_KEPT:
+                self.foreign_topics[topic] += n
 
     def check(self) -> list[str]:
         """What does not add up; empty when every event read has exactly one outcome."""
@@ -136,8 +155,8 @@ class Tally:
         for (rule, action_type, fate), n in sorted(self.actions.items()):
             actions.setdefault(rule, {}).setdefault(action_type, {})[fate.value] = n
         rules = {
-            rule: {"matched": self.rule_matches[rule], "actions": actions.get(rule, {})}
-            for rule in sorted({*self.rule_matches, *actions})
+            rule: {"matched": self.rule_matches[rule], "stale": self.rule_stale[rule], "actions": actions.get(rule, {})}
+            for rule in sorted({*self.rule_matches, *self.rule_stale, *actions})
         }
         return {
             "events": self.read,
@@ -174,7 +193,8 @@ def summary(report: dict[str, object]) -> list[str]:
             f"{action_type} " + ", ".join(f"{fate} {n}" for fate, n in fates.items())
             for action_type, fates in entry["actions"].items()
         )
-        lines.append(f"  {name:<{width}}  matched {entry['matched']:>6}" + (f"  {actions}" if actions else ""))
+        stale = f"  stale {entry['stale']}" if entry["stale"] else ""
+        lines.append(f"  {name:<{width}}  matched {entry['matched']:>6}{stale}" + (f"  {actions}" if actions else ""))
     evictions = {k: v for k, v in _ints(report["evictions"]).items() if v}
     if evictions:
         lines.append("Memory caps reached: " + ", ".join(f"{k} {v}" for k, v in evictions.items()))

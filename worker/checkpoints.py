@@ -15,6 +15,10 @@ on only if it still moves the checkpoint forward. So a write that an outage dela
 that has lost the partition since, cannot move the checkpoint back: it lands only if it moves it
 forward, and then it says what is true (every event up to it was finished, by that worker); the new
 owner skips its own writes until it passes it.
+
+Only an operator moves a checkpoint back (``checkpoints reset``): :meth:`PartitionCheckpoint.reset`,
+a separate method, still a compare-and-swap against the checkpoint as read, so that a worker's write
+in between is detected rather than overwritten; it empties the pipeline state beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -39,12 +44,18 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
-from worker.errors import SettingsError
+from worker.errors import CheckpointMoved, SettingsError, StateError
 from worker.events import Position
+from worker.group_status import Stored
+from worker.group_use import GroupMark, GroupUse, unmarked_use
 from worker.settings import CheckpointSettings, Scope
 from worker.state import SavedState
 
 _STATE = "pipelinestate"
+#: A directory checkpoint not read yet.
+_UNSEEN: Final = object()
+#: Where the consumer group's mark is kept (:mod:`worker.group_use`): beside, not among, the SDK's blobs.
+_WORKER, _MARK = "worker", "use"
 #: The storage client's own retries: few, so that a write fails within its timeout, not after it.
 _RETRIES: Final = 2
 
@@ -61,10 +72,27 @@ class PartitionCheckpoint(Protocol):
         first, if not read yet); False when skipped, the checkpoint being there or beyond already.
         Raises the store's errors."""
 
+    async def look(self) -> Stored | None:
+        """Read the checkpoint record alone (not the state): where it stands and when it was written;
+        None when there is none. A :meth:`reset` then compares against what was read."""
+
+    async def reset(self, position: Position) -> None:
+        """Move the checkpoint to ``position``, back or forward, with an empty pipeline state (what it
+        knew of the events around the old position is wrong for the new one); an operator's decision
+        (``checkpoints reset``), never the worker's. Only if the checkpoint is as last read (reading it
+        first, if not read yet): raises CheckpointMoved when it was written meanwhile, and the store's
+        errors."""
+
 
 class Checkpoints(Protocol):
     def checkpoint(self, partition_id: str) -> PartitionCheckpoint:
         """The partition's checkpoint, not read yet."""
+
+    async def read_mark(self) -> GroupMark | None:
+        """The consumer group's mark (:mod:`worker.group_use`), if it has one."""
+
+    async def mark(self, use: GroupUse, since: str) -> GroupMark:
+        """Mark the consumer group for ``use`` unless it has a mark already; the mark it holds then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +104,13 @@ class Stores:
 
 
 @contextlib.asynccontextmanager
-async def open_stores(settings: CheckpointSettings, scope: Scope) -> AsyncIterator[Stores]:
-    """The stores the settings name; a blob container is created if missing."""
+async def open_stores(settings: CheckpointSettings, scope: Scope, *, create: bool = True) -> AsyncIterator[Stores]:
+    """The stores the settings name; a blob container (a directory) is created if missing, or without
+    ``create`` (a reader) its absence is a SettingsError."""
     if settings.directory is not None:
         root = settings.directory
+        if not create and not root.is_dir():
+            raise SettingsError([f"WORKER_CHECKPOINT_DIR: {root} is not a directory (no worker has run with it?)"])
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -101,8 +132,38 @@ async def open_stores(settings: CheckpointSettings, scope: Scope) -> AsyncIterat
             store = BlobCheckpointStore(settings.account_url, settings.container, credential=credential)
         await stack.enter_async_context(container)
         await stack.enter_async_context(store)
-        await _ensure_container(container)
+        if create:
+            await _ensure_container(container)
+        elif not await container.exists():
+            raise SettingsError(
+                [
+                    f"checkpoint container {container.container_name!r} at {container.url}: not found (no worker "
+                    "has run with these settings? WORKER_CHECKPOINT_CONTAINER names it)"
+                ]
+            )
         yield Stores(store, BlobCheckpoints(container, scope))
+
+
+async def mark_group(stores: Stores, scope: Scope, use: GroupUse, since: str) -> GroupMark:
+    """The consumer group's use: its mark, or ``use`` (marked now) for a new group; a group with
+    checkpoints from before marks is marked as the acting workers' (see :mod:`worker.group_use`)."""
+    found = await stores.partitions.read_mark()
+    if found is not None:
+        return found
+    listed = await stores.checkpoints.list_checkpoints(scope.namespace, scope.eventhub, scope.consumer_group)
+    return await stores.partitions.mark(unmarked_use(bool(list(listed))) or use, since)
+
+
+def _mark_json(use: GroupUse, since: str) -> bytes:
+    return orjson.dumps({"use": use.value, "since": since})
+
+
+def _read_mark(data: bytes, where: str) -> GroupMark:
+    try:
+        record = orjson.loads(data)
+        return GroupMark(GroupUse(record["use"]), str(record["since"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{where}: not a consumer group mark ({exc}); delete it to mark the group again") from exc
 
 
 async def _ensure_container(container: ContainerClient) -> None:
@@ -131,6 +192,24 @@ class BlobCheckpoints:
             self._container.get_blob_client(scope.prefix(_STATE) + partition_id),
         )
 
+    async def read_mark(self) -> GroupMark | None:
+        blob = self._container.get_blob_client(self._scope.prefix(_WORKER) + _MARK)
+        try:
+            download = await blob.download_blob()
+        except ResourceNotFoundError:
+            return None
+        return _read_mark(await download.readall(), f"blob {blob.blob_name}")
+
+    async def mark(self, use: GroupUse, since: str) -> GroupMark:
+        blob = self._container.get_blob_client(self._scope.prefix(_WORKER) + _MARK)
+        try:
+            await blob.upload_blob(_mark_json(use, since), overwrite=False)
+        except ResourceExistsError:
+            found = await self.read_mark()
+            if found is not None:
+                return found
+        return GroupMark(use, since)
+
 
 class BlobPartitionCheckpoint:
     """A checkpoint blob: metadata ``offset`` and ``sequencenumber``, the state as content.
@@ -145,6 +224,8 @@ class BlobPartitionCheckpoint:
         #: The checkpoint as last seen: its ETag (None: there was none) and its sequence number.
         self._etag: str | None = None
         self.stored: int | None = None
+        #: The checkpoint record as last seen (None: there was none, or it is malformed).
+        self._record: Stored | None = None
 
     async def load(self) -> SavedState | None:
         data = await self._look(content=True)
@@ -175,15 +256,47 @@ class BlobPartitionCheckpoint:
             return True
         return False
 
+    async def look(self) -> Stored | None:
+        await self._look(content=False)
+        return self._record
+
+    async def reset(self, position: Position) -> None:
+        if not self._seen:
+            await self._look(content=False)
+        sequence = position.sequence_number if position.sequence_number is not None else -1
+        if self._etag is None:
+            condition: dict[str, Any] = {"overwrite": False}  # created: none was there
+        else:
+            condition = {"overwrite": True, "etag": self._etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            reply = await self._blob.upload_blob(
+                SavedState().to_json(),
+                metadata={"offset": str(position.offset), "sequencenumber": str(sequence)},
+                content_settings=ContentSettings(content_type="application/json"),
+                **condition,
+            )
+        except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError) as exc:
+            raise CheckpointMoved(
+                f"blob {self._blob.blob_name}: written since it was read (a worker is running on the partition?); "
+                "left as it is"
+            ) from exc
+        self._etag, self.stored = str(reply["etag"]), sequence
+        self._record = Stored(str(position.offset), sequence, reply.get("last_modified"))
+
     async def _look(self, *, content: bool) -> bytes:
         """Note the checkpoint's ETag and sequence number; and with ``content``, return the state it holds."""
         self._seen = True
         try:
             properties = await self._blob.get_blob_properties()
         except ResourceNotFoundError:
-            self._etag, self.stored = None, None
+            self._etag, self.stored, self._record = None, None, None
             return b""
-        self._etag, self.stored = properties.etag, _sequence(dict(properties.metadata))
+        metadata = dict(properties.metadata)
+        self._etag, self.stored = properties.etag, _sequence(metadata)
+        offset = metadata.get("offset")
+        self._record = None
+        if offset is not None and self.stored is not None:
+            self._record = Stored(offset, self.stored, properties.last_modified)
         if not (content and properties.size):
             return b""
         try:
@@ -222,6 +335,28 @@ class DirectoryCheckpoints:
             self._root / scope.prefix("checkpoint") / partition_id, self._root / scope.prefix(_STATE) / partition_id
         )
 
+    async def read_mark(self) -> GroupMark | None:
+        path = self._root / self._scope.prefix(_WORKER) / _MARK
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+        return _read_mark(data, str(path))
+
+    async def mark(self, use: GroupUse, since: str) -> GroupMark:
+        path = self._root / self._scope.prefix(_WORKER) / _MARK
+        return await asyncio.to_thread(self._mark, path, use, since)
+
+    @staticmethod
+    def _mark(path: Path, use: GroupUse, since: str) -> GroupMark:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with path.open("xb") as file:  # the first mark stays
+                file.write(_mark_json(use, since))
+        except FileExistsError:
+            return _read_mark(path.read_bytes(), str(path))
+        return GroupMark(use, since)
+
 
 class DirectoryPartitionCheckpoint:
     """A checkpoint file (``offset``, ``sequence_number``) and a state file beside it, compared and
@@ -230,6 +365,8 @@ class DirectoryPartitionCheckpoint:
     def __init__(self, path: Path, state: Path) -> None:
         self._path = path
         self._state = state
+        #: The checkpoint file as last read by look (None: there was none); _UNSEEN before.
+        self._seen: bytes | object | None = _UNSEEN
 
     async def load(self) -> SavedState | None:
         data = await asyncio.to_thread(self._load)
@@ -237,6 +374,45 @@ class DirectoryPartitionCheckpoint:
 
     async def write(self, position: Position, state: SavedState) -> bool:
         return await asyncio.to_thread(self._write, position, state.to_json())
+
+    async def look(self) -> Stored | None:
+        return await asyncio.to_thread(self._look)
+
+    async def reset(self, position: Position) -> None:
+        await asyncio.to_thread(self._reset, position)
+
+    def _look(self) -> Stored | None:
+        with self._locked():
+            try:
+                data = self._path.read_bytes()
+                written = datetime.fromtimestamp(self._path.stat().st_mtime, UTC)
+            except FileNotFoundError:
+                self._seen = None
+                return None
+        self._seen = data
+        try:
+            record = orjson.loads(data)
+            return Stored(str(record["offset"]), int(record["sequence_number"]), written)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None  # malformed: as if none (the SDK could not read it either)
+
+    def _reset(self, position: Position) -> None:
+        if self._seen is _UNSEEN:
+            self._look()
+        sequence = position.sequence_number if position.sequence_number is not None else -1
+        with self._locked():
+            try:
+                now: bytes | None = self._path.read_bytes()
+            except FileNotFoundError:
+                now = None
+            if now != self._seen:
+                raise CheckpointMoved(
+                    f"{self._path}: written since it was read (a worker is running on the partition?); left as it is"
+                )
+            record = orjson.dumps({"offset": str(position.offset), "sequence_number": sequence})
+            _write_atomically(self._state, SavedState().to_json())
+            _write_atomically(self._path, record)
+            self._seen = record
 
     def _load(self) -> bytes | None:
         with self._locked():

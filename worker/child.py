@@ -44,6 +44,7 @@ from worker.handoff import (
 )
 from worker.inprocess import InProcessHost, in_process_host
 from worker.log import configure as configure_logging
+from worker.log import log_loop_exception
 from worker.masking import MASKER
 from worker.metrics import ActionMetrics
 
@@ -59,7 +60,8 @@ async def serve(sock: socket.socket) -> int:
     settings = (await read_start(reader)).settings
     if settings.checkpoints.connection_string is not None:
         MASKER.add_connection_string(settings.checkpoints.connection_string)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.library_log_level)
+    asyncio.get_running_loop().set_exception_handler(log_loop_exception)
 
     def send(reply: Reply) -> None:
         writer.write(frame(reply))
@@ -144,8 +146,13 @@ def main(argv: list[str]) -> int:
     """``python -m worker.child FD``: started by :meth:`~worker.childprocess.ChildProcessHost.start`, never by hand."""
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)  # a terminal's ^C reaches the whole group: the parent decides
+    configure_logging()  # until the parent's settings arrive
     sock = socket.socket(fileno=int(argv[1]))
-    return asyncio.run(serve(sock))
+    try:
+        return asyncio.run(serve(sock))
+    except Exception as exc:
+        log.exception("child.failed", kind="unexpected", error=repr(exc))  # the parent sees the exit code
+        return 1
 
 
 if __name__ == "__main__":

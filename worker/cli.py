@@ -11,24 +11,29 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar, cast, get_args
 
 import orjson
+import structlog
 
 from worker.accounting import Tally, summary
 from worker.actions.secrets import Placeholders
-from worker.config import RunSettings, add_flags, load_settings
+from worker.config import ConnectionSettings, RunSettings, add_flags, env_name, load_connection_settings, load_settings
 from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, RulesError, SettingsError, SourceError
 from worker.events import InvalidEvent, decode_body
 from worker.keys import split_key
 from worker.log import configure as configure_logging
 from worker.masking import MASKER, MaskedText
+from worker.moments import StartPosition, parse_duration, parse_start
 from worker.rules import explain
-from worker.rulesfile import load_rules, paths_of
-from worker.settings import CoreSettings, DriverSettings, LatePolicy
+from worker.rulesdirs import paths_of
+from worker.rulesfile import load_rules
+from worker.settings import CoreSettings, DriverSettings, GroupSettings, LatePolicy, LogFormat
+
+log = structlog.get_logger("worker.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 #: Realistic Azure ML events as Event Hubs Capture stores them (scripts/make_sample_capture.py).
@@ -133,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command="demo", handler=_demo, sources=[str(SAMPLE_CAPTURE)])
     _localhub_command(commands)
     _send_command(commands)
+    _dead_letters_command(commands)
+    _checkpoints_command(commands)
     return parser
 
 
@@ -196,6 +203,225 @@ def _send_command(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     send.add_argument("--partition-id", metavar="ID", help="send every message to this partition")
     send.add_argument("files", nargs="*", metavar="FILE", help="JSON files of events")
     send.set_defaults(command="send", handler=_send)
+
+
+def _dead_letters_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    letters = commands.add_parser(
+        "dead-letters",
+        help="look into a dead-letter lane: counts by rule, action type and reason, or one letter in full",
+        description="Read a dead-letter lane, a directory or a blob container URL [/prefix], as replay "
+        "--from-dead-letters takes it; nothing in it is changed. Blob credentials: a SAS token in the URL, else "
+        "--connection-string, else DefaultAzureCredential.",
+    )
+    lane = argparse.ArgumentParser(add_help=False)
+    lane.add_argument("lane", metavar="LANE", help="a dead-letter directory, or a blob container URL [/prefix]")
+    lane.add_argument(
+        "--connection-string",
+        default=os.environ.get("WORKER_STORAGE_CONNECTION_STRING") or os.environ.get("AZURE_STORAGE_CONNECTION_STRING"),
+        help="storage connection string for a container lane (default: $WORKER_STORAGE_CONNECTION_STRING, else "
+        "$AZURE_STORAGE_CONNECTION_STRING; without one, DefaultAzureCredential)",
+    )
+    verbs = letters.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    listing = verbs.add_parser(
+        "list",
+        parents=[lane],
+        help="count the letters by rule, action type and reason, with the oldest and newest of each",
+        description="Count the lane's dead letters by rule, action type and reason (the last attempt's error "
+        "kind: unavailable, rejected, render, circuit_open, failed), each group with its oldest and newest "
+        "dead-letter time (the last attempt's), its newest letter's id and last error; then the total.",
+    )
+    listing.add_argument("--json", action="store_true", help="print one JSON document (groups and total)")
+    listing.set_defaults(command="dead-letters", handler=_dead_letters_list)
+    show = verbs.add_parser(
+        "show",
+        parents=[lane],
+        help="print one dead letter in full, as JSON",
+        description="Print one dead letter in full, as JSON (secrets masked).",
+    )
+    show.add_argument(
+        "id",
+        metavar="ID",
+        help="the letter's file or blob name, with or without .json and without its folders (as list --json "
+        "shows it in newest_letter), or its idempotency key",
+    )
+    show.set_defaults(command="dead-letters", handler=_dead_letters_show)
+
+
+def _dead_letters_list(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.deadletter_report import summarize, summary_document, summary_table  # noqa: PLC0415
+    from worker.sources import letter_id, list_dead_letters, read_dead_letter  # noqa: PLC0415 - blob storage
+
+    if args.connection_string:
+        MASKER.add_connection_string(args.connection_string)
+    try:
+        with list_dead_letters([args.lane], connection_string=args.connection_string, allow_empty=True) as lane:
+            found = summarize((letter_id(file), read_dead_letter(file)[1]) for file in lane.files)
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        out.write(orjson.dumps(summary_document(found), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for line in summary_table(found):
+            print(line, file=out)
+    return EXIT_OK
+
+
+def _dead_letters_show(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.jsontext import dumps  # noqa: PLC0415
+    from worker.sources import list_dead_letters, read_dead_letter  # noqa: PLC0415 - blob storage
+
+    if args.connection_string:
+        MASKER.add_connection_string(args.connection_string)
+    try:
+        with list_dead_letters([args.lane], connection_string=args.connection_string, allow_empty=True) as lane:
+            found = lane.named(args.id)
+            if len(found) != 1:
+                which = ", ".join(file.name for file in found)
+                why = f"{len(found)} dead letters answer to it ({which})" if found else "no such dead letter"
+                print(f"error: {args.id}: {why} in {args.lane}", file=sys.stderr)
+                return EXIT_INVALID
+            document, _ = read_dead_letter(found[0])
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    out.write(dumps(document, indent=True).decode() + "\n")
+    return EXIT_OK
+
+
+def _checkpoints_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = commands.add_parser(
+        "checkpoints",
+        help="see where a consumer group stands, partition by partition, and move its checkpoints",
+        description="Where the consumer group's checkpoints stand against the hub, partition by partition, and "
+        "resets of them. The settings are run's connection settings, as WORKER_* variables or flags; the variables "
+        "of run alone are ignored.",
+    )
+    verbs = group.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    show = verbs.add_parser(
+        "show",
+        help="each partition's checkpoint, last enqueued event, lag and owner",
+        description="Per partition: the checkpoint's sequence number, offset and time of writing; the last "
+        "enqueued sequence number and time; the lag between them (the whole partition when there is no "
+        "checkpoint); the owner and the age of its claim, live or expired.",
+    )
+    show.add_argument("--json", action="store_true", help="print one JSON document")
+    add_flags(show, ConnectionSettings)
+    show.set_defaults(command="checkpoints", handler=_checkpoints_show)
+    reset = verbs.add_parser(
+        "reset",
+        help="move the consumer group's checkpoints (and empty the pipeline state beside them)",
+        description="Move the checkpoints of the given partitions (all by default) to the start of the partition, "
+        "after its last enqueued event, or just before the first event enqueued at or after a time, and empty the "
+        "pipeline state saved beside each. Refused while a worker holds one of them (a live claim), unless "
+        "--force. Prints each move, from -> to.",
+    )
+    reset.add_argument(
+        "--to",
+        required=True,
+        type=_start,
+        metavar="WHERE",
+        help="earliest, latest, an ISO 8601 time (2026-11-30T08:00:00Z) or a duration back from now (2h)",
+    )
+    reset.add_argument("--partition", action="append", metavar="ID", help="only this partition (repeatable)")
+    reset.add_argument("--force", action="store_true", help="reset even partitions that a worker holds")
+    reset.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    add_flags(reset, ConnectionSettings)
+    reset.set_defaults(command="checkpoints", handler=_checkpoints_reset)
+
+
+def _start(text: str) -> StartPosition:
+    try:
+        return parse_start(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _checkpoints_show(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.group_status import document, table  # noqa: PLC0415 - the SDKs, for this command only
+    from worker.group_tools import show  # noqa: PLC0415
+
+    settings = _group_settings(args)
+    if settings is None:
+        return EXIT_INVALID
+    found, code = _group_call(show(settings))
+    if found is None:
+        return code
+    scope = settings.scope
+    if args.json:
+        out.write(document(scope.namespace, scope.eventhub, scope.consumer_group, settings.expiry, found).decode())
+        out.write("\n")
+        return EXIT_OK
+    print(
+        f"event hub {scope.eventhub} ({scope.namespace}), consumer group {scope.consumer_group}; a claim lives "
+        f"{settings.expiry:g}s unless renewed",
+        file=out,
+    )
+    for line in table(found):
+        print(line, file=out)
+    return EXIT_OK
+
+
+def _checkpoints_reset(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.group_tools import reset  # noqa: PLC0415 - the SDKs, for this command only
+
+    settings = _group_settings(args)
+    if settings is None:
+        return EXIT_INVALID
+    report, code = _group_call(
+        reset(settings, args.to, tuple(args.partition or ()), force=args.force, dry_run=args.dry_run)
+    )
+    if report is None:
+        return code
+    for line in report.held:
+        print(f"{'warning: forced' if args.force else 'error'}: {line}", file=sys.stderr)
+    if report.held and not args.force:
+        print(
+            "error: refused: stop the consumer group's workers first (a clean stop releases their claims; a dead "
+            f"worker's claim lapses {settings.expiry:g}s after its last renewal), or pass --force",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    for move in report.moves:
+        print(move, file=out)
+    for failure in report.failed:
+        print(f"error: {failure}", file=sys.stderr)
+    if args.dry_run:
+        print("dry run: nothing was written", file=out)
+    else:
+        done = len(report.moves) - len(report.failed)
+        print(f"reset {done} checkpoint{'s' * (done != 1)}, each with an empty pipeline state", file=out)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _group_settings(args: argparse.Namespace) -> GroupSettings | None:
+    try:
+        settings = load_connection_settings({field: getattr(args, field) for field in ConnectionSettings.model_fields})
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    configure_logging("warning")
+    return settings.group()
+
+
+_Result = TypeVar("_Result")
+
+
+def _group_call(work: Coroutine[Any, Any, _Result]) -> tuple[_Result | None, int]:
+    """Run a ``checkpoints`` command's work: its result, or None and the exit code after printing why."""
+    from azure.core.exceptions import AzureError  # noqa: PLC0415 - the SDKs, for this command only
+    from azure.eventhub.exceptions import EventHubError  # noqa: PLC0415
+
+    try:
+        return asyncio.run(work), EXIT_OK
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, EXIT_INVALID
+    except (EventHubError, AzureError) as exc:
+        print(f"error: the Event Hub or the checkpoint store failed: {exc}", file=sys.stderr)
+    except TimeoutError as exc:
+        print(f"error: the Event Hub did not deliver the event asked for in time {exc}".rstrip(), file=sys.stderr)
+    return None, EXIT_FAILED
 
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
@@ -262,6 +488,19 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
         help="order events of TYPE by the string at KEY (e.g. Microsoft.Storage.BlobCreated=data.sequencer); "
         "default: event time, then sequence number (repeatable)",
     )
+    parser.add_argument(
+        "--max-age",
+        type=_duration,
+        metavar="DURATION",
+        help="rules without a max_age of their own do not act on older events (2h, 7d); counted as stale",
+    )
+    parser.add_argument(
+        "--age-from",
+        choices=["enqueued", "now"],
+        default="enqueued",
+        help="an event's age runs to its enqueued time (default: a backtest sees what a worker keeping up would "
+        "have seen) or to now (a recovery after an outage)",
+    )
     parser.add_argument("--concurrency", type=int, default=DriverSettings().concurrency, help="actions at once")
     parser.add_argument(
         "--dead-letters",
@@ -282,6 +521,13 @@ def _sequencer(text: str) -> tuple[str, str]:
     return event_type, key
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
@@ -299,7 +545,13 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     table = load_rules(paths_of(args.rules), env=Placeholders() if args.dry_run else None)
     settings = ReplaySettings(
         dry_run=args.dry_run,
-        core=CoreSettings(window=args.window, late=LatePolicy(args.late), sequencers=tuple(args.sequencer or ())),
+        core=CoreSettings(
+            window=args.window,
+            late=LatePolicy(args.late),
+            sequencers=tuple(args.sequencer or ()),
+            max_age=args.max_age,
+        ),
+        age_from_now=args.age_from == "now",
         driver=DriverSettings(concurrency=args.concurrency),
         dead_letters=args.dead_letters,
         connection_string=args.connection_string,
@@ -349,27 +601,42 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     from worker.run import run_worker  # noqa: PLC0415
 
+    # Whatever ends the worker is logged as worker.failed, in the format asked for: one stream of log lines.
     try:
         settings = load_settings({field: getattr(args, field) for field in RunSettings.model_fields})
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    configure_logging(settings.log_level, settings.log_format)
+        configure_logging(log_format=_log_format_asked(args))
+        return _failed(EXIT_INVALID, "settings", str(exc), problems=list(exc.problems))
+    configure_logging(settings.log_level, settings.log_format, settings.library_log_level)
     try:
         tally = asyncio.run(run_worker(settings))
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return _failed(EXIT_INVALID, "settings", str(exc), problems=list(exc.problems))
+    except RulesError as exc:
+        return _failed(EXIT_INVALID, "rules", str(exc), problems=[str(p) for p in exc.problems])
     except (EventHubError, AzureError) as exc:
-        print(f"error: the Event Hub or the checkpoint store failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(EXIT_FAILED, "hub", f"the Event Hub or the checkpoint store failed: {exc}")
     except ChildProcessFailed as exc:
-        print(f"error: {exc}; what it had not finished is redone after a restart", file=sys.stderr)
+        return _failed(EXIT_FAILED, "pipeline_process", f"{exc}; what it had not finished is redone after a restart")
+    except Exception as exc:
+        log.exception("worker.failed", kind="unexpected", error=repr(exc))
         return EXIT_FAILED
     if settings.idle_exit:
         for line in summary(tally.report()):
             print(line, file=out)
     return EXIT_OK
+
+
+def _failed(code: int, kind: str, error: str, **details: object) -> int:
+    """Log why the live worker ends, a failure it knows (its message says it all: no traceback); ``code``."""
+    log.error("worker.failed", kind=kind, error=error, **details)
+    return code
+
+
+def _log_format_asked(args: argparse.Namespace) -> LogFormat:
+    """The log format the flag or the variable asks for, when the settings as a whole are invalid."""
+    asked = str(args.log_format or os.environ.get(env_name("log_format"), "")).strip().lower()
+    return cast(LogFormat, asked) if asked in get_args(LogFormat) else "auto"
 
 
 def _positive(text: str) -> int:

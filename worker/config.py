@@ -6,6 +6,10 @@ command line offers each as a flag (``--prefetch``), which wins over the variabl
 naming the variable and the flag. Only the command line, ``worker run`` and the demo see this
 class: it is split into the small frozen records of :mod:`worker.settings` that each part takes
 (:meth:`RunSettings.hub`, :meth:`RunSettings.processing`...).
+
+Its base, :class:`ConnectionSettings`, holds where the consumer group is (the hub, the group, the
+checkpoint store, how long a claim lives): all the ``checkpoints`` commands take, with the same
+variables and flags. They ignore the variables of ``run`` alone, which a pod's environment holds.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -22,10 +28,12 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from worker.errors import SettingsError
 from worker.keys import split_key
 from worker.masking import MASKER
+from worker.moments import EARLIEST, StartPosition, format_duration, parse_duration, parse_start
 from worker.settings import (
     CheckpointSettings,
     CoreSettings,
     DriverSettings,
+    GroupSettings,
     HubSettings,
     LatePolicy,
     LogFormat,
@@ -41,8 +49,9 @@ _PathList = Annotated[tuple[Path, ...], NoDecode]
 _Sequencers = Annotated[tuple[tuple[str, str], ...], NoDecode]
 
 
-class RunSettings(BaseSettings):
-    """Everything ``worker run`` can be told. Field descriptions are the reference documentation."""
+class ConnectionSettings(BaseSettings):
+    """Where a consumer group is: the Event Hub, the group, the checkpoint store, and how long a claim
+    on a partition lives. What ``worker run`` and the ``checkpoints`` commands share."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, frozen=True, extra="forbid", case_sensitive=False, env_ignore_empty=True
@@ -59,20 +68,9 @@ class RunSettings(BaseSettings):
     )
     eventhub_name: str | None = Field(None, description="the Event Hub; defaults to the connection string's EntityPath")
     consumer_group: str = Field("$Default", min_length=1, description="the consumer group the workers share")
-    prefetch: int = Field(3000, ge=1, description="events each partition's receiver asks for ahead")
-    batch_size: int = Field(300, ge=1, description="most events handed to the pipeline at once, per partition")
-    max_wait: float = Field(1.0, gt=0, description="seconds a partition waits for events before an idle tick")
-    load_balancing_strategy: Literal["greedy", "balanced"] = Field(
-        "greedy", description="greedy claims every unowned partition at once; balanced one per interval"
-    )
     load_balancing_interval: float = Field(10.0, gt=0, description="seconds between ownership claims")
     ownership_expiry: float | None = Field(
         None, gt=0, description="seconds after which a silent owner's partitions are taken (default: 6 x interval)"
-    )
-    stall_timeout: float = Field(
-        120.0,
-        gt=0,
-        description="seconds a partition may deliver nothing while it has lag before its receiver is recycled",
     )
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -88,6 +86,131 @@ class RunSettings(BaseSettings):
     checkpoint_dir: Path | None = Field(
         None, description="a local directory instead of Blob Storage (one host only: development and demos)"
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for secret in (self.eventhub_connection_string, self.storage_connection_string):
+            if secret is not None:
+                MASKER.add_connection_string(secret.get_secret_value())
+        problems = self._problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        """Every contradiction or omission among the settings, in the order they are reported."""
+        return [*self._source_problems(), *self._claim_problems()]
+
+    def _source_problems(self) -> list[str]:
+        problems: list[str] = []
+        hub_sources = [self.eventhub_connection_string is not None, self.eventhub_namespace is not None]
+        if sum(hub_sources) != 1:
+            problems.append(
+                f"set exactly one of {_name('eventhub_connection_string')} and {_name('eventhub_namespace')}"
+            )
+        if self.eventhub_connection_string is not None:
+            try:
+                entity = _entity_path(self.eventhub_connection_string.get_secret_value())
+            except ValueError as exc:  # the SDK's message names no part of the string
+                problems.append(f"{_name('eventhub_connection_string')}: {exc}")
+                entity = self.eventhub_name
+            if entity is None and self.eventhub_name is None:
+                problems.append(f"{_name('eventhub_name')} is required: the connection string names no EntityPath")
+            elif entity is not None and self.eventhub_name not in (None, entity):
+                problems.append(
+                    f"{_name('eventhub_name')} is {self.eventhub_name!r} but the connection string's EntityPath is "
+                    f"{entity!r}"
+                )
+        elif self.eventhub_name is None:
+            problems.append(f"{_name('eventhub_name')} is required with {_name('eventhub_namespace')}")
+        stores = [self.storage_connection_string, self.storage_account_url, self.checkpoint_dir]
+        if sum(store is not None for store in stores) != 1:
+            problems.append(
+                f"set exactly one of {_name('storage_connection_string')}, {_name('storage_account_url')} and "
+                f"{_name('checkpoint_dir')}"
+            )
+        return problems
+
+    def _claim_problems(self) -> list[str]:
+        if self.ownership_expiry is not None and self.ownership_expiry <= self.load_balancing_interval:
+            return [
+                f"{_name('ownership_expiry')} ({self.ownership_expiry}) must be longer than "
+                f"{_name('load_balancing_interval')} ({self.load_balancing_interval})"
+            ]
+        return []
+
+    # --- the parts each component takes ------------------------------------------------------
+
+    @property
+    def eventhub(self) -> str:
+        """The Event Hub: named, or the connection string's EntityPath."""
+        secret = self.eventhub_connection_string
+        name = self.eventhub_name or (_entity_path(secret.get_secret_value()) if secret is not None else None)
+        assert name is not None  # noqa: S101 - checked by the validator
+        return name
+
+    @property
+    def expiry(self) -> float:
+        """Seconds a claim on a partition lives unless renewed."""
+        return self.ownership_expiry or 6 * self.load_balancing_interval
+
+    def checkpoints(self) -> CheckpointSettings:
+        """Where the checkpoints are (with the defaults of how often a worker writes them)."""
+        secret = self.storage_connection_string
+        return CheckpointSettings(
+            connection_string=secret.get_secret_value() if secret is not None else None,
+            account_url=self.storage_account_url,
+            container=self.checkpoint_container,
+            directory=self.checkpoint_dir,
+        )
+
+    def scope(self) -> Scope:
+        """The hub and consumer group the checkpoints belong to; the namespace as the SDK's event
+        processor names it in the checkpoint store (host[:port])."""
+        secret = self.eventhub_connection_string
+        if secret is not None:
+            from azure.eventhub import parse_connection_string  # noqa: PLC0415 - the SDK only when connecting
+
+            namespace = parse_connection_string(secret.get_secret_value()).fully_qualified_namespace
+        else:
+            assert self.eventhub_namespace is not None  # noqa: S101 - checked by the validator
+            namespace = self.eventhub_namespace
+        return Scope(namespace, self.eventhub, self.consumer_group)
+
+    def group(self) -> GroupSettings:
+        """What the ``checkpoints`` commands take."""
+        secret = self.eventhub_connection_string
+        return GroupSettings(
+            connection_string=secret.get_secret_value() if secret is not None else None,
+            namespace=self.eventhub_namespace,
+            scope=self.scope(),
+            checkpoints=self.checkpoints(),
+            expiry=self.expiry,
+        )
+
+
+class RunSettings(ConnectionSettings):
+    """Everything ``worker run`` can be told. Field descriptions are the reference documentation."""
+
+    # --- the Event Hub -----------------------------------------------------------------------
+    prefetch: int = Field(3000, ge=1, description="events each partition's receiver asks for ahead")
+    batch_size: int = Field(300, ge=1, description="most events handed to the pipeline at once, per partition")
+    max_wait: float = Field(1.0, gt=0, description="seconds a partition waits for events before an idle tick")
+    load_balancing_strategy: Literal["greedy", "balanced"] = Field(
+        "greedy", description="greedy claims every unowned partition at once; balanced one per interval"
+    )
+    stall_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="seconds a partition may deliver nothing while it has lag before its receiver is recycled",
+    )
+    start_position: Annotated[StartPosition, NoDecode] = Field(
+        EARLIEST,
+        description="where a partition without a checkpoint starts: earliest (nothing is lost), latest, an ISO 8601 "
+        "time, or a duration back from now (2h)",
+    )
+
+    # --- checkpoints -------------------------------------------------------------------------
     checkpoint_interval: float = Field(10.0, gt=0, description="seconds between a partition's checkpoint writes")
     state_ids: int = Field(
         10_000,
@@ -117,6 +240,16 @@ class RunSettings(BaseSettings):
     )
     reorder_window: float = Field(5.0, ge=0, description="seconds an event waits for earlier events of its subject")
     late_policy: LatePolicy = Field(LatePolicy.SKIP, description="late events: skip (counted) or process (marked)")
+    max_event_age: timedelta | None = Field(
+        None,
+        description="rules without a max_age of their own do not act on an event older than this (2h, 7d): counted "
+        "as stale; the age runs from the event's time to now",
+    )
+    dry_run: bool = Field(
+        False,
+        description="a shadow run: consume, order and evaluate as the live worker, execute no action (each is "
+        "counted as planned); needs a consumer group of its own",
+    )
     sequencers: _Sequencers = Field(
         (),
         description="TYPE=KEY pairs ordering TYPE by the string at KEY (e.g. "
@@ -154,11 +287,26 @@ class RunSettings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz and /metrics; 0 turns it off")
     log_level: LogLevel = Field("info", description="least level logged")
     log_format: LogFormat = Field("auto", description="json lines, console rendering, or auto (console on a terminal)")
+    library_log_level: LogLevel = Field(
+        "warning",
+        description="least level logged of the libraries' own records (the Azure SDK and its AMQP stack, aiohttp, "
+        "asyncio): info or debug to follow the SDK's connections",
+    )
 
     @field_validator("rules", mode="before")
     @classmethod
     def _split_paths(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("start_position", mode="before")
+    @classmethod
+    def _parse_start(cls, value: object) -> object:
+        return parse_start(value) if isinstance(value, str) else value
+
+    @field_validator("max_event_age", mode="before")
+    @classmethod
+    def _parse_age(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("sequencers", mode="before")
     @classmethod
@@ -174,48 +322,9 @@ class RunSettings(BaseSettings):
             pairs.append((event_type, key))
         return tuple(pairs)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> RunSettings:
-        for secret in (self.eventhub_connection_string, self.storage_connection_string):
-            if secret is not None:
-                MASKER.add_connection_string(secret.get_secret_value())
-        problems: list[str] = []
-        hub_sources = [self.eventhub_connection_string is not None, self.eventhub_namespace is not None]
-        if sum(hub_sources) != 1:
-            problems.append(
-                f"set exactly one of {_name('eventhub_connection_string')} and {_name('eventhub_namespace')}"
-            )
-        if self.eventhub_connection_string is not None:
-            try:
-                entity = _entity_path(self.eventhub_connection_string.get_secret_value())
-            except ValueError as exc:  # the SDK's message names no part of the string
-                problems.append(f"{_name('eventhub_connection_string')}: {exc}")
-                entity = self.eventhub_name
-            if entity is None and self.eventhub_name is None:
-                problems.append(f"{_name('eventhub_name')} is required: the connection string names no EntityPath")
-            elif entity is not None and self.eventhub_name not in (None, entity):
-                problems.append(
-                    f"{_name('eventhub_name')} is {self.eventhub_name!r} but the connection string's EntityPath is "
-                    f"{entity!r}"
-                )
-        elif self.eventhub_name is None:
-            problems.append(f"{_name('eventhub_name')} is required with {_name('eventhub_namespace')}")
-        stores = [self.storage_connection_string, self.storage_account_url, self.checkpoint_dir]
-        if sum(store is not None for store in stores) != 1:
-            problems.append(
-                f"set exactly one of {_name('storage_connection_string')}, {_name('storage_account_url')} and "
-                f"{_name('checkpoint_dir')}"
-            )
-        if not self.rules:
-            problems.append(f"{_name('rules')} is required: the rules files to load")
-        if self.ownership_expiry is not None and self.ownership_expiry <= self.load_balancing_interval:
-            problems.append(
-                f"{_name('ownership_expiry')} ({self.ownership_expiry}) must be longer than "
-                f"{_name('load_balancing_interval')} ({self.load_balancing_interval})"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    def _problems(self) -> list[str]:
+        rules = [] if self.rules else [f"{_name('rules')} is required: the rules files to load"]
+        return [*self._source_problems(), *rules, *self._claim_problems()]
 
     @classmethod
     def explicit(cls, **values: Any) -> RunSettings:
@@ -226,30 +335,24 @@ class RunSettings(BaseSettings):
 
     def hub(self) -> HubSettings:
         secret = self.eventhub_connection_string
-        connection = secret.get_secret_value() if secret is not None else None
-        name = self.eventhub_name or (_entity_path(connection) if connection else None)
-        assert name is not None  # noqa: S101 - checked by the validator
         return HubSettings(
-            connection_string=connection,
+            connection_string=secret.get_secret_value() if secret is not None else None,
             namespace=self.eventhub_namespace,
-            eventhub=name,
+            eventhub=self.eventhub,
             consumer_group=self.consumer_group,
             prefetch=self.prefetch,
             batch_size=self.batch_size,
             max_wait=self.max_wait,
             strategy=self.load_balancing_strategy,
             interval=self.load_balancing_interval,
-            expiry=self.ownership_expiry or 6 * self.load_balancing_interval,
+            expiry=self.expiry,
             stall_timeout=self.stall_timeout,
+            start=self.start_position,
         )
 
     def checkpoints(self) -> CheckpointSettings:
-        secret = self.storage_connection_string
-        return CheckpointSettings(
-            connection_string=secret.get_secret_value() if secret is not None else None,
-            account_url=self.storage_account_url,
-            container=self.checkpoint_container,
-            directory=self.checkpoint_dir,
+        return replace(
+            super().checkpoints(),
             interval=self.checkpoint_interval,
             events=self.checkpoint_events,
             state_ids=self.state_ids,
@@ -257,21 +360,14 @@ class RunSettings(BaseSettings):
             timeout=self.checkpoint_timeout,
         )
 
-    def scope(self) -> Scope:
-        """The hub and consumer group the checkpoints belong to; the namespace as the SDK's event
-        processor names it in the checkpoint store (host[:port])."""
-        hub = self.hub()
-        if hub.connection_string is not None:
-            from azure.eventhub import parse_connection_string  # noqa: PLC0415 - the SDK only for `run`
-
-            namespace = parse_connection_string(hub.connection_string).fully_qualified_namespace
-        else:
-            assert hub.namespace is not None  # noqa: S101 - checked by the validator
-            namespace = hub.namespace
-        return Scope(namespace, hub.eventhub, hub.consumer_group)
-
     def core(self) -> CoreSettings:
-        return CoreSettings(window=self.reorder_window, late=self.late_policy, sequencers=self.sequencers)
+        age = self.max_event_age
+        return CoreSettings(
+            window=self.reorder_window,
+            late=self.late_policy,
+            sequencers=self.sequencers,
+            max_age=age.total_seconds() if age is not None else None,
+        )
 
     def driver(self) -> DriverSettings:
         return DriverSettings(concurrency=self.concurrency, max_open=self.max_open)
@@ -284,8 +380,10 @@ class RunSettings(BaseSettings):
             core=self.core(),
             driver=self.driver(),
             dead_letters=self.dead_letters,
+            dry_run=self.dry_run,
             log_level=self.log_level,
             log_format=self.log_format,
+            library_log_level=self.library_log_level,
         )
 
     def ops(self) -> OpsSettings:
@@ -342,13 +440,16 @@ def _entity_path(connection_string: str) -> str | None:
 _REPEATABLE = {"rules", "sequencers"}
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting; unset flags fall back to the environment, then to the default."""
-    for field, info in RunSettings.model_fields.items():
+def add_flags(parser: argparse.ArgumentParser, kind: type[ConnectionSettings] | None = None) -> None:
+    """One flag per setting of ``kind`` (default: RunSettings); unset flags fall back to the environment,
+    then to the default."""
+    for field, info in (kind or RunSettings).model_fields.items():
         default = "required" if info.is_required() else shown_default(info.default)
         help_text = f"{info.description} [{env_name(field)}; default: {default}]"
         if field in _REPEATABLE:
             parser.add_argument(flag_name(field), dest=field, action="append", metavar="VALUE", help=help_text)
+        elif info.default is False:  # a switch: the flag alone turns it on
+            parser.add_argument(flag_name(field), dest=field, action="store_const", const=True, help=help_text)
         else:
             parser.add_argument(flag_name(field), dest=field, metavar="VALUE", help=help_text)
 
@@ -360,11 +461,27 @@ def shown_default(default: Any) -> str:
         return str(default).lower()
     if isinstance(default, tuple):
         return ",".join(map(str, default)) or "none"
+    if isinstance(default, timedelta):
+        return format_duration(default)
     return str(default)
 
 
 def load_settings(flags: Mapping[str, Any] | None = None) -> RunSettings:
     """The settings from ``flags`` (unset ones are None) over the environment, over the defaults."""
+    return _load(RunSettings, flags)
+
+
+def load_connection_settings(flags: Mapping[str, Any] | None = None) -> ConnectionSettings:
+    """Where the consumer group is, as :func:`load_settings` reads it; the variables of ``run`` alone
+    are ignored (a pod's environment holds them all), but a variable that is no setting at all is
+    still reported."""
+    return _load(ConnectionSettings, flags)
+
+
+_Settings = TypeVar("_Settings", bound=ConnectionSettings)
+
+
+def _load(kind: type[_Settings], flags: Mapping[str, Any] | None) -> _Settings:
     given = {field: value for field, value in (flags or {}).items() if value is not None}
     unknown = sorted(
         key
@@ -372,9 +489,9 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> RunSettings:
         if key.upper().startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() not in RunSettings.model_fields
     )
     try:
-        settings = RunSettings(**given)
+        settings = kind(**given)
     except ValidationError as exc:
-        raise SettingsError(_problems(exc, unknown)) from None
+        raise SettingsError(_problems(exc, unknown, kind)) from None
     if unknown:
         raise SettingsError([f"{key} is not a setting (a typo?)" for key in unknown])
     return settings
@@ -383,7 +500,7 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> RunSettings:
 _SECRET_FIELDS = {"eventhub_connection_string", "storage_connection_string"}
 
 
-def _problems(error: ValidationError, unknown: list[str]) -> list[str]:
+def _problems(error: ValidationError, unknown: list[str], kind: type[ConnectionSettings]) -> list[str]:
     problems = []
     for item in error.errors(include_url=False):
         location = item["loc"]
@@ -392,7 +509,7 @@ def _problems(error: ValidationError, unknown: list[str]) -> list[str]:
             problems.extend(message.split("; "))
             continue
         field = str(location[0])
-        if field not in RunSettings.model_fields:
+        if field not in kind.model_fields:
             continue  # reported below as unknown
         shown = "" if field in _SECRET_FIELDS else f", got {item['input']!r}"
         problems.append(f"{_name(field)}: {message}{shown}")

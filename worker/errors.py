@@ -17,6 +17,8 @@
     │   └── CircuitOpen         transient: the target's circuit is open; no request was made
     ├── DeadLetterError     a dead letter could not be written (fatal: the event is not finished)
     ├── StateError          the pipeline state saved beside a checkpoint cannot be read
+    ├── CheckpointMoved     a checkpoint was written between its reading and its reset (a worker
+    │                       runs on the partition): the reset leaves it as it is
     ├── PartitionFailed     a partition's pipeline stopped on a fatal error, or is not open here
     ├── ChildProcessFailed  the pipeline process (the child of ``worker run``) exited, could not
     │                       start, or sent what cannot be read
@@ -103,6 +105,9 @@ class BadField(DecodeError):
 class ActionError(WorkerError):
     """An action failed. ``transient`` tells whether trying again may succeed."""
 
+    #: A short stable name for counting and dead letters ("unavailable", "rejected", ...).
+    reason = "failed"
+
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
@@ -110,6 +115,8 @@ class ActionError(WorkerError):
 
 class TargetUnavailable(ActionError):
     """The target could not be reached or answered "not now". ``retry_after``: seconds it asked to wait."""
+
+    reason = "unavailable"
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message, transient=True)
@@ -119,6 +126,8 @@ class TargetUnavailable(ActionError):
 class TargetRejected(ActionError):
     """The target answered and refused the request: trying again will not help."""
 
+    reason = "rejected"
+
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)
 
@@ -126,12 +135,16 @@ class TargetRejected(ActionError):
 class RenderError(ActionError):
     """A template failed on this event (a missing key, a wrong type): the action cannot be built."""
 
+    reason = "render"
+
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)
 
 
 class CircuitOpen(ActionError):
     """The target failed repeatedly and its circuit is open: the attempt was not made."""
+
+    reason = "circuit_open"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=True)
@@ -143,6 +156,10 @@ class DeadLetterError(WorkerError):
 
 class StateError(WorkerError):
     """Saved pipeline state that cannot be read; the message names the blob or file and what to do."""
+
+
+class CheckpointMoved(WorkerError):
+    """A checkpoint changed between its reading and its reset; the message names the blob or file."""
 
 
 class PartitionFailed(WorkerError):

@@ -19,6 +19,7 @@ from azure.core.exceptions import AzureError
 from worker.accounting import Tally
 from worker.actions.deadletters import dead_letter_lane
 from worker.actions.runner import ActionRunner
+from worker.actions.secrets import Placeholders
 from worker.checkpoints import Stores
 from worker.errors import PartitionFailed, RulesError, StateError
 from worker.handoff import Delivery, Inbox, PartitionStatus
@@ -26,7 +27,7 @@ from worker.live_partition import LivePartition
 from worker.metrics import ActionMetrics
 from worker.partition_core import PartitionCore
 from worker.rules import RulesTable
-from worker.rulesfile import load_rules, paths_of
+from worker.rulesfile import load_rules_of
 from worker.settings import ProcessingSettings
 from worker.state import SavedState
 
@@ -132,10 +133,13 @@ class InProcessHost:
         return found
 
 
-def rules_loader(sources: Sequence[Path]) -> Callable[[], RulesTable]:
+def rules_loader(sources: Sequence[Path], *, dry_run: bool = False) -> Callable[[], RulesTable]:
     """Loads the rules table of ``sources``; raises RulesError listing every problem. A directory is
-    listed again at each load, so that a file added to it is read on a reload."""
-    return lambda: load_rules(paths_of(sources))
+    listed again at each load, so that a file added to it is read on a reload, and one that changes
+    while it is read (a ConfigMap update) is read again. A dry run executes nothing, so it needs no
+    secrets: each stands in as a placeholder."""
+    env = Placeholders() if dry_run else None
+    return lambda: load_rules_of(sources, env=env)
 
 
 @contextlib.asynccontextmanager
@@ -143,6 +147,10 @@ async def in_process_host(
     settings: ProcessingSettings, stores: Stores, metrics: ActionMetrics, *, on_taken: TakenHook | None = None
 ) -> AsyncIterator[InProcessHost]:
     """The partitions of ``worker run`` in this process, with the action runner the settings describe."""
+    if settings.dry_run:  # a shadow run: nothing is executed, so no runner and no dead letters
+        load = rules_loader(settings.rules, dry_run=True)
+        yield InProcessHost(load, None, stores, settings, on_taken=on_taken)
+        return
     runner = ActionRunner(
         dead_letter_lane(settings.dead_letters, settings.checkpoints.connection_string), observe=metrics
     )

@@ -50,6 +50,8 @@ class LivePartition:
         self._checkpoint = checkpoint
         self._checkpoints = checkpoints
         self.inbox = inbox
+        #: Foreign topics already logged (events.foreign_topic).
+        self._told: set[str] = set()
         #: Messages handed in and not yet fed.
         self._pending: list[Message] = []
         self._ticked = False
@@ -137,8 +139,25 @@ class LivePartition:
         if write and (due := self._due(force=True)) is not None:
             await self._store(*due)
 
+    def _tell_foreign_topics(self) -> None:
+        """Say once per topic that its events are skipped: a rules table whose ``workspaces`` was left
+        as an example, or names another workspace, would otherwise skip everything in silence."""
+        accepted = sorted(self.core.table.topics)
+        for topic in self.core.tally.foreign_topics:
+            if topic not in self._told:
+                self._told.add(topic)
+                log.warning(
+                    "events.foreign_topic",
+                    partition_id=self.partition_id,
+                    topic=topic,
+                    accepted=accepted,
+                    advice="the rules' workspaces list admits only these topics: add this workspace's resource id "
+                    "if its events should be acted on",
+                )
+
     async def _main(self) -> None:
-        driver = PartitionDriver(self.core, self._runner, self._driver)
+        # Live, an event's age runs to now; without a runner (a dry run), each planned action is logged.
+        driver = PartitionDriver(self.core, self._runner, self._driver, clock=time.time, announce=True)
         try:
             async with driver:
                 wake, inbox = self._wake, self.inbox
@@ -153,6 +172,8 @@ class LivePartition:
                         self.taken += len(batch)
                         inbox.take(len(batch))
                         await driver.feed_many(batch, now)
+                        if len(self.core.tally.foreign_topics) > len(self._told):
+                            self._tell_foreign_topics()
                     quiet = self._ticked and not batch
                     self._ticked = False
                     driver.tick(now)

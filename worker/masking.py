@@ -34,11 +34,14 @@ MASK: Final = "***"
 MIN_LENGTH: Final = 4
 
 #: Credentials by their shape: what is kept (the name) and what is masked (the value).
+#: A backslash is part of a value, but not one escaping the quote that ends it (the rendered JSON
+#: of a log line: ``\"``), which would be masked with the value and leave the line unparseable.
 _SHAPES: Final = re.compile(
     r"""
-    (?P<scheme>\b(?:Bearer|Basic|SharedAccessSignature)\s+)(?P<token>[A-Za-z0-9._~+/\\=%&-]{16,})
+    (?P<scheme>\b(?:Bearer|Basic|SharedAccessSignature)\s+)(?P<token>(?:[A-Za-z0-9._~+/=%&-]|\\\\|\\(?!["'])){16,})
     | (?P<jwt>\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)
-    | (?P<key>\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|pwd|sig)\s*=\s*)(?P<value>[^;&\s"'<>,]+)
+    | (?P<key>\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|pwd|sig)\s*=\s*)
+    (?P<value>(?:[^;&\s"'<>,\\]|\\\\|\\(?!["']))+)
     """,
     re.IGNORECASE | re.VERBOSE,
 )
@@ -155,7 +158,10 @@ class MaskedText(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        # Closing the wrapper flushes it, and the garbage collector closes it, perhaps after ``stream``
+        # was closed (Python 3.13 reports what that raises); a closed stream has nothing to flush.
+        if not self.stream.closed:
+            self.stream.flush()
 
     def isatty(self) -> bool:
         return self.stream.isatty()

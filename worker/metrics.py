@@ -72,8 +72,14 @@ class WorkerCollector(Collector):
             "rule_matches", "Events each rule matched", ["rule"], [((r,), n) for r, n in tally.rule_matches.items()]
         )
         yield _counter(
+            "rule_stale",
+            "Events each rule matched but did not act on, being older than its max_age",
+            ["rule"],
+            [((r,), n) for r, n in tally.rule_stale.items()],
+        )
+        yield _counter(
             "actions",
-            "Actions finished, by rule, action type and fate (done or dead_lettered)",
+            "Actions finished, by rule, action type and fate (done, dead_lettered, or planned in a dry run)",
             ["rule", "action_type", "fate"],
             [((rule, kind, fate.value), n) for (rule, kind, fate), n in tally.actions.items()],
         )

@@ -90,8 +90,12 @@ class PartitionCore:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def receive(self, message: Message, now: float | None = None) -> list[Work]:
-        """Take the partition's next message; return the work its arrival released."""
+    def receive(self, message: Message, now: float | None = None, *, wall: float | None = None) -> list[Work]:
+        """Take the partition's next message; return the work its arrival released.
+
+        ``now``: the caller's clock, for the window. ``wall``: the time of processing (POSIX seconds),
+        which an event's age runs to; None: its enqueued time (what a worker keeping up would see).
+        """
         if now is not None:
             self._last_arrival = now
         decoded = decode(message)
@@ -109,8 +113,10 @@ class PartitionCore:
                 continue
             skip = None
             if not table.admits_topic(item.topic):
-                skip = Skip.FOREIGN_TOPIC
-            elif not table.handles(item.type):
+                tally.count_foreign(partition, item.type, item.topic)
+                self._tracker.finish(ticket)
+                continue
+            if not table.handles(item.type):
                 skip = Skip.UNHANDLED_TYPE
             elif item.id in self._seen:
                 skip = Skip.DUPLICATE
@@ -121,14 +127,14 @@ class PartitionCore:
             self._seen.add(item.id)
             key = sequencer_key(item)
             released += self._buffer.push((item, ticket, key), item.subject or "", key, enqueued)
-        return self._evaluate(released) if released else []
+        return self._evaluate(released, wall) if released else []
 
-    def release_idle(self, now: float) -> list[Work]:
+    def release_idle(self, now: float, *, wall: float | None = None) -> list[Work]:
         """Release everything held if nothing arrived for the window (``now`` on the caller's clock)."""
         last = self._last_arrival
         if not self._buffer or last is None or now - last < self.settings.window:
             return []
-        return self._evaluate(self._buffer.release_all())
+        return self._evaluate(self._buffer.release_all(), wall)
 
     @property
     def idle_release_at(self) -> float | None:
@@ -138,9 +144,9 @@ class PartitionCore:
             return None
         return last + self.settings.window
 
-    def release_all(self) -> list[Work]:
+    def release_all(self, *, wall: float | None = None) -> list[Work]:
         """Release everything held: the source has ended."""
-        return self._evaluate(self._buffer.release_all())
+        return self._evaluate(self._buffer.release_all(), wall)
 
     def hand_over(self) -> int:
         """The partition is closed here: count what the buffer still holds as handed over, and return
@@ -153,10 +159,12 @@ class PartitionCore:
             self._seen.discard(event.id)
         return len(held)
 
-    def _evaluate(self, released: Iterable[_Held]) -> list[Work]:
+    def _evaluate(self, released: Iterable[_Held], wall: float | None) -> list[Work]:
         out: list[Work] = []
         table, tally, partition = self.table, self.tally, self.partition_id
         late_policy = self.settings.late
+        default_age = self.settings.max_age
+        aging = default_age is not None or table.ages
         for event, ticket, key in released:
             subject = event.subject or ""
             last = self._released_last.get(subject)
@@ -172,11 +180,16 @@ class PartitionCore:
             verdict = table.evaluate(event)
             outcome = verdict.outcome
             if outcome is Outcome.MATCHED:
+                rules = verdict.rules
+                if aging and not (rules := self._fresh(event, rules, wall)):
+                    tally.count_skip(partition, event.type, Skip.STALE)
+                    self._tracker.finish(ticket, event.id)
+                    continue
                 tally.count(partition, event.type, Fate.MATCHED)
                 matches = tally.rule_matches
-                for rule in verdict.rules:
+                for rule in rules:
                     matches[rule.name] += 1
-                acting = tuple([rule for rule in verdict.rules if rule.actions])
+                acting = tuple([rule for rule in rules if rule.actions])
                 if acting:
                     work = Work(event, acting, subject, key, late, ticket, last)
                     pending = self._unfinished.get(subject)
@@ -193,6 +206,31 @@ class PartitionCore:
                 tally.count_skip(partition, event.type, reason)
             self._tracker.finish(ticket, event.id)
         return out
+
+    def _fresh(self, event: Event, rules: tuple[Rule, ...], wall: float | None) -> tuple[Rule, ...]:
+        """The rules whose max_age the event's age is within; the others count it as stale.
+
+        The age runs from the event's time to ``wall`` (or, without it, to its enqueued time); an
+        event whose age cannot be told (no time) is never stale.
+        """
+        if event.time is None:
+            return rules
+        if wall is None:
+            enqueued = event.message.position.enqueued_time
+            if enqueued is None:
+                return rules
+            wall = enqueued.timestamp()
+        age = wall - event.time.timestamp()
+        default = self.settings.max_age
+        fresh: list[Rule] = []
+        stale = self.tally.rule_stale
+        for rule in rules:
+            limit = rule.max_age if rule.max_age is not None else default
+            if limit is not None and age > limit:
+                stale[rule.name] += 1
+            else:
+                fresh.append(rule)
+        return rules if len(fresh) == len(rules) else tuple(fresh)
 
     # --- finishing ----------------------------------------------------------------------------
 

@@ -17,11 +17,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
+import structlog
+
 from worker.accounting import ActionFate
 from worker.actions.runner import ActionRunner
 from worker.events import Message
 from worker.partition_core import PartitionCore, Work
 from worker.settings import DriverSettings
+
+log = structlog.get_logger("worker.partition_driver")
 
 #: Whether to run the action (event id, rule, action index): a re-drive runs only what failed.
 Selection = Callable[[str, str, int], bool]
@@ -35,11 +39,16 @@ class PartitionDriver:
         settings: DriverSettings | None = None,
         *,
         select: Selection | None = None,
+        clock: Callable[[], float] | None = None,
+        announce: bool = False,
     ) -> None:
-        """``runner`` None is a dry run: actions are counted as planned, never executed. ``select``:
-        only the actions it admits run (and are counted)."""
+        """``runner`` None is a dry run: actions are counted as planned, never executed (and with
+        ``announce``, logged). ``select``: only the actions it admits run (and are counted). ``clock``:
+        the wall clock events' ages run to (None: their enqueued times)."""
         self.core = core
         self._select = select
+        self._clock = clock
+        self._announce = announce
         self._runner = runner
         self._settings = settings or DriverSettings()
         self._slots = asyncio.Semaphore(self._settings.concurrency)
@@ -63,30 +72,31 @@ class PartitionDriver:
         while core.open_messages >= self._settings.max_open:
             if not self._queues:
                 # Everything unfinished is held in the reorder buffer: let it go rather than wait.
-                self._submit(core.release_all())
+                self._submit(core.release_all(wall=self._wall()))
                 if not self._queues:
                     break
                 continue
             self._progress.clear()
             await self._progress.wait()
-        self._submit(core.receive(message, now))
+        self._submit(core.receive(message, now, wall=self._wall()))
 
     async def feed_many(self, messages: Iterable[Message], now: float | None = None) -> None:
         """:meth:`feed` for a batch of messages, waiting only when too much is ahead of the checkpoint."""
         core, limit, submit = self.core, self._settings.max_open, self._submit
+        wall = self._wall()
         for message in messages:
             if core.open_messages >= limit:
                 await self.feed(message, now)
             else:
-                submit(core.receive(message, now))
+                submit(core.receive(message, now, wall=wall))
 
     def tick(self, now: float) -> None:
         """Release the buffer if the partition has been idle for the window."""
-        self._submit(self.core.release_idle(now))
+        self._submit(self.core.release_idle(now, wall=self._wall()))
 
     async def finish(self) -> None:
         """The source has ended: release everything held and wait until all work is done."""
-        self._submit(self.core.release_all())
+        self._submit(self.core.release_all(wall=self._wall()))
         await self.drain()
 
     async def drain(self) -> None:
@@ -100,6 +110,10 @@ class PartitionDriver:
         for task in self._running:
             task.cancel()
 
+    def _wall(self) -> float | None:
+        clock = self._clock
+        return clock() if clock is not None else None
+
     def _submit(self, released: list[Work]) -> None:
         if not released:
             return
@@ -111,6 +125,8 @@ class PartitionDriver:
                     for spec in rule.actions:
                         if select is None or select(event_id, rule.name, spec.index):
                             count(rule.name, spec.type, ActionFate.PLANNED)
+                            if self._announce:
+                                _planned(work, rule.name, spec.type)
                 core.finish(work)
                 continue
             queue = self._queues.get(work.subject)
@@ -160,3 +176,19 @@ class PartitionDriver:
             if self._queues.get(subject) is queue:
                 del self._queues[subject]
             self._progress.set()
+
+
+def _planned(work: Work, rule: str, action_type: str) -> None:
+    """A dry run's action, said instead of done."""
+    event = work.event
+    log.info(
+        "action.planned",
+        rule=rule,
+        action_type=action_type,
+        event_id=event.id,
+        event_type=event.type,
+        subject=event.subject,
+        partition_id=event.position.partition_id,
+        sequence_number=event.position.sequence_number,
+        late=work.late,
+    )

@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -29,6 +30,7 @@ from worker.accounting import Tally
 from worker.errors import ReceiverStalled
 from worker.handoff import Delivery, PartitionHost
 from worker.metrics import PartitionGauges
+from worker.moments import StartPosition
 from worker.settings import HubSettings
 
 log = structlog.get_logger("worker.receiver")
@@ -68,6 +70,16 @@ def _join(raw: Any) -> bytes:
 
 def _text(value: object) -> object:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def starting_position(start: StartPosition, now: datetime) -> str | datetime:
+    """The SDK's ``starting_position`` for partitions without a checkpoint."""
+    at = start.at(now)
+    if at == "earliest":
+        return "-1"
+    if at == "latest":
+        return "@latest"
+    return at
 
 
 def client_for(
@@ -117,9 +129,21 @@ class _Receiving:
 class HubReceiver:
     """Receives the owned partitions of one consumer client into a host; see the module docstring."""
 
-    def __init__(self, client: EventHubConsumerClient, hub: HubSettings, host: PartitionHost, grace: float) -> None:
+    def __init__(
+        self,
+        client: EventHubConsumerClient,
+        hub: HubSettings,
+        host: PartitionHost,
+        grace: float,
+        *,
+        store: CheckpointStore | None = None,
+    ) -> None:
+        """``store``: the client's checkpoint store, read to log where each claimed partition starts."""
         self._client = client
         self._hub = hub
+        self._store = store
+        #: Where partitions without a checkpoint start: resolved once, when the run starts.
+        self._start: str | datetime = "-1"
         self._host = host
         self._grace = grace
         self._receiving: dict[str, _Receiving] = {}
@@ -175,13 +199,15 @@ class HubReceiver:
         properties = await self._client.get_eventhub_properties()
         self.connected = True
         self.partition_count = len(properties["partition_ids"])
+        hub = self._hub
+        self._start = starting_position(hub.start, datetime.now(UTC))
         log.info(
             "receiver.started",
-            eventhub=self._hub.eventhub,
-            consumer_group=self._hub.consumer_group,
+            eventhub=hub.eventhub,
+            consumer_group=hub.consumer_group,
             partitions=self.partition_count,
+            start_position=str(hub.start),
         )
-        hub = self._hub
         receiving = asyncio.create_task(
             self._client.receive_batch(
                 self._on_batch,
@@ -192,7 +218,7 @@ class HubReceiver:
                 max_wait_time=hub.max_wait,
                 prefetch=hub.prefetch,
                 track_last_enqueued_event_properties=True,
-                starting_position="-1",
+                starting_position=self._start,
             ),
             name="receive",
         )
@@ -216,10 +242,36 @@ class HubReceiver:
 
     async def _on_initialize(self, context: PartitionContext) -> None:
         partition_id = context.partition_id
-        self._receiving[partition_id] = _Receiving(time.monotonic())
+        each = self._receiving[partition_id] = _Receiving(time.monotonic())
         self.last_activity = time.monotonic()
-        log.info("partition.claimed", partition_id=partition_id)
+        start = await self._start_of(context)
+        if isinstance(sequence := start.get("sequence_number"), int):
+            each.last_sequence_number = sequence  # the lag, before the first delivery
+        log.info("partition.claimed", partition_id=partition_id, **start)
         await self._host.open(partition_id)
+
+    async def _start_of(self, context: PartitionContext) -> dict[str, object]:
+        """Where the partition starts, and why: its checkpoint, or the start position (none)."""
+        if self._store is None:
+            return {}
+        try:
+            async with asyncio.timeout(10):
+                listed = await self._store.list_checkpoints(
+                    context.fully_qualified_namespace, context.eventhub_name, context.consumer_group
+                )
+        except (AzureError, OSError, TimeoutError) as exc:
+            return {"start": "unknown", "error": str(exc) or "the checkpoint store did not answer"}
+        for checkpoint in listed:
+            # As the SDK decides: a checkpoint with an offset wins over the start position.
+            if checkpoint.get("partition_id") == context.partition_id and checkpoint.get("offset"):
+                return {
+                    "start": "checkpoint",
+                    "sequence_number": checkpoint.get("sequence_number"),
+                    "offset": checkpoint.get("offset"),
+                }
+        start = self._start
+        at = start.isoformat() if isinstance(start, datetime) else {"-1": "earliest", "@latest": "latest"}[start]
+        return {"start": "start_position", "start_position": str(self._hub.start), "position": at}
 
     async def _on_batch(self, context: PartitionContext, events: list[EventData]) -> None:
         partition_id = context.partition_id

@@ -38,6 +38,8 @@ log = structlog.get_logger("worker.replay")
 @dataclass(frozen=True, slots=True)
 class ReplaySettings:
     dry_run: bool = False
+    #: Events' ages run to now (a recovery after an outage), not to their enqueued times (a backtest).
+    age_from_now: bool = False
     core: CoreSettings = field(default_factory=CoreSettings)
     driver: DriverSettings = field(default_factory=DriverSettings)
     #: The retry policy of actions whose rule sets none (None: each action type's default).
@@ -111,7 +113,8 @@ async def replay(
         for partition_id, files in plan.partitions.items():
             core = PartitionCore(partition_id, table, settings.core)
             log.debug("replay.partition", partition_id=partition_id, files=len(files))
-            async with PartitionDriver(core, runner, settings.driver, select=select) as driver:
+            clock = time.time if settings.age_from_now else None
+            async with PartitionDriver(core, runner, settings.driver, select=select, clock=clock) as driver:
                 for file in files:
                     messages = plan.messages(file)
                     while batch := await asyncio.to_thread(_take, messages, settings.batch):

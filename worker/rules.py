@@ -25,6 +25,8 @@ class Rule:
     description: str = ""
     #: Where the rule was defined, ``file:line``, for messages.
     source: str = ""
+    #: Seconds: the rule does not act on an older event (None: the worker's default, if any).
+    max_age: float | None = None
 
 
 class Outcome(enum.StrEnum):
@@ -129,6 +131,8 @@ class RulesTable:
     topics: frozenset[str] = frozenset()
     #: Non-fatal findings of the loader (for example an unknown Azure ML event type).
     warnings: tuple[str, ...] = ()
+    #: Whether any rule has a max_age of its own.
+    ages: bool = False
     _topics_as_written: frozenset[str] = field(default=frozenset(), repr=False)
     _by_type: dict[str, _PrefixIndex] = field(default_factory=dict, repr=False)
     _any_type: _PrefixIndex | None = field(default=None, repr=False)
@@ -151,6 +155,7 @@ class RulesTable:
             rules=tuple(rules),
             topics=frozenset(t.casefold() for t in topics),
             warnings=tuple(warnings),
+            ages=any(rule.max_age is not None for rule in rules),
             _topics_as_written=frozenset(topics),
             _by_type=index,
             _any_type=_PrefixIndex.build(rules, every_type) if every_type else None,

@@ -2,6 +2,8 @@
 
 A table is never half-valid: every problem in every file is collected, each naming its file, line
 and rule, and :func:`load_rules` raises one :class:`~worker.errors.RulesError` listing them all.
+:func:`load_rules_of` loads what files and directories hold (:mod:`worker.rulesdirs` lists them) as
+of one moment, reading again when they change under it.
 
 File format::
 
@@ -11,6 +13,7 @@ File format::
       - name: mail-on-failed-run
         description: ...   # optional
         enabled: true      # optional, default true
+        max_age: 2h        # optional: no action on an older event (counted as stale)
         filter: {...}      # an Event Grid filter object, plus all / any / not
         actions:
           - type: log
@@ -19,7 +22,7 @@ File format::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
@@ -31,10 +34,12 @@ from worker.actions import ActionSpec, action_types
 from worker.errors import Problem, RulesError
 from worker.filters import Path as KeyPath
 from worker.filters import _did_you_mean, compile_filter
+from worker.moments import parse_duration
 from worker.rules import Rule, RulesTable
+from worker.rulesdirs import fingerprint, paths_of
 
 TABLE_KEYS: Final = ("workspaces", "rules")
-RULE_KEYS: Final = ("name", "description", "enabled", "filter", "actions")
+RULE_KEYS: Final = ("name", "description", "enabled", "max_age", "filter", "actions")
 
 #: The event types an Azure ML workspace publishes.
 ML_EVENT_TYPES: Final = frozenset(
@@ -44,6 +49,8 @@ ML_EVENT_TYPES: Final = frozenset(
 _ML_PREFIX: Final = "microsoft.machinelearningservices."
 _ML_FOLDED: Final = frozenset(name.casefold() for name in ML_EVENT_TYPES)
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+#: How many times :func:`load_rules_of` reads rules that change while it reads them.
+LOAD_ATTEMPTS: Final = 5
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -71,6 +78,29 @@ def load_rules(paths: Sequence[str | Path], *, env: Mapping[str, str] | None = N
     if problems:
         raise RulesError(problems)
     return RulesTable.build(rules, topics, warnings)
+
+
+def load_rules_of(sources: Sequence[str | Path], *, env: Mapping[str, str] | None = None) -> RulesTable:
+    """Load the table that the files and directories ``sources`` hold (see
+    :func:`~worker.rulesdirs.paths_of`), as of one moment: when what they hold changed while they
+    were read (a ConfigMap update swapping its files, a key removed between listing and reading), or
+    a ConfigMap volume is midway through an update, read them again, so that a table is neither a mix
+    of two versions nor rejected for a file that an update removed. After :data:`LOAD_ATTEMPTS`
+    reads that each saw a change, the last one stands."""
+    before = fingerprint(sources)
+    for _ in range(LOAD_ATTEMPTS - 1):
+        try:
+            table = load_rules(paths_of(sources), env=env)
+        except RulesError:
+            after = fingerprint(sources)
+            if after == before and after.settled:
+                raise
+        else:
+            after = fingerprint(sources)
+            if after == before and after.settled:
+                return table
+        before = after
+    return load_rules(paths_of(sources), env=env)
 
 
 class _FileState:
@@ -184,12 +214,27 @@ def _rule(raw: object, at: KeyPath, state: _FileState) -> None:
     if not isinstance(description, str):
         state.report((*at, "description"), "'description' must be a string")
         description = ""
+    max_age = _max_age(raw.get("max_age"), (*at, "max_age"), state)
     compiled = compile_filter(raw.get("filter"), (*at, "filter"), state.report)
     if compiled is not None and isinstance(raw.get("filter"), dict):
         _warn_unknown_types(raw["filter"], name, (*at, "filter"), state)
     actions = _actions(raw.get("actions"), (*at, "actions"), state)
     if name and compiled is not None and actions is not None and enabled is True:
-        state.rules.append(Rule(name, compiled, actions, description, state.where(at)))
+        state.rules.append(Rule(name, compiled, actions, description, state.where(at), max_age))
+
+
+def _max_age(raw: object, at: KeyPath, state: _FileState) -> float | None:
+    """Seconds from a duration (``2h``); None when absent or wrong (reported)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        state.report(at, f"'max_age' must be a duration such as 2h, got {raw!r}")
+        return None
+    try:
+        return parse_duration(raw).total_seconds()
+    except ValueError as exc:
+        state.report(at, f"'max_age': {exc}")
+        return None
 
 
 def _warn_unknown_types(raw: Mapping[str, object], rule: str | None, at: KeyPath, state: _FileState) -> None:
@@ -288,15 +333,3 @@ def _scalar(node: yaml.Node, state: _FileState) -> object:
         text = node.value if isinstance(node.value, str) else None
         state.report_node(node, f"cannot read the value {text!r}: {problem}")
         return text
-
-
-def paths_of(sources: Iterable[str | Path]) -> list[Path]:
-    """Rules files from files and directories (``*.yaml`` / ``*.yml``, sorted)."""
-    out: list[Path] = []
-    for source in sources:
-        path = Path(source)
-        if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()))
-        else:
-            out.append(path)
-    return out

@@ -17,28 +17,34 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 from azure.identity.aio import DefaultAzureCredential
 
 from worker.accounting import Tally
-from worker.checkpoints import open_stores
+from worker.checkpoints import Stores, mark_group, open_stores
 from worker.childprocess import ChildProcessHost
 from worker.config import RunSettings
+from worker.errors import SettingsError
+from worker.group_use import GroupUse, refusal
 from worker.handoff import PartitionHost
 from worker.inprocess import in_process_host, rules_loader
+from worker.log import log_loop_exception
 from worker.metrics import ActionMetrics, new_registry
 from worker.ops import serve
 from worker.receiver import HubReceiver, client_for
-from worker.rulesfile import paths_of
+from worker.rulesdirs import RulesWatch, fingerprint
+from worker.settings import Scope
 
 log = structlog.get_logger("worker.run")
 
 
 async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -> Tally:
     """Run until ``stop`` is set (or a signal, or idle); return the counts of the run."""
-    table = rules_loader(settings.rules)()  # checked here, before anything starts
+    asyncio.get_running_loop().set_exception_handler(log_loop_exception)
+    table = rules_loader(settings.rules, dry_run=settings.dry_run)()  # checked here, before anything starts
     stop = stop or asyncio.Event()
     hub, processing = settings.hub(), settings.processing()
     async with contextlib.AsyncExitStack() as stack:
@@ -46,13 +52,20 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         if hub.connection_string is None:
             credential = await stack.enter_async_context(DefaultAzureCredential())
         stores = await stack.enter_async_context(open_stores(processing.checkpoints, processing.scope))
+        await _claim_group(stores, processing.scope, dry_run=settings.dry_run)
         metrics = ActionMetrics()
         host: PartitionHost
         if settings.pipeline_process:
             host = await stack.enter_async_context(ChildProcessHost.start(processing, metrics))
         else:
             host = await stack.enter_async_context(in_process_host(processing, stores, metrics))
-        receiver = HubReceiver(client_for(hub, stores.checkpoints, credential), hub, host, settings.shutdown_grace)
+        receiver = HubReceiver(
+            client_for(hub, stores.checkpoints, credential),
+            hub,
+            host,
+            settings.shutdown_grace,
+            store=stores.checkpoints,
+        )
         registry = new_registry(receiver, metrics)
 
         def readiness() -> str | None:
@@ -61,8 +74,15 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         port = await stack.enter_async_context(serve(settings.ops(), registry, readiness))
         _on_signals(stop, receiver.reload)
         stack.callback(_off_signals)
-        log.info("worker.started", rules=len(table.rules), http_port=port, checkpoints=repr(processing.checkpoints))
-        _tell_where_dead_letters_go(settings.dead_letters)
+        log.info(
+            "worker.started",
+            rules=len(table.rules),
+            http_port=port,
+            checkpoints=repr(processing.checkpoints),
+            dry_run=settings.dry_run,
+        )
+        if not settings.dry_run:
+            _tell_where_dead_letters_go(settings.dead_letters)
         helpers = []
         if settings.idle_exit:
             helpers.append(asyncio.create_task(_stop_when_idle(receiver, settings.idle_exit, stop)))
@@ -81,6 +101,16 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
     return tally
 
 
+async def _claim_group(stores: Stores, scope: Scope, *, dry_run: bool) -> None:
+    """Mark the consumer group for what this worker is, or refuse to share it with the other kind."""
+    use = GroupUse.SHADOW if dry_run else GroupUse.ACTING
+    mark = await mark_group(stores, scope, use, datetime.now(UTC).isoformat(timespec="seconds"))
+    problem = refusal(use, mark, scope.consumer_group)
+    if problem is not None:
+        raise SettingsError([problem])
+    log.info("consumer_group.marked", consumer_group=scope.consumer_group, use=mark.use.value, since=mark.since)
+
+
 def _tell_where_dead_letters_go(lane: str) -> None:
     """A dead letter counts as finished: in a local directory, it lasts as long as that directory."""
     if "://" in lane:
@@ -97,26 +127,13 @@ def _tell_where_dead_letters_go(lane: str) -> None:
         log.info("dead_letters.local", directory=directory)
 
 
-def _fingerprint(settings: RunSettings) -> tuple[tuple[str, int, int], ...]:
-    """What changes when a rules file is edited, added or removed (a ConfigMap swaps a symlink)."""
-    out = []
-    for path in paths_of(settings.rules):
-        try:
-            stat = path.stat()
-        except OSError:
-            out.append((str(path), -1, -1))
-            continue
-        out.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(out)
-
-
 async def _watch_rules(settings: RunSettings, receiver: HubReceiver) -> None:
-    seen = await asyncio.to_thread(_fingerprint, settings)
+    """Reload when what the rules files hold changes: an edit, a file added or removed, or a
+    ConfigMap update, which swaps the directory behind the same paths (see :mod:`worker.rulesdirs`)."""
+    watch = RulesWatch(await asyncio.to_thread(fingerprint, settings.rules))
     while True:
         await asyncio.sleep(settings.rules_watch)
-        now = await asyncio.to_thread(_fingerprint, settings)
-        if now != seen:
-            seen = now
+        if watch.changed(await asyncio.to_thread(fingerprint, settings.rules)):
             log.info("rules.changed")
             receiver.reload()
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from worker.moments import EARLIEST, StartPosition
+
 
 @dataclass(frozen=True, slots=True)
 class Scope:
@@ -49,6 +51,8 @@ class CoreSettings:
     max_ids: int = 100_000
     #: (event type, filter-style key) pairs: where an event type keeps its sequencer string.
     sequencers: tuple[tuple[str, str], ...] = ()
+    #: Seconds: rules without a ``max_age`` of their own do not act on older events (None: no limit).
+    max_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,8 @@ class HubSettings:
     interval: float
     expiry: float
     stall_timeout: float
+    #: Where a partition without a checkpoint starts reading.
+    start: StartPosition = EARLIEST
 
     def __repr__(self) -> str:  # never show the connection string's key
         return f"HubSettings(eventhub={self.eventhub!r}, consumer_group={self.consumer_group!r})"
@@ -91,8 +97,9 @@ class CheckpointSettings:
     account_url: str | None
     container: str
     directory: Path | None
-    interval: float
-    events: int
+    #: Seconds between a partition's checkpoint writes, and events after which one is written early.
+    interval: float = 10.0
+    events: int = 5000
     #: Newest event ids and subjects persisted with each checkpoint.
     state_ids: int = 10_000
     state_subjects: int = 10_000
@@ -102,6 +109,22 @@ class CheckpointSettings:
     def __repr__(self) -> str:
         where = self.directory or self.account_url or "connection string"
         return f"CheckpointSettings(where={str(where)!r}, container={self.container!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSettings:
+    """What the ``checkpoints`` commands take: the hub, the consumer group's checkpoints, how long a claim lives."""
+
+    connection_string: str | None
+    #: The fully qualified namespace, reached with DefaultAzureCredential (without a connection string).
+    namespace: str | None
+    scope: Scope
+    checkpoints: CheckpointSettings
+    #: Seconds a claim on a partition lives unless renewed.
+    expiry: float
+
+    def __repr__(self) -> str:  # never show the connection string's key
+        return f"GroupSettings(scope={self.scope!r}, checkpoints={self.checkpoints!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,5 +151,9 @@ class ProcessingSettings:
     driver: DriverSettings = field(default_factory=DriverSettings)
     #: The dead-letter lane: a directory, or a blob container URL.
     dead_letters: str = "dead-letters"
+    #: A shadow run: evaluate, execute nothing, count each action as planned.
+    dry_run: bool = False
     log_level: LogLevel = "info"
     log_format: LogFormat = "auto"
+    #: Least level logged of the libraries' own records (the Azure SDK, aiohttp, asyncio).
+    library_log_level: LogLevel = "warning"

@@ -13,7 +13,9 @@ Blob credentials: a SAS token in the URL's query, else the connection string giv
 must be the URL's), else azure-identity's ``DefaultAzureCredential`` (HTTPS only).
 
 :func:`plan_sources` lists every file of every source and makes a :class:`Plan`: files grouped by
-partition, each partition's files in time order.
+partition, each partition's files in time order. Dead-letter lanes are sources of the same kinds,
+holding ``*.json`` letters: :func:`list_dead_letters` lists them, :func:`read_dead_letter` reads one,
+and :func:`plan_dead_letters` plans their re-drive.
 
 - **Partitions.** A file in Capture's default layout
   (``.../{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}.avro``) belongs to its
@@ -58,7 +60,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient, StorageStreamDownloader
 
-from worker.actions.deadletters import Redrive, message_of
+from worker.actions.deadletters import Letter, Redrive, message_of
 from worker.blob_urls import ContainerUrl, check_account, parse_container_url
 from worker.capture import partition_from_path, read_capture, window_from_path
 from worker.errors import SourceError
@@ -98,8 +100,27 @@ class CaptureFile:
         return self.opener()
 
 
+class _Holding:
+    """What holds open clients (``resources``): close it, or use ``with``."""
+
+    __slots__ = ()
+    resources: tuple[_Closeable, ...]
+
+    def close(self) -> None:
+        for resource in self.resources:
+            resource.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 @dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(_Holding):
     """The files to replay, per partition, in reading order; close it (or use ``with``) when done."""
 
     partitions: Mapping[str, tuple[CaptureFile, ...]]
@@ -125,18 +146,6 @@ class Plan:
         if file.reader is not None:
             return file.reader()
         return iter_messages(file, since=self.since, until=self.until)
-
-    def close(self) -> None:
-        for resource in self.resources:
-            resource.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def plan_sources(
@@ -183,6 +192,66 @@ def plan_sources(
     return Plan(ordered, since, until, skipped, tuple(resources))
 
 
+@dataclass(frozen=True, slots=True)
+class LetterFiles(_Holding):
+    """The dead-letter files of lanes, in name order; close it (or use ``with``) when done."""
+
+    files: tuple[CaptureFile, ...]
+    resources: tuple[_Closeable, ...] = field(default=(), repr=False, compare=False)
+
+    def named(self, wanted: str) -> tuple[CaptureFile, ...]:
+        """The letters ``wanted`` names: an id (:func:`letter_id`, with or without ``.json``), or an
+        idempotency key (the end of a letter's name). One, unless folders of a lane repeat a name."""
+        names = {wanted, f"{wanted}.json"}
+        return tuple(
+            file for file in self.files if letter_id(file) in names or letter_id(file).endswith(f"_{wanted}.json")
+        )
+
+
+def list_dead_letters(
+    sources: Sequence[str], *, connection_string: str | None = None, allow_empty: bool = False
+) -> LetterFiles:
+    """Every dead letter (``*.json``) of the lanes ``sources``: directories, searched recursively, or
+    blob container URLs with an optional prefix (credentials as for Capture), in name order.
+
+    Raises :class:`~worker.errors.SourceError` as :func:`plan_sources` does; also for a lane that
+    holds no letter, unless ``allow_empty``. Nothing is read: see :func:`read_dead_letter`.
+    """
+    found: dict[str, CaptureFile] = {}
+    resources: list[_Closeable] = []
+    try:
+        for source in sources:
+            for file in _list_source(source, connection_string, resources, ".json", required=not allow_empty):
+                found.setdefault(file.name, file)
+    except BaseException:
+        for resource in resources:
+            resource.close()
+        raise
+    return LetterFiles(tuple(sorted(found.values(), key=lambda file: (letter_id(file), file.name))), tuple(resources))
+
+
+def letter_id(file: CaptureFile) -> str:
+    """What names a dead letter in its lane: its file or blob name, without the folders."""
+    return file.name.rpartition("/")[2]
+
+
+def read_dead_letter(file: CaptureFile) -> tuple[object, Letter]:
+    """A dead letter's JSON document, and what it holds. Raises SourceError naming the file."""
+    try:
+        with file.open() as stream:
+            raw = stream.read()
+    except OSError as exc:
+        raise SourceError(f"{file.name}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SourceError(f"{file.name}: not a dead letter (not JSON: {exc})") from exc
+    try:
+        return document, message_of(document, file.name)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from exc
+
+
 def plan_dead_letters(
     sources: Sequence[str],
     *,
@@ -195,19 +264,10 @@ def plan_dead_letters(
     whichever of its events and actions failed) and ordered as in the hub, by their names; the
     plan's :attr:`Plan.redrive` learns, as each is read, which actions to run again.
     """
-    found: dict[str, CaptureFile] = {}
-    resources: list[_Closeable] = []
-    try:
-        for source in sources:
-            for file in _list_source(source, connection_string, resources, ".json"):
-                found.setdefault(file.name, file)
-    except BaseException:
-        for resource in resources:
-            resource.close()
-        raise
+    listed = list_dead_letters(sources, connection_string=connection_string)
     messages: dict[tuple[str, str], list[CaptureFile]] = {}
-    for file in sorted(found.values(), key=_base_name):
-        match = _LETTER.fullmatch(_base_name(file))
+    for file in listed.files:
+        match = _LETTER.fullmatch(letter_id(file))
         partition, sequence = (match["partition"], match["sequence"]) if match else (file.name, "")
         if partitions is None or partition in partitions:
             messages.setdefault((partition, sequence), []).append(file)
@@ -219,30 +279,18 @@ def plan_dead_letters(
         first = letters[0]
         grouped.setdefault(partition, []).append(CaptureFile(first.name, partition, size, None, first.opener, reader))
     ordered = {partition: tuple(grouped[partition]) for partition in sorted(grouped, key=_partition_order)}
-    return Plan(ordered, resources=tuple(resources), redrive=redrive)
+    return Plan(ordered, resources=listed.resources, redrive=redrive)
 
 
 #: A dead letter's name (see :mod:`worker.actions.deadletters`).
 _LETTER: Final = re.compile(r"(?P<partition>[^_/]+)_(?P<sequence>\d{20}|unknown)_\d+_[0-9a-f]+\.json")
 
 
-def _base_name(file: CaptureFile) -> str:
-    return file.name.rpartition("/")[2]
-
-
 def _read_letters(letters: tuple[CaptureFile, ...], redrive: Redrive) -> Iterator[Message]:
     """The one message that the letters of a group hold; records their actions in ``redrive``."""
     message = None
     for letter in letters:
-        try:
-            with letter.open() as stream:
-                raw = stream.read()
-        except OSError as exc:
-            raise SourceError(f"{letter.name}: cannot read: {exc.strerror or exc}") from exc
-        try:
-            found = message_of(orjson.loads(raw), letter.name)
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            raise SourceError(f"{letter.name}: not a dead letter ({exc})") from exc
+        _, found = read_dead_letter(letter)
         redrive.add(found.event_id, found.rule, found.action_index)
         message = message or found.message
     if message is not None:
@@ -288,13 +336,18 @@ def _partition_order(partition_id: str) -> tuple[int, int, str]:
 
 
 def _list_source(
-    source: str, connection_string: str | None, resources: list[_Closeable], suffix: str = ".avro"
+    source: str,
+    connection_string: str | None,
+    resources: list[_Closeable],
+    suffix: str = ".avro",
+    *,
+    required: bool = True,
 ) -> list[CaptureFile]:
     if "://" in source:
         files = _list_container(parse_container_url(source), connection_string, resources, suffix)
     else:
         files = _list_local(source, suffix)
-    if not files:
+    if not files and required:
         raise SourceError(f"{source}: no {suffix} files found")
     return files
 

@@ -1,15 +1,17 @@
 """The dead-letter lane: where actions that could not be completed are kept, to be re-driven.
 
 A dead letter is one JSON document per action: the raw message (body and application properties),
-its position in the hub, the rule, the action, its idempotency key and every attempt's time and
-error (secrets masked). Its name sorts the letters of a partition in hub order:
+its position in the hub, the rule, the action, its idempotency key and every attempt's time, error
+(secrets masked), kind (transient or not) and reason (the error's short name, ``unavailable``,
+``rejected``...: see :class:`~worker.errors.ActionError`). Its name sorts the letters of a
+partition in hub order:
 ``{partition}_{sequence number:020}_{event index:05}_{idempotency key}.json``; letters are written
 whole (never half), and a letter for the same action again replaces the earlier one.
 
 Two lanes: a local directory, and a blob container (``https://ACCOUNT.blob.core.windows.net/
 CONTAINER[/PREFIX]``) for a worker running in Azure; :func:`dead_letter_lane` makes the one a
-setting names. :func:`message_of` turns a letter back into the message it came from, for
-``replay --from-dead-letters``.
+setting names. :func:`message_of` reads a letter back: the message it came from, for
+``replay --from-dead-letters``, and the failed action and its attempts, for ``dead-letters``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import base64
 import contextlib
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -41,6 +43,9 @@ class Attempt:
     #: The error, with secret values masked.
     error: str
     transient: bool
+    #: The error's short name (:attr:`ActionError.reason <worker.errors.ActionError.reason>`); None in
+    #: letters written before reasons were recorded.
+    reason: str | None
 
 
 class _AsyncCloseable(Protocol):
@@ -88,7 +93,9 @@ def dead_letter_record(action: PlannedAction, attempts: tuple[Attempt, ...]) -> 
         "properties": {k: _json_safe(v) for k, v in message.properties.items()},
         "body": body,
         "late": action.late,
-        "attempts": [{"at": a.at.isoformat(), "error": a.error, "transient": a.transient} for a in attempts],
+        "attempts": [
+            {"at": a.at.isoformat(), "error": a.error, "transient": a.transient, "reason": a.reason} for a in attempts
+        ],
     }
 
 
@@ -105,12 +112,14 @@ def _json_safe(value: object) -> object:
 
 @dataclass(frozen=True, slots=True)
 class Letter:
-    """A dead letter read back: the message, and which action of which event failed."""
+    """A dead letter read back: the message, which action of which event failed, and its attempts."""
 
     message: Message
     event_id: str
     rule: str
     action_index: int
+    action_type: str
+    attempts: tuple[Attempt, ...]
 
 
 def message_of(record: Any, where: str) -> Letter:
@@ -127,14 +136,30 @@ def message_of(record: Any, where: str) -> Letter:
             datetime.fromisoformat(enqueued) if enqueued else None,
         )
         properties = dict(record.get("properties") or {})
+        attempts = tuple(
+            Attempt(
+                _aware(datetime.fromisoformat(attempt["at"])),
+                str(attempt["error"]),
+                bool(attempt["transient"]),
+                str(attempt["reason"]) if attempt.get("reason") is not None else None,
+            )
+            for attempt in record.get("attempts") or ()
+        )
         return Letter(
             Message(body, position, properties),
             str(record["event"]["id"]),
             str(record["rule"]),
             int(record["action"]["index"]),
+            str(record["action"]["type"]),
+            attempts,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{where}: not a dead letter ({type(exc).__name__}: {exc})") from exc
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time without a zone is taken as UTC (the lanes write UTC), so that times compare."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Redrive:

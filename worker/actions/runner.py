@@ -172,7 +172,7 @@ class ActionRunner:
                     log.info("action.recovered", **_about(action), attempt=number)
                 return ActionFate.DONE
             message = MASKER.mask(str(error))
-            attempts.append(Attempt(datetime.now(UTC), message, error.transient))
+            attempts.append(Attempt(datetime.now(UTC), message, error.transient, error.reason))
             log.warning(
                 "action.failed",
                 **_about(action),
