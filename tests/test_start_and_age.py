@@ -14,7 +14,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from tests.live import RULES, Actions, events, ids_of, live_settings, send, wait_for
+from tests.live import RULES, Actions, checkpoints, events, ids_of, live_settings, send, wait_for
 from tests.servers import Azurite
 from tests.support import START, capture
 from worker import mlevents
@@ -98,31 +98,46 @@ async def test_a_partition_without_a_checkpoint_starts_where_the_setting_says(
 @pytest.mark.integration
 @pytest.mark.timeout(180)
 @pytest.mark.usefixtures("sdk_garbage")
-async def test_latest_skips_what_the_hub_holds_and_a_checkpoint_wins_over_the_setting(
+async def test_latest_skips_what_the_hub_holds_and_a_restart_reads_what_came_meanwhile(
     workdir: Path, azurite: Azurite
 ) -> None:
     held = events(50, seed=13, duplicates=0)
-    after = events(30, seed=14, duplicates=0)
-    later = events(20, seed=15, duplicates=0)
+    meanwhile = events(30, seed=14, duplicates=0)
+    after = events(20, seed=15, duplicates=0)
     async with LocalHub([HubSpec("latest", 2, ("$Default",))]) as hub:
-        await send(hub, held)
+        report = await send(hub, held)
         settings = config(hub, azurite, workdir / "rules.yaml", start_position="latest", idle_exit=0)
-        async with worker(settings) as running:
-            await wait_for(lambda: _now(attached(hub, 2)), 60, "the receivers to attach at the latest event")
-            await send(hub, after)
-
-            async def acted_on_after() -> bool:
-                return len(Actions.read(workdir / "actions.jsonl").lines) >= len(ids_of(after))
-
-            await wait_for(acted_on_after, 60, "the worker to act on the events sent after it started")
-        assert set(Actions.read(workdir / "actions.jsonl").per_event) == ids_of(after)
-        assert running.result().read == len(after)
-
-        # Restarted with the same setting: the checkpoints say where to go on, not "latest".
-        await send(hub, later)
         with capture_logs() as logs:
-            await run_worker(settings.model_copy(update={"idle_exit": 1.0}))
-        assert set(Actions.read(workdir / "actions.jsonl").per_event) == ids_of(after) | ids_of(later)
+            async with worker(settings) as running:
+                await wait_for(lambda: _now(attached(hub, 2)), 60, "the receivers to attach at the latest event")
+        assert running.result().read == 0
+        assert not (workdir / "actions.jsonl").exists()
+        claims = [entry for entry in logs if entry["event"] == "partition.claimed"]
+        assert {(entry["start"], entry["held"]) for entry in claims} == {("start_position", "checkpoint")}
+        # Stopped before its first event, it has recorded where it started: the last event held.
+        namespace = f"127.0.0.1:{hub.port}"
+        marks = await checkpoints(azurite, settings.checkpoint_container, namespace, "latest")
+        assert marks == {p: report.by_partition.get(p, 0) - 1 for p in ("0", "1")}
+
+        # Restarted with the same setting: the checkpoints say where to go on, not "latest", so
+        # what was sent while it was down is acted on.
+        await send(hub, meanwhile)
+        with capture_logs() as logs:
+            async with worker(settings) as running:
+
+                async def acted_on_meanwhile() -> bool:
+                    return len(Actions.read(workdir / "actions.jsonl").lines) >= len(ids_of(meanwhile))
+
+                await wait_for(acted_on_meanwhile, 60, "the worker to act on what was sent while it was down")
+                await send(hub, after)
+
+                async def acted_on_after() -> bool:
+                    lines = Actions.read(workdir / "actions.jsonl").lines
+                    return len(lines) >= len(ids_of(meanwhile)) + len(ids_of(after))
+
+                await wait_for(acted_on_after, 60, "the worker to act on the events sent after it started")
+        assert set(Actions.read(workdir / "actions.jsonl").per_event) == ids_of(meanwhile) | ids_of(after)
+        assert running.result().read == len(meanwhile) + len(after)
         claims = [entry for entry in logs if entry["event"] == "partition.claimed"]
         assert {entry["start"] for entry in claims} == {"checkpoint"}
         assert all(isinstance(entry["sequence_number"], int) for entry in claims)

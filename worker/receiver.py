@@ -271,7 +271,43 @@ class HubReceiver:
                 }
         start = self._start
         at = start.isoformat() if isinstance(start, datetime) else {"-1": "earliest", "@latest": "latest"}[start]
-        return {"start": "start_position", "start_position": str(self._hub.start), "position": at}
+        found: dict[str, object] = {"start": "start_position", "start_position": str(self._hub.start), "position": at}
+        if start != "-1":
+            try:
+                async with asyncio.timeout(10):
+                    found.update(await self._hold_start(context, self._store))
+            except (EventHubError, AzureError, OSError, TimeoutError) as exc:
+                found["held"] = f"not recorded: {exc or 'no answer'}"
+        return found
+
+    async def _hold_start(self, context: PartitionContext, store: CheckpointStore) -> dict[str, object]:
+        """Record where a partition that starts after the events it holds begins, as its checkpoint.
+
+        Otherwise, until its first event, it has no checkpoint, and a restart would start from the
+        start position again: at ``latest``, past the events enqueued while the worker was down. With
+        nothing after the start position (a time), the checkpoint is the last event enqueued; with
+        nothing at all, the start of the partition. A partition with events after a start time needs
+        none: the first of them is checkpointed as soon as it is finished.
+        """
+        properties = await self._client.get_partition_properties(context.partition_id)
+        start = self._start
+        if properties["is_empty"]:
+            offset, sequence = "-1", -1
+        elif start == "@latest" or (isinstance(start, datetime) and properties["last_enqueued_time_utc"] <= start):
+            offset, sequence = str(properties["last_enqueued_offset"]), int(properties["last_enqueued_sequence_number"])
+        else:
+            return {}
+        await store.update_checkpoint(
+            {
+                "fully_qualified_namespace": context.fully_qualified_namespace,
+                "eventhub_name": context.eventhub_name,
+                "consumer_group": context.consumer_group,
+                "partition_id": context.partition_id,
+                "offset": offset,
+                "sequence_number": sequence,
+            }
+        )
+        return {"held": "checkpoint", "sequence_number": sequence}
 
     async def _on_batch(self, context: PartitionContext, events: list[EventData]) -> None:
         partition_id = context.partition_id
