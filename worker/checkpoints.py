@@ -236,23 +236,13 @@ class BlobPartitionCheckpoint:
     async def write(self, position: Position, state: SavedState) -> bool:
         if not self._seen:
             await self._look(content=False)
-        sequence = position.sequence_number if position.sequence_number is not None else -1
+        sequence = _sequence_of(position)
         while self.stored is None or sequence > self.stored:
-            if self._etag is None:
-                condition: dict[str, Any] = {"overwrite": False}  # created: none was there
-            else:
-                condition = {"overwrite": True, "etag": self._etag, "match_condition": MatchConditions.IfNotModified}
             try:
-                reply = await self._blob.upload_blob(
-                    state.to_json(),
-                    metadata={"offset": str(position.offset), "sequencenumber": str(sequence)},
-                    content_settings=ContentSettings(content_type="application/json"),
-                    **condition,
-                )
+                await self._upload(position, state)
             except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
                 await self._look(content=False)  # written meanwhile: compare again
                 continue
-            self._etag, self.stored = str(reply["etag"]), sequence
             return True
         return False
 
@@ -263,25 +253,31 @@ class BlobPartitionCheckpoint:
     async def reset(self, position: Position) -> None:
         if not self._seen:
             await self._look(content=False)
-        sequence = position.sequence_number if position.sequence_number is not None else -1
-        if self._etag is None:
-            condition: dict[str, Any] = {"overwrite": False}  # created: none was there
-        else:
-            condition = {"overwrite": True, "etag": self._etag, "match_condition": MatchConditions.IfNotModified}
         try:
-            reply = await self._blob.upload_blob(
-                SavedState().to_json(),
-                metadata={"offset": str(position.offset), "sequencenumber": str(sequence)},
-                content_settings=ContentSettings(content_type="application/json"),
-                **condition,
-            )
+            reply = await self._upload(position, SavedState())
         except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError) as exc:
             raise CheckpointMoved(
                 f"blob {self._blob.blob_name}: written since it was read (a worker is running on the partition?); "
                 "left as it is"
             ) from exc
+        self._record = Stored(str(position.offset), _sequence_of(position), reply.get("last_modified"))
+
+    async def _upload(self, position: Position, state: SavedState) -> dict[str, Any]:
+        """Write the checkpoint at ``position`` with ``state`` if the blob is still as last seen (its
+        ETag; absent, if there was none); the store's errors when it is not."""
+        sequence = _sequence_of(position)
+        if self._etag is None:
+            condition: dict[str, Any] = {"overwrite": False}  # created: none was there
+        else:
+            condition = {"overwrite": True, "etag": self._etag, "match_condition": MatchConditions.IfNotModified}
+        reply: dict[str, Any] = await self._blob.upload_blob(
+            state.to_json(),
+            metadata={"offset": str(position.offset), "sequencenumber": str(sequence)},
+            content_settings=ContentSettings(content_type="application/json"),
+            **condition,
+        )
         self._etag, self.stored = str(reply["etag"]), sequence
-        self._record = Stored(str(position.offset), sequence, reply.get("last_modified"))
+        return reply
 
     async def _look(self, *, content: bool) -> bytes:
         """Note the checkpoint's ETag and sequence number; and with ``content``, return the state it holds."""
@@ -314,6 +310,11 @@ class BlobPartitionCheckpoint:
         except ResourceNotFoundError:
             return None
         return SavedState.from_json(data, f"blob {self._legacy.blob_name}")
+
+
+def _sequence_of(position: Position) -> int:
+    """The sequence number a checkpoint at ``position`` records (-1: before the first event)."""
+    return position.sequence_number if position.sequence_number is not None else -1
 
 
 def _sequence(metadata: dict[str, str]) -> int | None:
@@ -399,7 +400,6 @@ class DirectoryPartitionCheckpoint:
     def _reset(self, position: Position) -> None:
         if self._seen is _UNSEEN:
             self._look()
-        sequence = position.sequence_number if position.sequence_number is not None else -1
         with self._locked():
             try:
                 now: bytes | None = self._path.read_bytes()
@@ -409,27 +409,29 @@ class DirectoryPartitionCheckpoint:
                 raise CheckpointMoved(
                     f"{self._path}: written since it was read (a worker is running on the partition?); left as it is"
                 )
-            record = orjson.dumps({"offset": str(position.offset), "sequence_number": sequence})
-            _write_atomically(self._state, SavedState().to_json())
-            _write_atomically(self._path, record)
-            self._seen = record
+            self._seen = self._put(position, SavedState().to_json())
 
     def _load(self) -> bytes | None:
         with self._locked():
             return self._state.read_bytes() if self._state.exists() else None
 
     def _write(self, position: Position, data: bytes) -> bool:
-        sequence = position.sequence_number if position.sequence_number is not None else -1
         with self._locked():
             try:
                 stored: int | None = int(orjson.loads(self._path.read_bytes())["sequence_number"])
             except FileNotFoundError:
                 stored = None
-            if stored is not None and sequence <= stored:
+            if stored is not None and _sequence_of(position) <= stored:
                 return False
-            _write_atomically(self._state, data)
-            _write_atomically(self._path, orjson.dumps({"offset": str(position.offset), "sequence_number": sequence}))
+            self._put(position, data)
             return True
+
+    def _put(self, position: Position, state: bytes) -> bytes:
+        """Write the state, then the checkpoint record (held under the lock); the record written."""
+        record = orjson.dumps({"offset": str(position.offset), "sequence_number": _sequence_of(position)})
+        _write_atomically(self._state, state)
+        _write_atomically(self._path, record)
+        return record
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -13,10 +13,10 @@ before the first event the partition holds, which makes KEDA's lag the whole par
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -56,6 +56,19 @@ class PartitionEnd:
     #: None when the partition holds no event.
     last_enqueued: datetime | None
     empty: bool
+
+    @classmethod
+    def of(cls, properties: Mapping[str, Any]) -> PartitionEnd:
+        """From the SDK's ``get_partition_properties``."""
+        empty = bool(properties["is_empty"])
+        return cls(
+            partition_id=str(properties["id"]),
+            begin_sequence_number=int(properties["beginning_sequence_number"]),
+            last_sequence_number=int(properties["last_enqueued_sequence_number"]),
+            last_offset=str(properties["last_enqueued_offset"]),
+            last_enqueued=None if empty else properties["last_enqueued_time_utc"],
+            empty=empty,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,7 +159,7 @@ class _Group:
 
     async def ends(self, ids: Iterable[str]) -> list[PartitionEnd]:
         found = await asyncio.gather(*(self._hub.get_partition_properties(partition) for partition in ids))
-        return [_end(properties) for properties in found]
+        return [PartitionEnd.of(properties) for properties in found]
 
     async def listed_checkpoints(self) -> dict[str, Stored]:
         """The checkpoints as the SDK lists them, with when each was written."""
@@ -242,18 +242,6 @@ class _Group:
         if event is None:
             raise TimeoutError(f"partition {partition_id}: no event at or after {position} came in {_READ_WAIT:g}s")
         return event
-
-
-def _end(properties: dict[str, Any]) -> PartitionEnd:
-    empty = bool(properties["is_empty"])
-    return PartitionEnd(
-        partition_id=str(properties["id"]),
-        begin_sequence_number=int(properties["beginning_sequence_number"]),
-        last_sequence_number=int(properties["last_enqueued_sequence_number"]),
-        last_offset=str(properties["last_enqueued_offset"]),
-        last_enqueued=None if empty else properties["last_enqueued_time_utc"],
-        empty=empty,
-    )
 
 
 def _claim(record: dict[str, Any]) -> Claim:

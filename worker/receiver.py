@@ -28,6 +28,7 @@ from azure.eventhub.exceptions import EventHubError
 
 from worker.accounting import Tally
 from worker.errors import ReceiverStalled
+from worker.group_status import PartitionEnd, latest
 from worker.handoff import Delivery, PartitionHost
 from worker.metrics import PartitionGauges
 from worker.moments import StartPosition
@@ -289,25 +290,22 @@ class HubReceiver:
         nothing at all, the start of the partition. A partition with events after a start time needs
         none: the first of them is checkpointed as soon as it is finished.
         """
-        properties = await self._client.get_partition_properties(context.partition_id)
+        end = PartitionEnd.of(await self._client.get_partition_properties(context.partition_id))
         start = self._start
-        if properties["is_empty"]:
-            offset, sequence = "-1", -1
-        elif start == "@latest" or (isinstance(start, datetime) and properties["last_enqueued_time_utc"] <= start):
-            offset, sequence = str(properties["last_enqueued_offset"]), int(properties["last_enqueued_sequence_number"])
-        else:
+        if isinstance(start, datetime) and end.last_enqueued is not None and end.last_enqueued > start:
             return {}
+        held = latest(end)  # where `checkpoints reset --to latest` puts it
         await store.update_checkpoint(
             {
                 "fully_qualified_namespace": context.fully_qualified_namespace,
                 "eventhub_name": context.eventhub_name,
                 "consumer_group": context.consumer_group,
                 "partition_id": context.partition_id,
-                "offset": offset,
-                "sequence_number": sequence,
+                "offset": held.offset,
+                "sequence_number": held.sequence_number,
             }
         )
-        return {"held": "checkpoint", "sequence_number": sequence}
+        return {"held": "checkpoint", "sequence_number": held.sequence_number}
 
     async def _on_batch(self, context: PartitionContext, events: list[EventData]) -> None:
         partition_id = context.partition_id
