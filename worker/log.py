@@ -27,26 +27,29 @@ log = structlog.get_logger("worker.log")
 HANDLER_NAME = "worker.log"
 
 
-class _NamedPrintLogger(structlog.PrintLogger):
-    """structlog's print logger, knowing the name it was asked for (``get_logger("worker.run")``)."""
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's write logger, knowing the name it was asked for (``get_logger("worker.run")``).
+
+    It writes each line and its newline in one call: the worker's two processes share one stream,
+    and a line written in two parts could be joined to the other process's."""
 
     def __init__(self, file: TextIO | None = None, name: str = "worker") -> None:
         super().__init__(file)
         self.name = name
 
 
-class _NamedPrintLoggerFactory:
+class _NamedWriteLoggerFactory:
     def __init__(self, file: TextIO) -> None:
         self._file = file
 
-    def __call__(self, *args: Any) -> _NamedPrintLogger:
-        return _NamedPrintLogger(self._file, str(args[0]) if args else "worker")
+    def __call__(self, *args: Any) -> _NamedWriteLogger:
+        return _NamedWriteLogger(self._file, str(args[0]) if args else "worker")
 
 
 class _Lines(logging.Handler):
     """Hands each formatted record to structlog's print logger: one writer, one lock, per stream."""
 
-    def __init__(self, out: structlog.PrintLogger) -> None:
+    def __init__(self, out: structlog.WriteLogger) -> None:
         super().__init__()
         self._out = out
 
@@ -85,11 +88,11 @@ def configure(
     structlog.configure(
         processors=[*shared, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(_level(level)),
-        logger_factory=_NamedPrintLoggerFactory(stream),
+        logger_factory=_NamedWriteLoggerFactory(stream),
         # Not cached: loggers follow a later configure() (tests, and a reconfigured worker).
         cache_logger_on_first_use=False,
     )
-    handler = _Lines(structlog.PrintLogger(stream))
+    handler = _Lines(structlog.WriteLogger(stream))
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
