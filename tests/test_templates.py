@@ -243,3 +243,10 @@ def test_json_templates_keep_json_types():
     }
     with pytest.raises(RenderError, match="missing"):
         JsonTemplate.compile({"x": "{{ data.missing }}"}).render(context(data=data))
+
+
+@pytest.mark.parametrize("source", ["{{ data.modelVersion-}}", "{{- data.modelVersion }}", "{{+data.modelVersion -}}"])
+def test_whitespace_control_is_not_part_of_a_json_templates_expression(source: str):
+    # Jinja reads {{- / {{+ / -}} as whitespace control; the expression between them keeps its type
+    assert JsonTemplate.compile({"v": source}).render(context(data={"modelVersion": 3})) == {"v": 3}
+    assert JsonTemplate.compile({"v": "{{ 5 - 2 }}"}).render(context()) == {"v": 3}

@@ -114,7 +114,9 @@ TESTS: Final = (
     "upper",
 )
 _FORBIDDEN: Final = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
-_ONE_EXPRESSION: Final = re.compile(r"\s*\{\{(?P<expression>(?:(?!\{\{|\}\}).)*)\}\}\s*", re.DOTALL)
+#: A template that is one expression and nothing else (Jinja's whitespace control, ``{{-``, ``{{+`` and
+#: ``-}}``, is not part of the expression).
+_ONE_EXPRESSION: Final = re.compile(r"\s*\{\{[-+]?(?P<expression>(?:(?!\{\{|\}\}).)*?)-?\}\}\s*", re.DOTALL)
 #: What evaluating a template may raise: Jinja's errors, and Python's on wrong types or values.
 _RENDER_ERRORS: Final = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError)
 
@@ -297,7 +299,10 @@ def _compile_string(source: str) -> _Render:
         template = Template.compile(source)
         return template.render
     _parse(_TEXT, source)
-    expression = _TEXT.compile_expression(whole.group("expression"), undefined_to_none=False)
+    try:
+        expression = _TEXT.compile_expression(whole.group("expression"), undefined_to_none=False)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"template {source!r}: syntax error: {exc.message}") from None
 
     def render(context: Context) -> object:
         try:
