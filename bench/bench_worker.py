@@ -207,7 +207,7 @@ async def stream(connection: str, deliveries: list[mlevents.Delivery], per_secon
     """Publish at ``per_second``; return each event id's send time (wall clock, as the log's)."""
     from azure.eventhub.aio import EventHubProducerClient  # noqa: PLC0415
 
-    from worker.localhub.routing import partition_for_key  # noqa: PLC0415
+    from worker.placement import partition_for_key  # noqa: PLC0415
 
     sent: dict[str, float] = {}
     tick = 0.05

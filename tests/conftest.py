@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from tests.probe import ACTIVE, Probe
+from tests.sdk_livetests.suite import SUMMARY
 from tests.servers import Azurite, HubServer, ServerError, start_azurite, start_localhub, stop
 from tests.targets import Certificate, HttpTarget, make_certificate
 from worker.log import HANDLER_NAME
@@ -162,3 +163,12 @@ def probe() -> Iterator[Probe]:
     ACTIVE.append(Probe())
     yield ACTIVE[-1]
     ACTIVE.pop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """What the azure-eventhub SDK's own live tests came to, when they ran (tests/test_sdk_livetests.py)."""
+    lines = config.stash.get(SUMMARY, [])
+    if lines:
+        terminalreporter.section("azure-eventhub's own live tests")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from azure.eventhub import EventData
-from azure.eventhub._buffered_producer._partition_resolver import generate_hash_code
 from azure.eventhub.aio import EventHubConsumerClient, EventHubProducerClient, PartitionContext
 
 #: Fail fast on errors the SDK would retry for a minute against the service.
@@ -16,11 +15,6 @@ FAST: dict[str, Any] = {"retry_total": 1, "retry_backoff_factor": 0.1}
 #: The consumer's load-balancing loop sleeps this long between rounds: ``receive`` returns only
 #: after its current sleep once the client is closed (30 s by default).
 LOOP: dict[str, Any] = {"load_balancing_interval": 0.5}
-
-
-def sdk_hash(key: str) -> int:
-    """The SDK's own partition-key hash (private to the SDK: used here only to check the hub's)."""
-    return int(generate_hash_code(key))  # type: ignore[no-untyped-call]
 
 
 @dataclass

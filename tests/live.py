@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.servers import ROOT, Azurite
 from worker import mlevents
 from worker.localhub.hub import LocalHub
-from worker.localhub.routing import partition_for_key
 from worker.localhub.store import HubSpec
+from worker.placement import partition_for_key
 from worker.publish import PublishReport, plan, publish
 
 #: One rule acting on every event, appending a line per action to ``actions.jsonl`` in the worker's

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -100,14 +101,17 @@ def start_azurite(
     return server
 
 
-def start_localhub(location: Path, *, timeout: float = 30.0, retention_events: int = 100_000) -> HubServer:
-    """Start the local hub on a free loopback port; its log goes to ``location``."""
+def start_localhub(
+    location: Path, *, timeout: float = 30.0, retention_events: int = 100_000, options: Sequence[str] = ()
+) -> HubServer:
+    """Start the local hub on a free loopback port, with more command ``options``; its log goes to ``location``."""
     location.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = [sys.executable, "-m", "worker", "localhub", "--port", str(port), "--eventhub", HUB_NAME]
     command += ["--partitions", str(HUB_PARTITIONS), "--retention-events", str(retention_events)]
     for group in HUB_CONSUMER_GROUPS[1:]:
         command += ["--consumer-group", group]
+    command += options
     log = (location / "localhub.log").open("wb")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=ROOT)
     log.close()

@@ -59,6 +59,11 @@ print(len(sys.modules), "modules")
 INSTALLERS_CHECK = "import importlib.util as u; print([m for m in ('pip', 'setuptools', 'wheel') if u.find_spec(m)])"
 
 
+LOCAL_HUB_CHECK = (
+    "import importlib.util as u; print([u.find_spec(m) for m in ('worker.localhub', 'proton', 'wsproto')])"
+)
+
+
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     found = Engine.find()
@@ -87,6 +92,10 @@ def test_the_image_runs_from_compiled_code_and_holds_no_installer(engine: Engine
     assert python("/usr/local/bin/python", INSTALLERS_CHECK) == "[]"
     config = engine.run("image", "inspect", "--format", "{{.Config.WorkingDir}} {{.Config.User}}", image).split()
     assert config == [WORKDIR, "10001:10001"]
+    # The local hub, a development and test tool, is left out with its dependencies, and says so.
+    assert python("python", LOCAL_HUB_CHECK) == "[None, None, None]"
+    with pytest.raises(EngineError, match=r"(?s)failed \(2\).*the local hub is not installed here"):
+        engine.run("run", "--rm", "--read-only", "--network", "none", image, "localhub")
 
 
 async def test_the_image_runs_read_only_acts_checkpoints_and_stops_on_sigterm(

@@ -1,18 +1,14 @@
-"""The local hub's pure parts: AMQP bytes, performative padding, messages, retention, selectors, routing."""
+"""The local hub's pure parts: AMQP bytes, performative padding, messages, retention, selectors, addresses."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from tests.hubclient import sdk_hash
 from worker.localhub import codec, frames, links, management, messages
 from worker.localhub.addresses import Entity, parse_entity
 from worker.localhub.errors import ProtocolError, SelectorError
-from worker.localhub.routing import hash_code, partition_for_key
 from worker.localhub.store import HubSpec, HubStore, PartitionLog, Retention, Selector, parse_selector
 
 
@@ -121,19 +117,48 @@ def test_a_batch_splits_into_its_messages_and_keeps_its_key() -> None:
 
 def test_stamping_adds_positions_and_keeps_foreign_annotations() -> None:
     header = codec.described(messages.HEADER, codec.list_of([codec.NULL]))
-    delivery = codec.described(messages.DELIVERY_ANNOTATIONS, codec.map_of([]))
+    delivery = codec.described(messages.DELIVERY_ANNOTATIONS, codec.map_of([(codec.symbol("d"), codec.long(1))]))
     original = header + delivery + annotated([("x-custom", codec.long(3))], b"body")
-    stamped, header_length = messages.stamp(original, messages.Stamp(5, 640, 1_700_000_000_000, "key"))
-    assert header_length == len(header)
-    assert stamped.startswith(header)
-    assert messages.message_annotations(stamped) == {
+    stamped = messages.stamp(original, messages.Stamp(5, 640, 1_700_000_000_000, "key"))
+    assert stamped.header_length == len(header)
+    assert stamped.annotations_end == len(header) + len(delivery)
+    assert stamped.message.startswith(header + delivery)  # the sender's delivery annotations reach consumers
+    assert messages.message_annotations(stamped.message) == {
         messages.SEQUENCE_NUMBER: 5,
         messages.OFFSET: "640",
         messages.ENQUEUED_TIME: 1_700_000_000_000,
         messages.PARTITION_KEY: "key",
         "x-custom": 3,
     }
-    assert [s.code for s in messages.sections(stamped)] == [messages.HEADER, messages.MESSAGE_ANNOTATIONS, 0x75]
+    codes = [messages.HEADER, messages.DELIVERY_ANNOTATIONS, messages.MESSAGE_ANNOTATIONS, 0x75]
+    assert [s.code for s in messages.sections(stamped.message)] == codes
+
+
+def _delivery_annotations(message: bytes) -> dict[object, object]:
+    (section,) = [s for s in messages.sections(message) if s.code == messages.DELIVERY_ANNOTATIONS]
+    value, _ = codec.decode(message, section.start)
+    assert isinstance(value, codec.Described)
+    assert isinstance(value.value, dict)
+    return value.value
+
+
+@pytest.mark.parametrize("sender", [{}, {"d": 1, "last_enqueued_offset": "old"}])
+def test_runtime_annotations_join_the_senders_delivery_annotations(sender: dict[str, int | str]) -> None:
+    header = codec.described(messages.HEADER, codec.list_of([codec.NULL]))
+    entries = [(codec.symbol(k), codec.long(v) if isinstance(v, int) else codec.string(v)) for k, v in sender.items()]
+    delivery = codec.described(messages.DELIVERY_ANNOTATIONS, codec.map_of(entries)) if sender else b""
+    stamped = messages.stamp(header + delivery + annotated([], b"body"), messages.Stamp(0, 0, 1, None))
+    delivered = messages.with_delivery_annotations(stamped, messages.runtime_annotations(7, 896, 5_000, 6_000))
+    expected: dict[object, object] = {"d": 1} if sender else {}
+    expected |= {
+        "last_enqueued_sequence_number": 7,
+        "last_enqueued_offset": "896",
+        "last_enqueued_time_utc": 5_000,
+        "runtime_info_retrieval_time_utc": 6_000,
+    }
+    assert _delivery_annotations(delivered) == expected  # one section: the hub's values win
+    codes = [messages.HEADER, messages.DELIVERY_ANNOTATIONS, messages.MESSAGE_ANNOTATIONS, 0x75]
+    assert [s.code for s in messages.sections(delivered)] == codes
 
 
 def test_a_message_of_something_else_is_a_protocol_error() -> None:
@@ -227,7 +252,7 @@ def test_start_positions() -> None:
     log = filled(10)  # sequence numbers 0..9, enqueued at 1000, 1010, ...
     offset_of = {n: s.offset for n in range(10) if (s := log.get(n))}
     start = log.start
-    assert start(None) == 10
+    assert start(None) == 0  # a link without a filter starts at the beginning, as on the service
     assert start(Selector("x-opt-offset", False, "@latest")) == 10
     assert start(Selector("x-opt-offset", False, "-1")) == 0
     assert start(Selector("x-opt-sequence-number", False, "3")) == 4
@@ -242,23 +267,7 @@ def test_start_positions() -> None:
     assert trimmed.start(Selector("x-opt-sequence-number", False, "1")) == 6  # fell off: the oldest kept
 
 
-# Routing and addresses --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("key", ["", "a", "abc", "experiments/1234/runs/run_1", "x" * 12, "x" * 13, "é€😀" * 5])
-def test_hash_matches_the_sdk(key: str) -> None:
-    assert hash_code(key) == sdk_hash(key)
-
-
-@given(st.text(max_size=40))
-def test_hash_matches_the_sdk_for_any_key(key: str) -> None:
-    assert hash_code(key) == sdk_hash(key)
-
-
-def test_partition_for_key_uses_the_sdk_formula() -> None:
-    ids = [str(i) for i in range(4)]
-    for key in ("models/churn:3", "endpoints/fraud-aks", "datadrift/x"):
-        assert partition_for_key(key, ids) == ids[abs(sdk_hash(key) % 4)]
+# Addresses (partition keys: tests/test_routing.py) ----------------------------------------------
 
 
 @pytest.mark.parametrize(

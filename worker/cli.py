@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -148,9 +149,9 @@ def _localhub_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "localhub",
         help="run a local Event Hubs-compatible hub (a development and test tool, not a product)",
         description="A local hub that speaks Event Hubs' AMQP 1.0 dialect well enough for the azure-eventhub SDK, "
-        "for tests and laptops. A development and test tool, not a product: no TLS, any credentials accepted, "
-        "events kept in memory with bounded retention. Prints one line, the connection string, then serves until "
-        "SIGINT or SIGTERM. Needs the localhub extra (python-qpid-proton).",
+        "for tests and laptops. A development and test tool, not a product: no TLS, events kept in memory with "
+        "bounded retention; tokens are checked against one shared access key (--key-name, --key). Prints one line, "
+        "the connection string, then serves until SIGINT or SIGTERM. Needs the localhub extra (python-qpid-proton).",
     )
     hub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     hub.add_argument("--port", type=int, default=5672, help="port to listen on (0: any free port; default 5672)")
@@ -166,6 +167,19 @@ def _localhub_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--retention-events", type=_positive, default=100_000, metavar="N", help="events kept per partition"
     )
     hub.add_argument("--retention-mb", type=_positive, default=64, metavar="MB", help="megabytes kept per partition")
+    hub.add_argument(
+        "--key-name",
+        type=_key_part,
+        metavar="NAME",
+        help="the shared access key's name tokens must name (default: RootManageSharedAccessKey)",
+    )
+    hub.add_argument(
+        "--key",
+        type=_key_part,
+        metavar="KEY",
+        help="the shared access key tokens must be signed with (default: the public development key, "
+        "printed in the connection string)",
+    )
     hub.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     hub.set_defaults(command="localhub", handler=_localhub)
 
@@ -649,16 +663,20 @@ def _positive(text: str) -> int:
     return number
 
 
+def _key_part(text: str) -> str:
+    """A shared access key or key name: it goes into a connection string as printed."""
+    if not text or text != text.strip() or ";" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is empty, or has spaces at an end or a ';' (it ends a field)")
+    return text
+
+
 def _localhub(args: argparse.Namespace, out: TextIO) -> int:
     configure_logging(args.log_level)
-    try:
-        from worker.localhub.serve import HubSettings, serve  # noqa: PLC0415 - proton is an optional extra
-    except ImportError as exc:
-        print(
-            f"error: the local hub needs the localhub extra ({exc}): pip install 'azureml-events-worker[localhub]'",
-            file=sys.stderr,
-        )
+    if (missing := _local_hub_missing()) is not None:
+        print(f"error: {missing}", file=sys.stderr)
         return EXIT_INVALID
+    from worker.localhub.serve import HubSettings, serve  # noqa: PLC0415 - an optional extra
+
     settings = HubSettings(
         host=args.host,
         port=args.port,
@@ -668,6 +686,10 @@ def _localhub(args: argparse.Namespace, out: TextIO) -> int:
         retention_events=args.retention_events,
         retention_bytes=args.retention_mb * 1024 * 1024,
     )
+    if args.key_name is not None:
+        settings = dataclasses.replace(settings, key_name=args.key_name)
+    if args.key is not None:
+        settings = dataclasses.replace(settings, key=args.key)
     try:
         asyncio.run(serve(settings, out))
     except OSError as exc:
@@ -707,16 +729,29 @@ def _send(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _local_hub_missing() -> str | None:
+    """Why the local hub cannot run here, or None when it can."""
+    try:
+        import worker.localhub.server  # noqa: F401, PLC0415 - an optional extra (proton, wsproto)
+    except ImportError as exc:
+        return (
+            f"the local hub is not installed here ({exc}): it is a development and test tool, which the "
+            "container image leaves out; in a checkout, `make setup` installs it (the localhub extra: "
+            "pip install 'azureml-events-worker[localhub]')"
+        )
+    return None
+
+
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     args.rules = args.rules or [str(DEFAULT_DEMO_RULES)]
     if args.capture:
         return _replay(args, out)
     configure_logging(args.log_level)
-    try:
-        from worker.demo import DemoSettings, live_demo  # noqa: PLC0415 - the local hub is an optional extra
-    except ImportError as exc:
-        print(f"error: the demo needs the localhub extra ({exc}): pip install 'azureml-events-worker[localhub]'")
+    if (missing := _local_hub_missing()) is not None:
+        print(f"error: the demo runs on a local hub; {missing} (`demo --capture` needs none)", file=sys.stderr)
         return EXIT_INVALID
+    from worker.demo import DemoSettings, live_demo  # noqa: PLC0415
+
     settings = DemoSettings(tuple(Path(name) for name in args.rules), args.workdir, args.events)
     tally = asyncio.run(live_demo(settings))
     return _report(tally, args, out)

@@ -2,8 +2,9 @@
 
 The plan is pure (events in, outgoing messages with their partition keys out); :func:`publish` is
 the I/O edge, using the azure-eventhub producer. Keyed messages are grouped by the partition their
-key hashes to (the service's hash, as the SDK's buffered producer does) and each keeps its key, so
-consumers see ``partition_key``; unkeyed ones go round-robin.
+key hashes to (the service's placement, ``worker.placement``; not the Python SDK's buffered
+producer, which places some keys elsewhere) and each keeps its key, so consumers see
+``partition_key``; unkeyed ones go round-robin.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from azure.eventhub.exceptions import EventHubError
 
 from worker import mlevents
 from worker.errors import SourceError
-from worker.localhub.routing import partition_for_key, round_robin
+from worker.placement import partition_for_key, round_robin
 
 PARTITION_KEY_ANNOTATION: Final = b"x-opt-partition-key"
 Schema = Literal["eventgrid", "cloudevents", "both"]

@@ -3,19 +3,21 @@
     async with LocalHub([HubSpec("ml-events", partitions=4)]) as hub:
         client = EventHubProducerClient.from_connection_string(hub.connection_string())
 
-A development and test tool, not a product: no TLS, no authorization (any token is accepted), no
-persistence, retention bounded in memory.
+A development and test tool, not a product: no TLS, no persistence, retention bounded in memory.
+Tokens are checked as the service checks them, against ``keys`` (by default one public development
+key, :data:`~worker.localhub.authorization.DEVELOPMENT_KEY`, which the connection string carries).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
 import structlog
 
+from worker.localhub.authorization import DEVELOPMENT_KEY, DEVELOPMENT_KEY_NAME, DEVELOPMENT_KEYS
 from worker.localhub.server import HubState, serve_connection
 from worker.localhub.store import HubSpec, Retention
 
@@ -23,17 +25,30 @@ log = structlog.get_logger("worker.localhub")
 
 
 class LocalHub:
-    """A local hub serving ``hubs`` on ``host:port`` (port 0: any free port) while the context lasts."""
+    """A local hub serving ``hubs`` on ``host:port`` (port 0: any free port) while the context lasts.
+
+    ``keys`` (key name -> key) are the shared access keys tokens must be signed with; the first is the
+    one :meth:`connection_string` names.
+    """
 
     def __init__(
-        self, hubs: Sequence[HubSpec], *, host: str = "127.0.0.1", port: int = 0, retention: Retention | None = None
+        self,
+        hubs: Sequence[HubSpec],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        retention: Retention | None = None,
+        keys: Mapping[str, str] = DEVELOPMENT_KEYS,
     ) -> None:
         if not hubs:
             raise ValueError("a local hub needs at least one event hub")
+        if not keys or not all(keys) or not all(keys.values()):
+            raise ValueError("a local hub needs at least one shared access key, each with a name and a value")
         self.hubs = tuple(hubs)
         self.host = host
         self.port = port
-        self.state = HubState.create(list(self.hubs), retention or Retention())
+        self.keys = dict(keys)
+        self.state = HubState.create(list(self.hubs), retention or Retention(), keys=self.keys)
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Self:
@@ -65,7 +80,8 @@ class LocalHub:
     def connection_string(self, hub: str | None = None) -> str:
         """The connection string for the SDK (the first hub unless ``hub`` is named)."""
         name = hub or self.hubs[0].name
-        return connection_string(self.host, self.port, name)
+        key_name, key = next(iter(self.keys.items()))
+        return connection_string(self.host, self.port, name, key_name=key_name, key=key)
 
     def drop_connections(self) -> None:
         """Cut every client connection at once, as a network failure would (the SDK reconnects)."""
@@ -89,9 +105,11 @@ class LocalHub:
             connection.wake()
 
 
-def connection_string(host: str, port: int, hub: str) -> str:
+def connection_string(
+    host: str, port: int, hub: str, *, key_name: str = DEVELOPMENT_KEY_NAME, key: str = DEVELOPMENT_KEY
+) -> str:
     """An Event Hubs connection string for a local hub (the SDK skips TLS for the development emulator)."""
     return (
-        f"Endpoint=sb://{host}:{port};SharedAccessKeyName=localhub;SharedAccessKey=localhub;"
+        f"Endpoint=sb://{host}:{port};SharedAccessKeyName={key_name};SharedAccessKey={key};"
         f"EntityPath={hub};UseDevelopmentEmulator=true"
     )

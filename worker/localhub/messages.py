@@ -87,23 +87,35 @@ class Stamp:
     partition_key: str | None
 
 
-def stamp(message: bytes, mark: Stamp) -> tuple[bytes, int]:
-    """The message as consumers receive it, with the hub's annotations, and the length of its header.
+@dataclass(frozen=True, slots=True)
+class Stamped:
+    """A message as consumers receive it, and where its parts lie: the header ends at
+    ``header_length``; the sender's delivery annotations, if any, end at ``annotations_end``."""
 
-    Delivery annotations are dropped (they were for the hop to the hub); message annotations the
-    sender set are kept, beside the hub's own. The header length tells where per-delivery
-    annotations go (after the header, before the rest).
+    message: bytes
+    header_length: int
+    annotations_end: int
+
+
+def stamp(message: bytes, mark: Stamp) -> Stamped:
+    """The message as consumers receive it, with the hub's annotations.
+
+    Message annotations the sender set are kept, beside the hub's own; so are the sender's delivery
+    annotations, as the service delivers them. They sit right after the header, where the hub adds
+    its per-delivery annotations (:func:`with_delivery_annotations`).
     """
     parts = sections(message)
     kept: list[tuple[bytes, bytes]] = []
-    header = b""
+    header = delivery = b""
     rest = []
     for section in parts:
         if section.code == HEADER:
             header = message[section.start : section.end]
+        elif section.code == DELIVERY_ANNOTATIONS:
+            delivery = message[section.start : section.end]
         elif section.code == MESSAGE_ANNOTATIONS:
-            kept += _foreign_annotations(message, section)
-        elif section.code != DELIVERY_ANNOTATIONS:
+            kept += _entries(message, section, leaving=_STAMPED)
+        else:
             rest.append(message[section.start : section.end])
     ours = [
         (codec.symbol(SEQUENCE_NUMBER), codec.long(mark.sequence_number)),
@@ -113,11 +125,11 @@ def stamp(message: bytes, mark: Stamp) -> tuple[bytes, int]:
     if mark.partition_key is not None:
         ours.append((codec.symbol(PARTITION_KEY), codec.string(mark.partition_key)))
     stamped = codec.described(MESSAGE_ANNOTATIONS, codec.map_of(ours + kept))
-    return header + stamped + b"".join(rest), len(header)
+    return Stamped(header + delivery + stamped + b"".join(rest), len(header), len(header) + len(delivery))
 
 
-def _foreign_annotations(message: bytes, section: Section) -> list[tuple[bytes, bytes]]:
-    """The raw key/value pairs of a message-annotations section, less those the hub sets."""
+def _entries(message: bytes, section: Section, leaving: frozenset[str] = frozenset()) -> list[tuple[bytes, bytes]]:
+    """The raw key/value pairs of an annotations section, less those keyed in ``leaving``."""
     at = codec.skip(message, section.start + 1)  # past the descriptor
     kind = message[at]
     if kind not in (0xC1, 0xD1):
@@ -128,22 +140,28 @@ def _foreign_annotations(message: bytes, section: Section) -> list[tuple[bytes, 
         key_end = codec.skip(message, pos)
         value_end = codec.skip(message, key_end)
         key, _ = codec.decode(message, pos)
-        if key not in _STAMPED:
+        if key not in leaving:
             pairs.append((message[pos:key_end], message[key_end:value_end]))
         pos = value_end
     return pairs
 
 
-def delivery_annotations(last_sequence_number: int, last_offset: int, last_enqueued: int, now: int) -> bytes:
+def with_delivery_annotations(stored: Stamped, entries: list[tuple[bytes, bytes]]) -> bytes:
+    """The stored message with ``entries`` added to its delivery annotations (made when it has none)."""
+    message, head, end = stored.message, stored.header_length, stored.annotations_end
+    own = _entries(message, Section(DELIVERY_ANNOTATIONS, head, end)) if end > head else []
+    added = {key for key, _ in entries}
+    merged = [pair for pair in own if pair[0] not in added] + entries
+    return message[:head] + codec.described(DELIVERY_ANNOTATIONS, codec.map_of(merged)) + message[end:]
+
+
+def runtime_annotations(
+    last_sequence_number: int, last_offset: int, last_enqueued: int, now: int
+) -> list[tuple[bytes, bytes]]:
     """The runtime-metric delivery annotations a receiver asks for (``track_last_enqueued_event_properties``)."""
-    return codec.described(
-        DELIVERY_ANNOTATIONS,
-        codec.map_of(
-            [
-                (codec.symbol("last_enqueued_sequence_number"), codec.long(last_sequence_number)),
-                (codec.symbol("last_enqueued_offset"), codec.string(str(last_offset))),
-                (codec.symbol("last_enqueued_time_utc"), codec.timestamp(last_enqueued)),
-                (codec.symbol("runtime_info_retrieval_time_utc"), codec.timestamp(now)),
-            ]
-        ),
-    )
+    return [
+        (codec.symbol("last_enqueued_sequence_number"), codec.long(last_sequence_number)),
+        (codec.symbol("last_enqueued_offset"), codec.string(str(last_offset))),
+        (codec.symbol("last_enqueued_time_utc"), codec.timestamp(last_enqueued)),
+        (codec.symbol("runtime_info_retrieval_time_utc"), codec.timestamp(now)),
+    ]

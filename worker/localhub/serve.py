@@ -7,6 +7,7 @@ import signal
 from dataclasses import dataclass
 from typing import TextIO
 
+from worker.localhub.authorization import DEVELOPMENT_KEY, DEVELOPMENT_KEY_NAME
 from worker.localhub.hub import LocalHub
 from worker.localhub.store import HubSpec, Retention
 
@@ -20,6 +21,9 @@ class HubSettings:
     consumer_groups: tuple[str, ...] = ("$Default",)
     retention_events: int = 100_000
     retention_bytes: int = 64 * 1024 * 1024
+    #: The one shared access key tokens are checked against (by default the public development key).
+    key_name: str = DEVELOPMENT_KEY_NAME
+    key: str = DEVELOPMENT_KEY
 
 
 async def serve(settings: HubSettings, out: TextIO) -> None:
@@ -30,6 +34,7 @@ async def serve(settings: HubSettings, out: TextIO) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with LocalHub([spec], host=settings.host, port=settings.port, retention=retention) as hub:
+    keys = {settings.key_name: settings.key}
+    async with LocalHub([spec], host=settings.host, port=settings.port, retention=retention, keys=keys) as hub:
         print(hub.connection_string(), file=out, flush=True)
         await stop.wait()

@@ -5,6 +5,8 @@ and a ``Collector``, all driven from the one event loop (proton is not thread-sa
 the peer are also read here (:mod:`frames`) for what proton's Python binding does not expose: a
 link's desired capabilities, its filter and properties, and each transfer's message format.
 Bytes to the peer are padded (:func:`frames.pad_frames`), since the SDK reads fields by position.
+A connection whose first bytes are an HTTP ``GET`` is AMQP over WebSocket (:mod:`websocket`): its
+bytes travel in WebSocket messages, through a :class:`WebSocketSink` on the way out.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import proton
 import structlog
@@ -27,11 +29,12 @@ from cproton import (  # type: ignore[import-untyped]
     pn_link_send,
 )
 
-from worker.localhub import frames, management, messages, routing
+from worker import placement
+from worker.localhub import authorization, frames, management, messages, websocket
 from worker.localhub.addresses import CBS, MANAGEMENT, Entity, parse_entity
 from worker.localhub.errors import LocalHubError, ProtocolError, SelectorError
 from worker.localhub.links import LinkRequest, link_request
-from worker.localhub.management import TOKEN_ACCEPTED, Reply, Timestamp
+from worker.localhub.management import Reply, Timestamp
 from worker.localhub.store import HubSpec, HubStore, PartitionLog, Retention, Selector, parse_selector
 
 log = structlog.get_logger("worker.localhub")
@@ -44,6 +47,7 @@ FLUSH_EVERY: Final = 256
 #: Every pre-settled delivery carries this tag: the SDK remembers tags it has seen.
 DELIVERY_TAG: Final = b"\x00"
 NOT_FOUND: Final = "amqp:not-found"
+UNAUTHORIZED: Final = "amqp:unauthorized-access"
 STOLEN: Final = "amqp:link:stolen"
 INVALID_FIELD: Final = "amqp:invalid-field"
 _SNIFFED: Final = frozenset((frames.ATTACH, frames.TRANSFER))
@@ -85,20 +89,17 @@ class Outlet:
         log_ = self.log
         cursor = max(self.cursor, log_.begin)
         end = min(log_.end, cursor + credit)
-        extra = b""
+        runtime: list[tuple[bytes, bytes]] = []
         if self.runtime_metric and end > cursor:
             info = log_.info()
-            extra = messages.delivery_annotations(
+            runtime = messages.runtime_annotations(
                 info.last_sequence_number, info.last_offset, info.last_enqueued_time, clock()
             )
         for number in range(cursor, end):
             stored = log_.get(number)
             if stored is None:
                 continue
-            payload = stored.message
-            if extra:
-                cut = stored.header_length
-                payload = payload[:cut] + extra + payload[cut:]
+            payload = messages.with_delivery_annotations(stored.stamped, runtime) if runtime else stored.message
             delivery = pn_delivery(impl, DELIVERY_TAG)
             pn_link_send(impl, payload)
             pn_link_advance(impl)
@@ -122,11 +123,20 @@ class HubState:
     #: (hub, partition) whose consumer links deliver nothing: a stuck receiver, for tests.
     stuck: set[tuple[str, str]] = field(default_factory=set)
     _rotation: dict[str, Iterator[str]] = field(default_factory=dict)
+    #: The shared access keys tokens are checked against: key name -> key.
+    keys: Mapping[str, str] = field(default_factory=lambda: dict(authorization.DEVELOPMENT_KEYS))
 
     @classmethod
-    def create(cls, specs: list[HubSpec], retention: Retention, clock: Callable[[], int] = now_ms) -> HubState:
+    def create(
+        cls,
+        specs: list[HubSpec],
+        retention: Retention,
+        clock: Callable[[], int] = now_ms,
+        keys: Mapping[str, str] = authorization.DEVELOPMENT_KEYS,
+    ) -> HubState:
         created = clock()
-        return cls({spec.name.casefold(): HubStore(spec, retention, created) for spec in specs}, clock)
+        stores = {spec.name.casefold(): HubStore(spec, retention, created) for spec in specs}
+        return cls(stores, clock, keys=dict(keys))
 
     def store(self, name: str) -> HubStore | None:
         return self.stores.get(name.casefold())
@@ -139,9 +149,9 @@ class HubState:
         """
         ids = store.spec.partition_ids
         if partition is None and key is not None:
-            partition = routing.partition_for_key(key, ids)
+            partition = placement.partition_for_key(key, ids)
         elif partition is None:
-            partition = next(self._rotation.setdefault(store.spec.name.casefold(), routing.round_robin(ids)))
+            partition = next(self._rotation.setdefault(store.spec.name.casefold(), placement.round_robin(ids)))
         now = self.clock()
         partition_log = store.logs[partition]
         for message in batch:
@@ -173,12 +183,59 @@ class HubState:
         self.outlets.get((outlet.key[0], outlet.key[2]), set()).discard(outlet)
 
 
-class AmqpConnection:
-    """One peer's connection: a proton engine fed from, and draining to, an asyncio stream."""
+class Sink(Protocol):
+    """Where a connection's bytes go: straight onto the socket, or in WebSocket messages on it."""
 
-    def __init__(self, state: HubState, writer: asyncio.StreamWriter) -> None:
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSink:
+    """AMQP bytes straight onto the socket."""
+
+    writer: asyncio.StreamWriter
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Drop the socket without a word, as a network failure would."""
+        transport = self.writer.transport
+        if transport is not None:
+            transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSink(StreamSink):
+    """AMQP bytes in binary WebSocket messages on the socket; closing sends a close frame first."""
+
+    socket: websocket.AmqpWebSocket
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(self.socket.send(data))
+
+    def close(self) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(self.socket.close())
+        self.writer.close()
+
+
+class AmqpConnection:
+    """One peer's connection: a proton engine fed from an asyncio stream, draining to a :class:`Sink`."""
+
+    def __init__(self, state: HubState, sink: Sink, peer: str) -> None:
         self.state = state
-        self.writer = writer
+        #: The socket itself, until the first bytes show a WebSocket handshake (:func:`serve_connection`).
+        self.sink = sink
         self.transport = proton.Transport(proton.Transport.SERVER)
         self.transport.max_frame_size = MAX_FRAME_SIZE
         sasl = self.transport.sasl()
@@ -198,7 +255,8 @@ class AmqpConnection:
         self._outlets: dict[str, Outlet] = {}
         self._woken = False
         self._tags = itertools.count()  # delivery tags of management and token replies
-        self.peer = str(writer.get_extra_info("peername"))
+        self._grants: dict[str, authorization.Grant] = {}  # what the tokens put on $cbs grant, by resource
+        self.peer = peer
 
     # Input ---------------------------------------------------------------------------------------
 
@@ -284,6 +342,8 @@ class AmqpConnection:
             link.open()
             link.flow(100)
             return
+        if not self._authorized(link, address, "Send"):
+            return
         entity = parse_entity(address)
         store = self.state.store(entity.hub) if entity else None
         if entity is None or store is None or entity.consumer_group is not None:
@@ -303,6 +363,8 @@ class AmqpConnection:
             link.snd_settle_mode = proton.Link.SND_SETTLED
             self._nodes[(request.channel, address.rsplit("/", 1)[-1])] = link
             link.open()
+            return
+        if not self._authorized(link, address, "Listen"):
             return
         entity = parse_entity(address)
         store = self.state.store(entity.hub) if entity else None
@@ -337,8 +399,20 @@ class AmqpConnection:
         log.debug("localhub.receiver.attached", peer=self.peer, address=address, start=outlet.cursor)
         outlet.deliver(self.state.clock)
 
+    def _authorized(self, link: proton.Link, address: str, claim: str) -> bool:
+        """Whether a token this connection put grants ``address``; if not, refuse the link as the service does."""
+        if authorization.authorized(self._grants.values(), address, self.state.clock() / 1000):
+            return True
+        self.refuse(link, UNAUTHORIZED, authorization.unauthorized_link(claim, address))
+        return False
+
     def refuse(self, link: proton.Link, condition: str, description: str) -> None:
-        """Attach, then detach at once with an error: how the service refuses a link."""
+        """Attach, then detach at once with an error: how the service refuses a link. A refused send link
+        is answered with no target, so the SDK's producer fails as it opens (it counts a send link as
+        open at the attach, before the detach arrives); a receive link keeps its source, the SDK's
+        consumer reporting the detach's error."""
+        if link.is_receiver:
+            link.target.type = proton.Terminus.UNSPECIFIED
         link.open()
         self.close_link(link, condition, description)
         log.info("localhub.link.refused", peer=self.peer, link=link.name, condition=condition, reason=description)
@@ -395,7 +469,7 @@ class AmqpConnection:
         message = proton.Message()
         message.decode(payload)
         properties: dict[object, object] = dict(message.properties or {})
-        answer = TOKEN_ACCEPTED if node == CBS else management.read(properties, self.state.store)
+        answer = self._put_token(properties, message.body) if node == CBS else self._read(properties)
         reply = _reply(message, answer)
         if reply_link is None:
             raise ProtocolError(f"no reply link for a request to {node!r} in this session")
@@ -403,6 +477,27 @@ class AmqpConnection:
         reply_link.send(reply.encode())
         reply_link.advance()
         delivery.settle()
+
+    def _put_token(self, properties: dict[object, object], body: object) -> Reply:
+        """Check a token put on ``$cbs``; a valid one grants its resource to this connection's links."""
+        answer, grant = management.put_token(
+            properties, body, self.state.keys, self.state.clock() / 1000, self.state.store
+        )
+        audience = properties.get("name")
+        if grant is None:
+            log.info("localhub.token.refused", peer=self.peer, audience=audience, reason=answer.description)
+            return answer
+        self._grants[grant.resource.casefold()] = grant
+        log.debug("localhub.token.accepted", peer=self.peer, audience=audience, expiry=grant.expiry)
+        return answer
+
+    def _read(self, properties: dict[object, object]) -> Reply:
+        refused = management.refuse_read(properties, self.state.keys, self.state.clock() / 1000)
+        if refused is not None:
+            name = properties.get("name")
+            log.info("localhub.management.refused", peer=self.peer, name=name, reason=refused.description)
+            return refused
+        return management.read(properties, self.state.store)
 
     # Output --------------------------------------------------------------------------------------
 
@@ -426,9 +521,9 @@ class AmqpConnection:
             padded, used = frames.pad_frames(data)
             self._unpadded = data[used:]
             if padded:
-                self.writer.write(padded)
-        if pending < 0 and not self.writer.is_closing():
-            self.writer.close()
+                self.sink.write(padded)
+        if pending < 0 and not self.sink.is_closing():
+            self.sink.close()
 
     def detach_receivers(self, condition: str) -> None:
         for outlet in list(self._outlets.values()):
@@ -436,9 +531,7 @@ class AmqpConnection:
 
     def abort(self) -> None:
         """Drop the connection without a word, as a network failure would."""
-        transport = self.writer.transport
-        if transport is not None:
-            transport.abort()
+        self.sink.abort()
 
 
 def _reply(request: proton.Message, reply: Reply) -> proton.Message:
@@ -452,17 +545,26 @@ def _reply(request: proton.Message, reply: Reply) -> proton.Message:
 
 
 async def serve_connection(state: HubState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Run one peer's connection until either side closes it."""
-    connection = AmqpConnection(state, writer)
+    """Run one peer's connection until either side closes it: AMQP on the socket, or AMQP over
+    WebSocket when its first bytes are an HTTP ``GET`` (both are served on the one port)."""
+    connection = AmqpConnection(state, StreamSink(writer), str(writer.get_extra_info("peername")))
     state.connections.add(connection)
     task = asyncio.current_task()
     if task is not None:
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
     try:
-        while data := await reader.read(_READ_SIZE):
-            connection.received(data)
+        data, upgrade = await _first_bytes(reader)
+        socket = websocket.AmqpWebSocket() if upgrade else None
+        if socket is not None:
+            connection.sink = WebSocketSink(writer, socket)
+        while data:
+            if socket is None:
+                connection.received(data)
+            elif not _unwrap(socket, data, connection, writer):
+                break
             await writer.drain()
+            data = await reader.read(_READ_SIZE)
     except ConnectionError as exc:
         log.debug("localhub.connection.dropped", peer=connection.peer, reason=str(exc))
     except ProtocolError as exc:
@@ -472,4 +574,28 @@ async def serve_connection(state: HubState, reader: asyncio.StreamReader, writer
         log.exception("localhub.connection.failed", peer=connection.peer)
     finally:
         connection.closed()
-        writer.close()
+        connection.sink.close()
+
+
+async def _first_bytes(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+    """Read until a connection's first bytes tell a WebSocket handshake from AMQP: (the bytes, is it WebSocket)."""
+    data = b""
+    while (upgrade := websocket.opens_handshake(data)) is None:
+        more = await reader.read(_READ_SIZE)
+        if not more:
+            return data, False
+        data += more
+    return data, upgrade
+
+
+def _unwrap(
+    socket: websocket.AmqpWebSocket, data: bytes, connection: AmqpConnection, writer: asyncio.StreamWriter
+) -> bool:
+    """Pass bytes from a WebSocket peer on: answers to the peer, AMQP to the connection. False once it is over."""
+    received = socket.receive(data)
+    writer.write(received.reply)
+    if received.amqp:
+        connection.received(received.amqp)
+    if received.problem is not None:
+        log.info("localhub.websocket.refused", peer=connection.peer, reason=received.problem)
+    return not received.finished

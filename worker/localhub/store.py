@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from worker.localhub.errors import SelectorError
-from worker.localhub.messages import Stamp, stamp
+from worker.localhub.messages import Stamp, Stamped, stamp
 
 #: ``amqp.annotation.x-opt-offset > '42'`` and its kin, as the SDK writes them.
 _SELECTOR: Final = re.compile(
@@ -66,9 +66,12 @@ class Stored:
     sequence_number: int
     offset: int
     enqueued_time: int
-    #: The message as consumers receive it (the hub's annotations included), and its header's length.
-    message: bytes
-    header_length: int
+    #: The message as consumers receive it (the hub's annotations included), and where its parts lie.
+    stamped: Stamped
+
+    @property
+    def message(self) -> bytes:
+        return self.stamped.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +115,12 @@ class PartitionLog:
         """Store a message received at ``now`` (epoch ms); the oldest may fall off."""
         last = self._events[-1].enqueued_time if len(self) else 0
         mark = Stamp(self._next_sequence, self._next_offset, max(now, last), partition_key)
-        stamped, header = stamp(message, mark)
-        stored = Stored(mark.sequence_number, mark.offset, mark.enqueued_time, stamped, header)
+        stamped = stamp(message, mark)
+        stored = Stored(mark.sequence_number, mark.offset, mark.enqueued_time, stamped)
         self._events.append(stored)
-        self._bytes += len(stamped)
+        self._bytes += len(stamped.message)
         self._next_sequence += 1
-        self._next_offset += len(stamped)
+        self._next_offset += len(stamped.message)
         self._trim()
         return stored
 
@@ -138,9 +141,10 @@ class PartitionLog:
         return None
 
     def start(self, selector: Selector | None) -> int:
-        """The sequence number a receiver with this selector starts at (no selector: the latest)."""
+        """The sequence number a receiver with this selector starts at (no selector: the beginning of
+        what the partition keeps, as on the service)."""
         if selector is None:
-            return self.end
+            return self.begin
         field, value = selector.field, selector.value
         if field == "x-opt-offset" and value == LATEST:
             return self.end
