@@ -8,7 +8,7 @@ import uuid
 from typing import cast
 
 import pytest
-from azure.eventhub import EventData, EventHubProducerClient
+from azure.eventhub import EventData, EventHubProducerClient, parse_connection_string
 from azure.eventhub._pyamqp import ReceiveClient
 from azure.eventhub._pyamqp.aio import ReceiveClientAsync
 from azure.eventhub._pyamqp.aio._authentication_async import SASTokenAuthAsync
@@ -23,17 +23,13 @@ from tests.servers import HUB_NAME, HubServer
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 
 
-def _settings(connection_string: str) -> dict[str, str]:
-    return dict(part.split("=", 1) for part in connection_string.split(";") if part)
-
-
 def _plain_link(localhub: HubServer, partition: str) -> tuple[str, str, str, str, str]:
     """What a plain AMQP receive client needs: host, source address (no filter), audience, key name, key."""
-    parts = _settings(localhub.connection_string)
-    host = f"127.0.0.1:{localhub.port}"
+    parts = parse_connection_string(localhub.connection_string)
+    host = parts.fully_qualified_namespace
     source = f"amqp://{host}/{HUB_NAME}/ConsumerGroups/$Default/Partitions/{partition}"
     audience = f"sb://{host}/{HUB_NAME}"
-    return host, source, audience, parts["SharedAccessKeyName"], parts["SharedAccessKey"]
+    return host, source, audience, str(parts.shared_access_key_name), str(parts.shared_access_key)
 
 
 def _bodies(messages: list[Message]) -> list[bytes]:

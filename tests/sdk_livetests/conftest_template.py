@@ -33,7 +33,7 @@ import pytest
 import structlog
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.settings import settings
-from azure.eventhub import EventHubProducerClient, TransportType
+from azure.eventhub import EventHubProducerClient, TransportType, parse_connection_string
 from azure.eventhub._pyamqp import ReceiveClient
 from azure.eventhub._pyamqp.authentication import SASTokenAuth
 
@@ -136,22 +136,17 @@ class HubThread:
             self.loop.close()
 
 
-def _settings(connection_string: str) -> dict[str, str]:
-    return dict(part.split("=", 1) for part in connection_string.split(";") if part)
-
-
 @pytest.fixture
 def live_eventhub() -> Iterator[dict[str, str]]:
     with HubThread("eh" + uuid.uuid4().hex[:12]) as hub:
-        parts = _settings(hub.connection_string())
-        hostname = f"{HOST}:{hub.port}"
+        parts = parse_connection_string(hub.connection_string())
         yield {
             "resource_group": "",
-            "hostname": hostname,
-            "key_name": parts["SharedAccessKeyName"],
-            "access_key": parts["SharedAccessKey"],
+            "hostname": parts.fully_qualified_namespace,
+            "key_name": str(parts.shared_access_key_name),
+            "access_key": str(parts.shared_access_key),
             "namespace": "localhub",
-            "event_hub": parts["EntityPath"],
+            "event_hub": str(parts.eventhub_name),
             "consumer_group": "$Default",
             "partition": "0",
             "connection_str": hub.connection_string(),

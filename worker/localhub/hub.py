@@ -47,8 +47,7 @@ class LocalHub:
         self.hubs = tuple(hubs)
         self.host = host
         self.port = port
-        self.keys = dict(keys)
-        self.state = HubState.create(list(self.hubs), retention or Retention(), keys=self.keys)
+        self.state = HubState.create(list(self.hubs), retention or Retention(), keys=keys)
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Self:
@@ -80,7 +79,7 @@ class LocalHub:
     def connection_string(self, hub: str | None = None) -> str:
         """The connection string for the SDK (the first hub unless ``hub`` is named)."""
         name = hub or self.hubs[0].name
-        key_name, key = next(iter(self.keys.items()))
+        key_name, key = next(iter(self.state.keys.items()))
         return connection_string(self.host, self.port, name, key_name=key_name, key=key)
 
     def drop_connections(self) -> None:
