@@ -36,7 +36,7 @@ def _lines(text: str) -> list[dict[str, object]]:
 
 def test_validate_accepts_the_shipped_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(ROOT / "rules")]) == 0
-    assert "ok: 7 rules in 2 files" in capsys.readouterr().out
+    assert "ok: 9 rules in 2 files" in capsys.readouterr().out  # the tests in rules/tests/ left out
 
 
 def test_validate_reports_every_problem_with_file_line_and_rule(
@@ -74,6 +74,8 @@ def test_explain_prints_one_line_per_event_and_rule(tmp_path: Path, capsys: pyte
         "deploy-by-model-tags",
         "ci-on-completed-training-run",
         "audit-production-changes",
+        "run-stuck",
+        "failed-runs-digest",
     ]
     assert all(line["event_id"] == "id-experiments/e/runs/r" for line in lines)
     failed = lines[0]
@@ -163,7 +165,7 @@ def test_module_entry_point_runs() -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok: 6 rules")
+    assert done.stdout.startswith("ok: 8 rules")
 
 
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,11 +182,12 @@ def test_secrets_are_needed_to_act_but_not_to_look(
     err = capsys.readouterr().err
     assert all(f"environment variable {name} is not set" in err for name in EXAMPLE_SECRETS)
     assert main(["validate", "--skip-secrets", str(EXAMPLES)]) == 0
-    assert capsys.readouterr().out.startswith("ok: 6 rules")
-    # Executing nothing needs no secrets: explain, and a dry run.
+    assert capsys.readouterr().out.startswith("ok: 8 rules")
+    # Executing nothing needs no secrets: explain, rules tests, and a dry run.
     body = tmp_path / "body.json"
     body.write_bytes(_body(MODEL_REGISTERED, "models/m:1", {"modelName": "m"}))
     assert main(["explain", "--rules", str(EXAMPLES), str(body)]) == 0
+    assert main(["test", str(ROOT / "rules" / "tests" / "examples.test.yaml")]) == 0
     sample = ROOT / "worker" / "samples" / "capture"
     assert main(["replay", "--dry-run", "--log-level", "error", "--rules", str(EXAMPLES), str(sample)]) == 0
     assert main(["replay", "--log-level", "error", "--rules", str(EXAMPLES), str(sample)]) == 2

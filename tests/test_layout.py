@@ -109,8 +109,9 @@ def test_the_floor_count_sees_a_cycle_and_the_height() -> None:
         ["validate", "--skip-secrets", "rules/default.yaml"],
         ["validate", "--skip-secrets", "rules/examples.yaml"],
         ["explain", "--rules", "rules/examples.yaml", "-"],
+        ["test", "rules/tests/examples.test.yaml"],
     ],
-    ids=["validate-default", "validate-examples", "explain"],
+    ids=["validate-default", "validate-examples", "explain", "test"],
 )
 def test_the_pure_commands_load_no_network_library(command: list[str]) -> None:
     body = b'[{"id": "e", "eventType": "T", "subject": "s", "eventTime": "2026-11-01T09:00:00Z", "data": {}}]'

@@ -116,10 +116,20 @@ def test_example_rules_act_on_ml_events():
     assert table.topics == {WS.casefold()}
     # The workspace allow-list: the same event from another workspace is never acted on.
     failed = event("RunStatusChanged", data={"runStatus": "Failed"})
-    assert matched(table, failed) == ["mail-on-failed-run"]
+    assert matched(table, failed) == ["mail-on-failed-run", "failed-runs-digest"]
     other = event("RunStatusChanged", data={"runStatus": "Failed"}, topic=WS.replace("ml-prod", "ml-sandbox"))
     assert table.evaluate(other).outcome is Outcome.FOREIGN_TOPIC
-    assert matched(table, event("RunStatusChanged", data={"runStatus": "Running"})) == []
+    assert matched(table, event("RunStatusChanged", data={"runStatus": "Running"})) == ["run-stuck"]
+    assert matched(table, event("RunStatusChanged", data={"runStatus": "Canceled"})) == []
+    # The rules that remember: a run still running after 6 hours, and a digest of failed runs.
+    stuck, digest = table.rule("run-stuck"), table.rule("failed-runs-digest")
+    assert stuck is not None
+    assert stuck.expect is not None
+    assert stuck.expect.within == 6 * 3600
+    assert digest is not None
+    assert digest.group is not None
+    assert (digest.group.wait, digest.group.interval) == (120, 1800)
+    assert table.expecting == (stuck,)
     # Data keys written in PascalCase match camelCase payloads.
     drift = event("DatasetDriftDetected", "datadrift/d/run/r", {"driftCoefficient": 0.8350349068479208})
     assert matched(table, drift) == ["retrain-on-drift"]

@@ -46,6 +46,10 @@ class ActionFate(enum.StrEnum):
 #: Distinct foreign topics counted by name (the rest are counted as skipped only).
 FOREIGN_TOPICS_KEPT = 16
 
+#: The per-rule counters of rules that remember, and their labels in a report.
+_REMEMBERING = ("expect_started", "expect_fulfilled", "expect_expired", "group_joined", "group_notified", "key_failed")
+_REMEMBERED = ("started", "fulfilled", "expired", "joined", "notified", "key_failed")
+
 #: Type name counted for events whose type is unknown (invalid bodies).
 NO_TYPE = "(invalid)"
 
@@ -73,6 +77,16 @@ class Tally:
     evictions: Counter[str] = field(default_factory=Counter)
     #: Events skipped as foreign_topic, by topic: the first :data:`FOREIGN_TOPICS_KEPT` topics seen.
     foreign_topics: Counter[str] = field(default_factory=Counter)
+    #: Rules that remember (:mod:`worker.remember`), per rule: expectations started, fulfilled and
+    #: expired; events that joined a group, and notifications; keys that did not render.
+    expect_started: Counter[str] = field(default_factory=Counter)
+    expect_fulfilled: Counter[str] = field(default_factory=Counter)
+    expect_expired: Counter[str] = field(default_factory=Counter)
+    group_joined: Counter[str] = field(default_factory=Counter)
+    group_notified: Counter[str] = field(default_factory=Counter)
+    key_failed: Counter[str] = field(default_factory=Counter)
+    #: What is still pending, per (rule, ``expect`` or ``group``): filled when a partition's source ends.
+    pending: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def fates(self) -> Counter[Fate]:
@@ -125,6 +139,9 @@ class Tally:
         self.actions.update(other.actions)
         self.late_processed += other.late_processed
         self.evictions.update(other.evictions)
+        for name in _REMEMBERING:
+            getattr(self, name).update(getattr(other, name))
+        self.pending.update(other.pending)
         for topic, n in other.foreign_topics.items():
             if topic in self.foreign_topics or len(self.foreign_topics) < FOREIGN_TOPICS_KEPT:
                 self.foreign_topics[topic] += n
@@ -154,10 +171,19 @@ class Tally:
         actions: dict[str, dict[str, dict[str, int]]] = {}
         for (rule, action_type, fate), n in sorted(self.actions.items()):
             actions.setdefault(rule, {}).setdefault(action_type, {})[fate.value] = n
-        rules = {
-            rule: {"matched": self.rule_matches[rule], "stale": self.rule_stale[rule], "actions": actions.get(rule, {})}
-            for rule in sorted({*self.rule_matches, *self.rule_stale, *actions})
-        }
+        remembering = [(label, getattr(self, name)) for name, label in zip(_REMEMBERING, _REMEMBERED, strict=True)]
+        rules: dict[str, dict[str, object]] = {}
+        for rule in sorted({*self.rule_matches, *self.rule_stale, *actions, *self.expect_started, *self.group_joined}):
+            entry: dict[str, object] = {
+                "matched": self.rule_matches[rule],
+                "stale": self.rule_stale[rule],
+                "actions": actions.get(rule, {}),
+            }
+            entry.update({label: counts[rule] for label, counts in remembering if counts[rule]})
+            pending = {kind: n for (name, kind), n in sorted(self.pending.items()) if name == rule and n}
+            if pending:
+                entry["pending"] = pending
+            rules[rule] = entry
         return {
             "events": self.read,
             "outcomes": outcomes(self.fates),
@@ -194,7 +220,13 @@ def summary(report: dict[str, object]) -> list[str]:
             for action_type, fates in entry["actions"].items()
         )
         stale = f"  stale {entry['stale']}" if entry["stale"] else ""
-        lines.append(f"  {name:<{width}}  matched {entry['matched']:>6}{stale}" + (f"  {actions}" if actions else ""))
+        memory = "".join(f"  {label} {entry[label]}" for label in _REMEMBERED if entry.get(label))
+        pending = entry.get("pending")
+        if pending:
+            memory += "  pending " + ", ".join(f"{kind} {n}" for kind, n in pending.items())
+        lines.append(
+            f"  {name:<{width}}  matched {entry['matched']:>6}{stale}{memory}" + (f"  {actions}" if actions else "")
+        )
     evictions = {k: v for k, v in _ints(report["evictions"]).items() if v}
     if evictions:
         lines.append("Memory caps reached: " + ", ".join(f"{k} {v}" for k, v in evictions.items()))

@@ -67,10 +67,17 @@ class PartitionCheckpoint(Protocol):
         """Read the checkpoint, and return the state saved with it. Raises StateError for a state that
         cannot be read (the checkpoint is read all the same), and the store's errors."""
 
-    async def write(self, position: Position, state: SavedState) -> bool:
+    async def write(self, position: Position, state: SavedState, *, refresh: bool = False) -> bool:
         """Write the checkpoint at ``position`` with ``state`` if that moves it forward (reading it
         first, if not read yet); False when skipped, the checkpoint being there or beyond already.
+        ``refresh``: also at the position it holds, if nobody wrote it since this worker last read or
+        wrote it (the pipeline state changed without the position: an expectation fired).
         Raises the store's errors."""
+
+    @property
+    def record(self) -> Stored | None:
+        """The checkpoint record as :meth:`load` or :meth:`look` last read it (None: there was none, or
+        it is unreadable, or it was not read)."""
 
     async def look(self) -> Stored | None:
         """Read the checkpoint record alone (not the state): where it stands and when it was written;
@@ -233,18 +240,23 @@ class BlobPartitionCheckpoint:
             return SavedState.from_json(data, f"blob {self._blob.blob_name}")
         return await self._legacy_state()
 
-    async def write(self, position: Position, state: SavedState) -> bool:
+    async def write(self, position: Position, state: SavedState, *, refresh: bool = False) -> bool:
         if not self._seen:
             await self._look(content=False)
         sequence = _sequence_of(position)
-        while self.stored is None or sequence > self.stored:
+        while self.stored is None or sequence > self.stored or (refresh and sequence == self.stored):
             try:
                 await self._upload(position, state)
             except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
-                await self._look(content=False)  # written meanwhile: compare again
+                await self._look(content=False)  # written meanwhile: compare again, and only move forward
+                refresh = False
                 continue
             return True
         return False
+
+    @property
+    def record(self) -> Stored | None:
+        return self._record
 
     async def look(self) -> Stored | None:
         await self._look(content=False)
@@ -373,8 +385,13 @@ class DirectoryPartitionCheckpoint:
         data = await asyncio.to_thread(self._load)
         return None if data is None else SavedState.from_json(data, str(self._state))
 
-    async def write(self, position: Position, state: SavedState) -> bool:
-        return await asyncio.to_thread(self._write, position, state.to_json())
+    async def write(self, position: Position, state: SavedState, *, refresh: bool = False) -> bool:
+        return await asyncio.to_thread(self._write, position, state.to_json(), refresh)
+
+    @property
+    def record(self) -> Stored | None:
+        seen = self._seen
+        return _file_record(seen, None) if isinstance(seen, bytes) else None
 
     async def look(self) -> Stored | None:
         return await asyncio.to_thread(self._look)
@@ -391,11 +408,7 @@ class DirectoryPartitionCheckpoint:
                 self._seen = None
                 return None
         self._seen = data
-        try:
-            record = orjson.loads(data)
-            return Stored(str(record["offset"]), int(record["sequence_number"]), written)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None  # malformed: as if none (the SDK could not read it either)
+        return _file_record(data, written)
 
     def _reset(self, position: Position) -> None:
         if self._seen is _UNSEEN:
@@ -413,17 +426,22 @@ class DirectoryPartitionCheckpoint:
 
     def _load(self) -> bytes | None:
         with self._locked():
+            self._seen = self._path.read_bytes() if self._path.exists() else None
             return self._state.read_bytes() if self._state.exists() else None
 
-    def _write(self, position: Position, data: bytes) -> bool:
+    def _write(self, position: Position, data: bytes, refresh: bool) -> bool:
         with self._locked():
             try:
-                stored: int | None = int(orjson.loads(self._path.read_bytes())["sequence_number"])
+                now = self._path.read_bytes()
             except FileNotFoundError:
-                stored = None
-            if stored is not None and _sequence_of(position) <= stored:
-                return False
-            self._put(position, data)
+                now = None
+            if now is not None:
+                stored = int(orjson.loads(now)["sequence_number"])
+                sequence = _sequence_of(position)
+                # The same position again only to refresh the state, and only if nobody wrote since.
+                if sequence < stored or (sequence == stored and not (refresh and now == self._seen)):
+                    return False
+            self._seen = self._put(position, data)
             return True
 
     def _put(self, position: Position, state: bytes) -> bytes:
@@ -532,3 +550,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
+
+
+def _file_record(data: bytes, written: datetime | None) -> Stored | None:
+    """A directory checkpoint's record; None when malformed: as if none (the SDK could not read it either)."""
+    try:
+        record = orjson.loads(data)
+        return Stored(str(record["offset"]), int(record["sequence_number"]), written)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

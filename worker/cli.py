@@ -22,6 +22,7 @@ import structlog
 
 from worker.accounting import Tally, summary
 from worker.actions.secrets import Placeholders
+from worker.backtest import Backtest
 from worker.config import ConnectionSettings, RunSettings, add_flags, env_name, load_connection_settings, load_settings
 from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, RulesError, SettingsError, SourceError
 from worker.events import InvalidEvent, decode_body
@@ -29,7 +30,7 @@ from worker.keys import split_key
 from worker.log import configure as configure_logging
 from worker.masking import MASKER, MaskedText
 from worker.moments import StartPosition, parse_duration, parse_start
-from worker.rules import explain
+from worker.rules import RulesTable, explain
 from worker.rulesdirs import paths_of
 from worker.rulesfile import load_rules
 from worker.settings import CoreSettings, DriverSettings, GroupSettings, LatePolicy, LogFormat
@@ -82,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     why.add_argument("--rules", action="append", required=True, metavar="FILE", help="rules file (repeatable)")
     why.add_argument("body", metavar="BODY_FILE", help="a file holding one Event Hubs message body; '-' for stdin")
     why.set_defaults(command="explain", handler=_explain)
+
+    check = commands.add_parser(
+        "test",
+        help="run rules tests: events in, the rules' matches and planned actions checked; exit 1 when a case fails",
+        description="Run rules test files (YAML: the rules they test, and cases of events with what must happen: "
+        "which rules match, the actions planned with their parameters rendered, expiries, group notifications). "
+        "Nothing is executed and no secret is needed. Exit 0 when every case holds, 1 when one fails, 2 when a "
+        "test file or its rules are invalid.",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="rules test files (*.test.yaml)")
+    check.set_defaults(command="test", handler=_test)
 
     play = commands.add_parser(
         "replay",
@@ -476,9 +488,36 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_INVALID if invalid else EXIT_OK
 
 
+def _test(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.rulestest import run_file  # noqa: PLC0415 - the partition core, for this command
+
+    files = [run_file(path) for path in args.files]
+    for file in files:
+        for problem in file.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        for result in file.results:
+            for line in result.lines():
+                print(line, file=out)
+    results = [result for file in files for result in file.results]
+    failed = sum(not result.ok for result in results)
+    invalid = sum(bool(file.problems) for file in files)
+    summary = f"{len(results)} case{'s' * (len(results) != 1)}: {len(results) - failed} ok, {failed} failed"
+    if invalid:
+        summary += f"; {invalid} invalid file{'s' * (invalid != 1)}"
+    print(summary, file=out)
+    return EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK
+
+
 def _replay_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="execute nothing; report what would have fired")
     parser.add_argument("--report", type=Path, metavar="FILE", help="also write the counts to FILE as JSON")
+    parser.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="with --dry-run: also write a backtest report to FILE, one self-contained HTML page (per rule: "
+        "matches over time, what it matched and the actions it would have run, rendered)",
+    )
     parser.add_argument("--partition", action="append", metavar="ID", help="only this partition (repeatable)")
     parser.add_argument(
         "--since", type=_moment, metavar="TIME", help="only events enqueued at or after TIME (ISO 8601)"
@@ -555,6 +594,10 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     from worker.sources import plan_dead_letters, plan_sources  # noqa: PLC0415
 
     configure_logging(args.log_level)
+    html: Path | None = getattr(args, "html", None)
+    if html is not None and not args.dry_run:
+        print("error: --html writes what a dry run would have done: it needs --dry-run", file=sys.stderr)
+        return EXIT_INVALID
     # A dry run executes nothing, so it needs no secrets.
     table = load_rules(paths_of(args.rules), env=Placeholders() if args.dry_run else None)
     settings = ReplaySettings(
@@ -571,6 +614,8 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         connection_string=args.connection_string,
     )
     partitions = set(args.partition) if args.partition else None
+    backtest = Backtest() if html is not None else None
+    observe = backtest.add if backtest is not None else None
     errors: list[str] = []
     try:
         if getattr(args, "from_dead_letters", False):
@@ -584,14 +629,26 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
                 until=args.until,
             )
         with planned as plan:
-            tally = asyncio.run(replay(plan, table, settings, progress_for(plan)))
+            tally = asyncio.run(replay(plan, table, settings, progress_for(plan), observe=observe))
     except* (SourceError, CaptureError, DeadLetterError) as group:
         errors += [str(exc) for exc in group.exceptions]
     if errors:
         for error in errors:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
+    if html is not None and backtest is not None:
+        _write_html(html, backtest, tally, table, args)
     return _report(tally, args, out)
+
+
+def _write_html(path: Path, backtest: Backtest, tally: Tally, table: RulesTable, args: argparse.Namespace) -> None:
+    """Write the backtest report page (masked as it is rendered)."""
+    from worker.report_html import render_html  # noqa: PLC0415 - the page's template, for this option
+
+    page = render_html(backtest, tally, title=f"Backtest of {', '.join(args.rules)}", rules=table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    log.info("replay.html", path=str(path), actions=backtest.total)
 
 
 def _report(tally: Tally, args: argparse.Namespace, out: TextIO) -> int:
@@ -746,6 +803,9 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     args.rules = args.rules or [str(DEFAULT_DEMO_RULES)]
     if args.capture:
         return _replay(args, out)
+    if args.html is not None:
+        print("error: --html is a backtest report: it needs --capture --dry-run", file=sys.stderr)
+        return EXIT_INVALID
     configure_logging(args.log_level)
     if (missing := _local_hub_missing()) is not None:
         print(f"error: the demo runs on a local hub; {missing} (`demo --capture` needs none)", file=sys.stderr)

@@ -260,6 +260,17 @@ class RunSettings(ConnectionSettings):
         description="run the pipelines and actions in a child process, so that receiving and processing each "
         "have a core; off: one process (a container limited to one CPU)",
     )
+    max_pending: int = Field(
+        10_000,
+        ge=0,
+        description="expectations and groups (rules with expect or group) pending per partition; past it new ones "
+        "are forgotten, counted and logged",
+    )
+    group_events: int = Field(
+        100,
+        ge=1,
+        description="events a group notification lists (events in its template context); the rest are counted",
+    )
     concurrency: int = Field(16, ge=1, description="actions running at once per partition")
     max_open: int = Field(
         20_000, ge=1, description="events read ahead of a partition's checkpoint before reading waits"
@@ -367,6 +378,9 @@ class RunSettings(ConnectionSettings):
             late=self.late_policy,
             sequencers=self.sequencers,
             max_age=age.total_seconds() if age is not None else None,
+            clock="wall",
+            max_pending=self.max_pending,
+            max_group_events=self.group_events,
         )
 
     def driver(self) -> DriverSettings:

@@ -2,6 +2,7 @@
 
     WorkerError
     ├── RulesError          a rules table failed to load; carries every Problem found
+    ├── RulesTestError      a rules test file (``worker test``) is invalid; carries every Problem found
     ├── DecodeError         a message body could not be turned into events (returned, never raised
     │   │                   out of the core: the decoder hands it back inside an InvalidEvent)
     │   ├── NotUtf8         the body is not UTF-8 text
@@ -73,6 +74,16 @@ class RulesError(WorkerError):
         count = len(self.problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"invalid rules table ({count} problem{'s' * (count != 1)}):\n{lines}")
+
+
+class RulesTestError(WorkerError):
+    """A rules test file is invalid. ``problems`` lists everything found, each with its file and line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"invalid rules test file ({count} problem{'s' * (count != 1)}):\n{lines}")
 
 
 class DecodeError(WorkerError):

@@ -22,6 +22,7 @@ from worker.actions.runner import ActionRunner
 from worker.actions.secrets import Placeholders
 from worker.checkpoints import Stores
 from worker.errors import PartitionFailed, RulesError, StateError
+from worker.events import Position
 from worker.handoff import Delivery, Inbox, PartitionStatus
 from worker.live_partition import LivePartition
 from worker.metrics import ActionMetrics
@@ -76,7 +77,11 @@ class InProcessHost:
             # Read at the first checkpoint write instead; meanwhile, no state to start from.
             error = str(exc) or f"no answer within {settings.checkpoints.timeout:g} s"
             log.warning("partition.state_unavailable", partition_id=partition_id, error=error)
-        core = PartitionCore(partition_id, self.table, settings.core, state=state)
+        # The core starts at the checkpoint as read: what rules that remember finish before the next
+        # event is then saved at that same position.
+        stored = checkpoint.record
+        position = None if stored is None else Position(partition_id, stored.offset, stored.sequence_number)
+        core = PartitionCore(partition_id, self.table, settings.core, state=state, checkpoint=position)
         inbox = Inbox(partition_id, settings.driver.inbox, self._on_taken)
         live = self._open[partition_id] = LivePartition(
             core, self._runner, settings.driver, checkpoint, settings.checkpoints, inbox
@@ -101,6 +106,8 @@ class InProcessHost:
             return
         await found.close(grace, write=write)
         self._retired.add(found.core.counts())
+        # What it had pending is saved with its checkpoint, for its next owner: not pending here any more.
+        self._retired.pending.clear()
 
     def reload(self) -> None:
         try:

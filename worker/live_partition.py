@@ -32,6 +32,13 @@ from worker.state import SavedState
 
 log = structlog.get_logger("worker.live_partition")
 
+#: The caps of rules that remember: what each leaves out is counted under its name, and its setting.
+_MEMORY_CAPS = (
+    ("expectations_forgotten", "WORKER_MAX_PENDING"),
+    ("groups_forgotten", "WORKER_MAX_PENDING"),
+    ("group_events_unlisted", "WORKER_GROUP_EVENTS"),
+)
+
 
 class LivePartition:
     def __init__(
@@ -50,8 +57,9 @@ class LivePartition:
         self._checkpoint = checkpoint
         self._checkpoints = checkpoints
         self.inbox = inbox
-        #: Foreign topics already logged (events.foreign_topic).
+        #: Foreign topics already logged (events.foreign_topic), and caps (remember.cap_reached).
         self._told: set[str] = set()
+        self._caps_told: dict[str, int] = {}
         #: Messages handed in and not yet fed.
         self._pending: list[Message] = []
         self._ticked = False
@@ -61,6 +69,10 @@ class LivePartition:
         self._task: asyncio.Task[None] | None = None
         self._written: Position | None = core.checkpoint
         self._written_at = time.monotonic()
+        #: Whether a checkpoint was written here since the partition opened.
+        self._wrote = False
+        #: Fired memos finished (the core's count) as last written, and as in the write being prepared.
+        self._written_memory = self._memory_due = core.memory_settled
         #: The checkpoint write in flight, if any.
         self._writing: asyncio.Task[None] | None = None
         #: Messages the task has taken in since the start.
@@ -155,6 +167,15 @@ class LivePartition:
                     "if its events should be acted on",
                 )
 
+    def _tell_caps(self) -> None:
+        """Say when a cap of rules that remember left something out: counted, and never silent."""
+        evictions = self.core.tally.evictions
+        for cap, setting in _MEMORY_CAPS:
+            count = evictions[cap]
+            if count > self._caps_told.get(cap, 0):
+                self._caps_told[cap] = count
+                log.warning("remember.cap_reached", cap=cap, total=count, setting=setting)
+
     async def _main(self) -> None:
         # Live, an event's age runs to now; without a runner (a dry run), each planned action is logged.
         driver = PartitionDriver(self.core, self._runner, self._driver, clock=time.time, announce=True)
@@ -177,6 +198,7 @@ class LivePartition:
                     quiet = self._ticked and not batch
                     self._ticked = False
                     driver.tick(now)
+                    self._tell_caps()
                     # A partition with nothing to read writes its checkpoint at once (at most once a
                     # receive wait): a quiet hub is not left with work done but not checkpointed.
                     self._start_write(force=quiet)
@@ -197,8 +219,15 @@ class LivePartition:
 
     async def _sleep(self, wake: asyncio.Event) -> None:
         """Wait for a batch, a tick or the close; or until the reorder buffer's idle release is due,
-        so that the last events of a burst wait the window, not the window and a receive wait."""
-        due = self.core.idle_release_at
+        so that the last events of a burst wait the window, not the window and a receive wait; or
+        until an expectation or a group falls due."""
+        core = self.core
+        due = core.idle_release_at
+        remembered = core.memory_due  # on the wall clock
+        if remembered is not None:
+            # An expectation or group falls due: wake for it (on the event loop's clock).
+            at = time.monotonic() + max(0.0, remembered - time.time())
+            due = at if due is None else min(due, at)
         if due is None:
             await wake.wait()
             return
@@ -211,17 +240,21 @@ class LivePartition:
         core = self.core
         position = core.checkpoint
         written = self._written
-        if position is None or position == written:
+        remembered = core.memory_settled != self._written_memory
+        if position is None or (position == written and not remembered):
             return None
         settings = self._checkpoints
         due = (
             force
-            or written is None  # the partition's first checkpoint here
+            or remembered  # an expiry or notification finished: saved at once, so a restart does not repeat it
+            or not self._wrote  # the partition's first checkpoint here
+            or written is None
             or time.monotonic() - self._written_at >= settings.interval
             or (position.sequence_number or 0) - (written.sequence_number or 0) >= settings.events
         )
         if not due:
             return None
+        self._memory_due = core.memory_settled
         return position, core.state(max_ids=settings.state_ids, max_subjects=settings.state_subjects)
 
     def _start_write(self, *, force: bool) -> None:
@@ -236,15 +269,18 @@ class LivePartition:
             self._writing = asyncio.create_task(self._store(*due), name=f"checkpoint-{self.partition_id}")
 
     async def _store(self, position: Position, state: SavedState) -> None:
+        memory = self._memory_due
         try:
             async with asyncio.timeout(self._checkpoints.timeout):
-                written = await self._checkpoint.write(position, state)
+                # The same position again only when the state changed without it.
+                written = await self._checkpoint.write(position, state, refresh=position == self._written)
         except (AzureError, OSError, TimeoutError) as exc:
             self.checkpoint_failures += 1
             error = str(exc) or f"no answer within {self._checkpoints.timeout:g} s"
             log.warning("checkpoint.failed", sequence_number=position.sequence_number, error=error)
             return
-        self._written, self._written_at = position, time.monotonic()
+        self._written, self._written_at, self._written_memory = position, time.monotonic(), memory
+        self._wrote = True
         if written:
             self.checkpoint_writes += 1
             log.debug("checkpoint.written", sequence_number=position.sequence_number, offset=position.offset)

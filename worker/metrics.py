@@ -77,6 +77,7 @@ class WorkerCollector(Collector):
             ["rule"],
             [((r,), n) for r, n in tally.rule_stale.items()],
         )
+        yield from _remembering(tally)
         yield _counter(
             "actions",
             "Actions finished, by rule, action type and fate (done, dead_lettered, or planned in a dry run)",
@@ -127,6 +128,57 @@ class WorkerCollector(Collector):
             ["partition"],
             [((p.status.partition_id,), p.lag) for p in partitions if p.lag is not None],
         )
+
+
+def _remembering(tally: Tally) -> Iterator[Metric]:
+    """The families of rules that remember (``expect``, ``group``): what their memory took in, let
+    go and acted on, per rule, and what it holds now."""
+
+    def per_rule(counts: Counter[str]) -> list[tuple[tuple[str, ...], float]]:
+        return [((rule,), n) for rule, n in counts.items()]
+
+    yield _counter(
+        "expectations_started",
+        "Expectations each rule started: a matched event, with none pending for its key",
+        ["rule"],
+        per_rule(tally.expect_started),
+    )
+    yield _counter(
+        "expectations_fulfilled",
+        "Expectations each rule saw fulfilled: the expected event came in time",
+        ["rule"],
+        per_rule(tally.expect_fulfilled),
+    )
+    yield _counter(
+        "expectations_expired",
+        "Expectations each rule saw expire, its actions running: the expected event did not come in time",
+        ["rule"],
+        per_rule(tally.expect_expired),
+    )
+    yield _counter("group_events", "Events that joined each rule's groups", ["rule"], per_rule(tally.group_joined))
+    yield _counter(
+        "group_notifications",
+        "Group notifications of each rule: its actions ran once for the events that joined a group",
+        ["rule"],
+        per_rule(tally.group_notified),
+    )
+    yield _counter(
+        "rule_key_failures",
+        "Events whose key (expect.key, group.by) did not render, by rule: they neither started, "
+        "fulfilled nor joined anything",
+        ["rule"],
+        per_rule(tally.key_failed),
+    )
+    # A rule that remembered something here shows 0 when nothing is left, rather than no sample.
+    pending: Counter[tuple[str, str]] = Counter({(rule, "expect"): 0 for rule in tally.expect_started})
+    pending.update({(rule, "group"): 0 for rule in tally.group_joined})
+    pending.update(tally.pending)
+    yield _gauge(
+        "pending",
+        "Expectations waiting (kind expect) and groups holding events not yet notified (kind group), by rule",
+        ["rule", "kind"],
+        pending.items(),
+    )
 
 
 def _labels(values: Iterable[str]) -> list[str]:

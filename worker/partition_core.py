@@ -7,10 +7,16 @@ else (invalid, skipped, unmatched) is finished inside. The core tracks the check
 the :class:`~worker.state.SavedState` to persist beside it, so that after a restart from that
 checkpoint nothing finished is done again and nothing unfinished is lost.
 
+Rules that remember (``expect``, ``group``) keep what they wait for in the partition's
+:class:`~worker.remember.Memory`: an event that starts an expectation or joins a group is finished
+at once (the memory is saved with the checkpoint), and what falls due is released as work of its
+own, with its memo (:meth:`PartitionCore.fire_due`, and before each event in a replay).
+
 The live worker and the replay share this class through its async driver
 (:mod:`worker.partition_driver`); they differ only in where messages come from and in who passes
-the time (:meth:`PartitionCore.release_idle`). Like h11's connection, it never reads a clock,
-never logs and never awaits: time comes in as an argument, and what happened goes out as values.
+the time (:meth:`PartitionCore.release_idle`, :meth:`PartitionCore.fire_due`). Like h11's
+connection, it never reads a clock, never logs and never awaits: time comes in as an argument, and
+what happened goes out as values.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from worker.accounting import Fate, Skip, Tally
 from worker.actions.base import PlannedAction
 from worker.bounded import RecentMap, RecentSet
 from worker.events import Event, InvalidEvent, Message, Position, decode
+from worker.memos import Memo
 from worker.ordering import ReorderBuffer, SequencerKey, Sequencers
 from worker.positions import PositionTracker, Ticket
+from worker.remember import Memory, event_time
 from worker.rules import Outcome, Rule, RulesTable
 from worker.settings import CoreSettings, LatePolicy
 from worker.state import SavedState
@@ -39,16 +47,23 @@ class Work(NamedTuple):
     subject: str
     key: SequencerKey
     late: bool
-    ticket: Ticket
+    #: The event's place among the partition's messages (None: the work of a memo).
+    ticket: Ticket | None
     #: The subject's last released key before this event's release: what to persist for the subject
     #: while this work is unfinished, so that a restart does not take it for a late event.
     prior: SequencerKey | None = None
+    #: An expiry or a group notification (``event`` is its event), for a rule that remembers.
+    memo: Memo | None = None
 
     @property
     def actions(self) -> tuple[PlannedAction, ...]:
         """The actions to run, in rule order then action order (built on demand: a dry run only counts)."""
-        event, late = self.event, self.late
-        return tuple(PlannedAction(rule.name, spec, event, late) for rule in self.rules for spec in rule.actions)
+        event, late, memo = self.event, self.late, self.memo
+        return tuple(PlannedAction(rule.name, spec, event, late, memo) for rule in self.rules for spec in rule.actions)
+
+
+#: The sequencer key of a memo's work (its own lane: it is not ordered among its subject's events).
+_MEMO_KEY: SequencerKey = (0, 0, 0, 0)
 
 
 _Held = tuple[Event, Ticket, SequencerKey]
@@ -87,6 +102,10 @@ class PartitionCore:
         #: Per subject, its released work not yet finished, in release (and finishing) order.
         self._unfinished: dict[str, deque[Work]] = {}
         self._last_arrival: float | None = None
+        self._memory = Memory(self.tally, partition_id, settings.max_pending, settings.max_group_events)
+        self._memory.restore(state.pending, table)
+        #: The largest event time released (a replay's clock for the memory).
+        self._watermark = float("-inf")
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -148,6 +167,54 @@ class PartitionCore:
         """Release everything held: the source has ended."""
         return self._evaluate(self._buffer.release_all(), wall)
 
+    def fire_due(self, wall: float | None = None) -> list[Work]:
+        """The work of the expectations and groups that are due: by the wall clock (``wall``, POSIX
+        seconds) less the window in the live worker; by the watermark in a replay."""
+        memory = self._memory
+        if not memory.busy:
+            return []
+        return self._fire(self._clock(wall))
+
+    def advance(self, moment: float) -> list[Work]:
+        """Move a replay's clock (the watermark) on to ``moment`` (POSIX seconds) without an event, and
+        return the work of what fell due: a rules test's time advance."""
+        self._watermark = max(self._watermark, moment)
+        return self._fire(self._watermark) if self._memory.busy else []
+
+    @property
+    def memory_due(self) -> float | None:
+        """When :meth:`fire_due` next has work (POSIX seconds; the live worker's clock), if ever."""
+        due = self._memory.next_due
+        if due is None or self.settings.clock != "wall":
+            return None
+        return due + self.settings.window
+
+    @property
+    def memory_settled(self) -> int:
+        """Moves whenever a fired expiry or notification finishes: the state to save differs."""
+        return self._memory.settled
+
+    def _clock(self, wall: float | None) -> float:
+        if self.settings.clock == "wall" and wall is not None:
+            return wall - self.settings.window
+        return self._watermark
+
+    def _fire(self, at: float) -> list[Work]:
+        out: list[Work] = []
+        for rule, memo in self._memory.due(at, self.table):
+            subject = f"\x00{memo.kind}\x00{rule.name}\x00{memo.key}"
+            out.append(self._hold(Work(memo.event, (rule,), subject, _MEMO_KEY, memo.late, None, None, memo)))
+        return out
+
+    def _hold(self, work: Work) -> Work:
+        """Note released work as unfinished, after its subject's earlier work."""
+        pending = self._unfinished.get(work.subject)
+        if pending is None:
+            self._unfinished[work.subject] = deque((work,))
+        else:
+            pending.append(work)
+        return work
+
     def hand_over(self) -> int:
         """The partition is closed here: count what the buffer still holds as handed over, and return
         how many. They stay unfinished (no checkpoint passes them) and are forgotten as seen, so that
@@ -165,7 +232,14 @@ class PartitionCore:
         late_policy = self.settings.late
         default_age = self.settings.max_age
         aging = default_age is not None or table.ages
+        memory = self._memory
+        remembering = table.remembers or memory.busy
+        by_watermark = self.settings.clock != "wall" or wall is None
+        if remembering and not by_watermark:
+            out += self._fire(self._clock(wall))
         for event, ticket, key in released:
+            if remembering and (due := self._pass(event, by_watermark)):
+                out += due
             subject = event.subject or ""
             last = self._released_last.get(subject)
             late = last is not None and key <= last
@@ -179,6 +253,7 @@ class PartitionCore:
                 self._released_last[subject] = key
             verdict = table.evaluate(event)
             outcome = verdict.outcome
+            fulfilled = bool(table.expecting) and memory.fulfil(event, table.expecting)
             if outcome is Outcome.MATCHED:
                 rules = verdict.rules
                 if aging and not (rules := self._fresh(event, rules, wall)):
@@ -189,16 +264,15 @@ class PartitionCore:
                 matches = tally.rule_matches
                 for rule in rules:
                     matches[rule.name] += 1
+                if table.remembers and any(rule.remembers for rule in rules):
+                    rules = self._remember(event, rules)
+                    remembering = True
                 acting = tuple([rule for rule in rules if rule.actions])
                 if acting:
-                    work = Work(event, acting, subject, key, late, ticket, last)
-                    pending = self._unfinished.get(subject)
-                    if pending is None:
-                        self._unfinished[subject] = deque((work,))
-                    else:
-                        pending.append(work)
-                    out.append(work)
+                    out.append(self._hold(Work(event, acting, subject, key, late, ticket, last)))
                     continue
+            elif fulfilled:  # only an expectation's filter matched it
+                tally.count(partition, event.type, Fate.MATCHED)
             elif outcome is Outcome.UNMATCHED:
                 tally.count(partition, event.type, Fate.UNMATCHED)
             else:  # the table was reloaded while the event waited
@@ -206,6 +280,21 @@ class PartitionCore:
                 tally.count_skip(partition, event.type, reason)
             self._tracker.finish(ticket, event.id)
         return out
+
+    def _pass(self, event: Event, by_watermark: bool) -> list[Work]:
+        """The event's time passes: move the watermark, and in a replay fire what fell due before it."""
+        moment = event_time(event, self._watermark)
+        if moment <= self._watermark:
+            return []
+        self._watermark = moment
+        due = self._memory.next_due if by_watermark else None
+        return self._fire(moment) if due is not None and due <= moment else []
+
+    def _remember(self, event: Event, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        """Start the expectations and join the groups of the rules that remember; the other rules.
+        Their actions run when an expectation expires or a group notifies, not now."""
+        self._memory.take(event, tuple([rule for rule in rules if rule.remembers]), self._watermark)
+        return tuple([rule for rule in rules if not rule.remembers])
 
     def _fresh(self, event: Event, rules: tuple[Rule, ...], wall: float | None) -> tuple[Rule, ...]:
         """The rules whose max_age the event's age is within; the others count it as stale.
@@ -242,6 +331,10 @@ class PartitionCore:
         pending.popleft()
         if not pending:
             del self._unfinished[work.subject]
+        if work.ticket is None:
+            if work.memo is not None:
+                self._memory.done(work.rules[0].name, work.memo)
+            return
         self._tracker.finish(work.ticket, work.event.id)
 
     # --- observing ----------------------------------------------------------------------------
@@ -278,13 +371,14 @@ class PartitionCore:
                 last_keys.append((subject, key))
             elif (prior := pending[0].prior) is not None:
                 last_keys.append((subject, prior))
-        open_ids = {work.event.id for pending in unfinished.values() for work in pending}
+        open_ids = {work.event.id for pending in unfinished.values() for work in pending if work.ticket is not None}
         open_ids.update(held[0].id for held in self._buffer.held())
         recent = [i for i in self._seen if i not in open_ids]
         return SavedState(
             last_keys=tuple(_newest(last_keys, max_subjects)),
             recent_ids=tuple(_newest(recent, max_ids)),
             finished_beyond=tuple(self._tracker.finished_beyond()),
+            pending=self._memory.stored() if self._memory.busy else (),
         )
 
     def counts(self) -> Tally:
@@ -293,4 +387,7 @@ class PartitionCore:
         evictions["reorder_buffer_released_early"] = self._buffer.forced
         evictions["subjects_forgotten"] = self._released_last.evicted
         evictions["ids_forgotten"] = self._seen.evicted
+        pending = self.tally.pending
+        pending.clear()
+        pending.update(self._memory.pending_counts())
         return self.tally

@@ -20,6 +20,7 @@ from types import TracebackType
 import structlog
 
 from worker.accounting import ActionFate
+from worker.actions.base import PlannedAction
 from worker.actions.runner import ActionRunner
 from worker.events import Message
 from worker.partition_core import PartitionCore, Work
@@ -41,12 +42,15 @@ class PartitionDriver:
         select: Selection | None = None,
         clock: Callable[[], float] | None = None,
         announce: bool = False,
+        observe: Callable[[PlannedAction], None] | None = None,
     ) -> None:
         """``runner`` None is a dry run: actions are counted as planned, never executed (and with
-        ``announce``, logged). ``select``: only the actions it admits run (and are counted). ``clock``:
-        the wall clock events' ages run to (None: their enqueued times)."""
+        ``announce``, logged; with ``observe``, each passed to it). ``select``: only the actions it
+        admits run (and are counted). ``clock``: the wall clock events' ages run to (None: their
+        enqueued times)."""
         self.core = core
         self._select = select
+        self._observe = observe
         self._clock = clock
         self._announce = announce
         self._runner = runner
@@ -91,8 +95,11 @@ class PartitionDriver:
                 submit(core.receive(message, now, wall=wall))
 
     def tick(self, now: float) -> None:
-        """Release the buffer if the partition has been idle for the window."""
-        self._submit(self.core.release_idle(now, wall=self._wall()))
+        """Release the buffer if the partition has been idle for the window; fire the expectations and
+        groups that are due."""
+        wall = self._wall()
+        self._submit(self.core.release_idle(now, wall=wall))
+        self._submit(self.core.fire_due(wall))
 
     async def finish(self) -> None:
         """The source has ended: release everything held and wait until all work is done."""
@@ -119,6 +126,10 @@ class PartitionDriver:
             return
         runner, core = self._runner, self.core
         for work in released:
+            if runner is None and self._observe is not None:
+                self._plan(work, self._observe)
+                core.finish(work)
+                continue
             if runner is None:
                 count, select, event_id = core.tally.count_action, self._select, work.event.id
                 for rule in work.rules:
@@ -139,6 +150,16 @@ class PartitionDriver:
             task = self._tasks.create_task(self._run_subject(work.subject, queue, runner))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _plan(self, work: Work, observe: Callable[[PlannedAction], None]) -> None:
+        """A dry run's work, each selected action counted as planned and passed to ``observe``."""
+        count, select = self.core.tally.count_action, self._select
+        for action in work.actions:
+            if select is None or select(action.event.id, action.rule, action.spec.index):
+                count(action.rule, action.spec.type, ActionFate.PLANNED)
+                observe(action)
+                if self._announce:
+                    _planned(work, action.rule, action.spec.type)
 
     def _run_now(self, work: Work, runner: ActionRunner) -> bool:
         """Run the work at once if every action it selects completes synchronously (``log``); its

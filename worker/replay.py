@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -22,6 +22,7 @@ import structlog
 from tqdm import tqdm
 
 from worker.accounting import Tally
+from worker.actions.base import PlannedAction
 from worker.actions.deadletters import dead_letter_lane
 from worker.actions.runner import ActionRunner, RetryPolicy, RunnerSettings
 from worker.actions.services import Services
@@ -99,10 +100,17 @@ def progress_for(plan: Plan) -> Progress:
 
 
 async def replay(
-    plan: Plan, table: RulesTable, settings: ReplaySettings, progress: Progress, *, services: Services | None = None
+    plan: Plan,
+    table: RulesTable,
+    settings: ReplaySettings,
+    progress: Progress,
+    *,
+    services: Services | None = None,
+    observe: Callable[[PlannedAction], None] | None = None,
 ) -> Tally:
     """Replay every partition of ``plan``; return the counts of the whole run. A plan of dead letters
-    runs only the actions they name. ``services``: the clients actions use (default: real ones)."""
+    runs only the actions they name. ``services``: the clients actions use (default: real ones).
+    ``observe``: in a dry run, is passed each planned action (a backtest report's collector)."""
     total = Tally()
     runner = None
     if not settings.dry_run:
@@ -114,7 +122,9 @@ async def replay(
             core = PartitionCore(partition_id, table, settings.core)
             log.debug("replay.partition", partition_id=partition_id, files=len(files))
             clock = time.time if settings.age_from_now else None
-            async with PartitionDriver(core, runner, settings.driver, select=select, clock=clock) as driver:
+            async with PartitionDriver(
+                core, runner, settings.driver, select=select, clock=clock, observe=observe
+            ) as driver:
                 for file in files:
                     messages = plan.messages(file)
                     while batch := await asyncio.to_thread(_take, messages, settings.batch):

@@ -13,8 +13,33 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from worker.actions.base import ActionSpec, PlannedAction
+from worker.actions.templates import Template
 from worker.events import Event
 from worker.filters import CompiledFilter
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """A rule's ``expect``: the event that must follow a matched one, by key, within a time."""
+
+    #: Seconds from the starting event's time.
+    within: float
+    #: ``within`` as written (``6h``), for templates.
+    within_text: str
+    filter: CompiledFilter
+    #: The key both events are matched by (None: the subject).
+    key: Template | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A rule's ``group``: matched events collected by key, notified once per ``wait``/``interval``."""
+
+    by: Template
+    #: Seconds from a group's first event to its first notification.
+    wait: float
+    #: Seconds between notifications while events keep joining.
+    interval: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +52,15 @@ class Rule:
     source: str = ""
     #: Seconds: the rule does not act on an older event (None: the worker's default, if any).
     max_age: float | None = None
+    #: A rule that acts when an expected event does not come (see :mod:`worker.remember`).
+    expect: Expect | None = None
+    #: A rule that acts once for a group of events (see :mod:`worker.remember`).
+    group: Group | None = None
+
+    @property
+    def remembers(self) -> bool:
+        """Whether the rule acts through the partition's memory rather than on each event."""
+        return self.expect is not None or self.group is not None
 
 
 class Outcome(enum.StrEnum):
@@ -133,6 +167,13 @@ class RulesTable:
     warnings: tuple[str, ...] = ()
     #: Whether any rule has a max_age of its own.
     ages: bool = False
+    #: The rules with ``expect``, whose ``expect.filter`` every event is tried against.
+    expecting: tuple[Rule, ...] = ()
+    #: Whether any rule remembers (``expect`` or ``group``).
+    remembers: bool = False
+    #: Event types only an ``expect.filter`` names (case-folded); None: one admits every type.
+    _expected_types: frozenset[str] | None = field(default=frozenset(), repr=False)
+    _named: dict[str, Rule] = field(default_factory=dict, repr=False)
     _topics_as_written: frozenset[str] = field(default=frozenset(), repr=False)
     _by_type: dict[str, _PrefixIndex] = field(default_factory=dict, repr=False)
     _any_type: _PrefixIndex | None = field(default=None, repr=False)
@@ -151,19 +192,37 @@ class RulesTable:
             for name in rule.filter.event_type_names:
                 index.setdefault(name, index[name.casefold()])
         topics = tuple(topics)
+        expecting = tuple(rule for rule in rules if rule.expect is not None)
+        expected: frozenset[str] | None = frozenset()
+        for rule in expecting:
+            assert rule.expect is not None  # noqa: S101 - selected above
+            types = rule.expect.filter.event_types
+            expected = None if types is None or expected is None else expected | types
         return cls(
             rules=tuple(rules),
             topics=frozenset(t.casefold() for t in topics),
             warnings=tuple(warnings),
             ages=any(rule.max_age is not None for rule in rules),
+            expecting=expecting,
+            remembers=any(rule.remembers for rule in rules),
+            _expected_types=expected,
+            _named={rule.name: rule for rule in rules},
             _topics_as_written=frozenset(topics),
             _by_type=index,
             _any_type=_PrefixIndex.build(rules, every_type) if every_type else None,
         )
 
     def handles(self, event_type: str) -> bool:
-        """Whether any rule names this event type (or admits every type)."""
-        return self._any_type is not None or event_type in self._by_type or event_type.casefold() in self._by_type
+        """Whether any rule names this event type (or admits every type), in its filter or its ``expect``."""
+        if self._any_type is not None or event_type in self._by_type:
+            return True
+        folded = event_type.casefold()
+        expected = self._expected_types
+        return folded in self._by_type or expected is None or folded in expected
+
+    def rule(self, name: str) -> Rule | None:
+        """The rule of that name, if the table has it."""
+        return self._named.get(name)
 
     def admits_topic(self, topic: str | None) -> bool:
         return (
@@ -178,7 +237,8 @@ class RulesTable:
             return _FOREIGN
         index = self._by_type.get(event.type) or self._by_type.get(event.type.casefold(), self._any_type)
         if index is None:
-            return _UNHANDLED
+            # A type only an ``expect.filter`` names is handled: it may fulfil an expectation.
+            return _UNMATCHED if self.expecting and self.handles(event.type) else _UNHANDLED
         matched = tuple([rule for _, holds, rule in index.candidates(event.subject) if holds(event)])
         return Verdict(Outcome.MATCHED, matched) if matched else _UNMATCHED
 

@@ -1,6 +1,7 @@
 """Which files a list of rules sources names, a fingerprint of what they hold, and when it has changed.
 
-A source is a file, or a directory searched recursively for ``*.yaml`` / ``*.yml``. Below a
+A source is a file, or a directory searched recursively for ``*.yaml`` / ``*.yml``, except rules
+tests (``*.test.yaml`` / ``*.test.yml``, which ``worker test`` reads). Below a
 directory, every path with a part that starts with ``.`` is skipped, and symlinks are followed. That
 is how Kubernetes mounts a ConfigMap: each key is a visible symlink, ``rules.yaml ->
 ..data/rules.yaml``; ``..data`` is a symlink to the hidden directory of the current version,
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Final
 
 SUFFIXES: Final = (".yaml", ".yml")
+#: Rules tests (``worker test``), kept beside the rules they test: never rules themselves.
+TEST_SUFFIXES: Final = (".test.yaml", ".test.yml")
 #: The link, in a ConfigMap volume, to the directory of the version in force.
 DATA: Final = "..data"
 
@@ -63,7 +66,8 @@ class RulesWatch:
 
 def paths_of(sources: Iterable[str | Path]) -> list[Path]:
     """Rules files from files and directories: a file as given; a directory's ``*.yaml`` / ``*.yml``
-    at any depth, sorted, leaving out hidden paths and following symlinks (see the module)."""
+    at any depth, sorted, leaving out hidden paths and rules tests and following symlinks (see the
+    module)."""
     return _listing(sources)[0]
 
 
@@ -135,7 +139,7 @@ class _Walk:
                 if entry.is_dir():  # follows a symlink
                     self.directory(path)
                 elif entry.is_file():
-                    if path.suffix in SUFFIXES:
+                    if path.suffix in SUFFIXES and not path.name.endswith(TEST_SUFFIXES):
                         self.found.append(path)
                 elif entry.is_symlink():
                     dangling = True

@@ -15,6 +15,14 @@ File format::
         enabled: true      # optional, default true
         max_age: 2h        # optional: no action on an older event (counted as stale)
         filter: {...}      # an Event Grid filter object, plus all / any / not
+        expect:            # optional: act when no matching event with the same key follows in time
+          within: 6h
+          key: "{{ subject }}"   # optional, the default
+          filter: {...}
+        group:             # optional (not with expect): act once per group of matched events
+          by: "{{ data.experimentName }}"
+          wait: 2m
+          interval: 30m
         actions:
           - type: log
 """
@@ -31,15 +39,18 @@ import yaml
 from pydantic import ValidationError
 
 from worker.actions import ActionSpec, action_types
+from worker.actions.templates import Template
 from worker.errors import Problem, RulesError
 from worker.filters import Path as KeyPath
 from worker.filters import _did_you_mean, compile_filter
 from worker.moments import parse_duration
-from worker.rules import Rule, RulesTable
+from worker.rules import Expect, Group, Rule, RulesTable
 from worker.rulesdirs import fingerprint, paths_of
 
 TABLE_KEYS: Final = ("workspaces", "rules")
-RULE_KEYS: Final = ("name", "description", "enabled", "max_age", "filter", "actions")
+RULE_KEYS: Final = ("name", "description", "enabled", "max_age", "filter", "expect", "group", "actions")
+EXPECT_KEYS: Final = ("within", "key", "filter")
+GROUP_KEYS: Final = ("by", "wait", "interval")
 
 #: The event types an Azure ML workspace publishes.
 ML_EVENT_TYPES: Final = frozenset(
@@ -214,27 +225,100 @@ def _rule(raw: object, at: KeyPath, state: _FileState) -> None:
     if not isinstance(description, str):
         state.report((*at, "description"), "'description' must be a string")
         description = ""
-    max_age = _max_age(raw.get("max_age"), (*at, "max_age"), state)
+    max_age = _duration(raw.get("max_age"), (*at, "max_age"), state)
     compiled = compile_filter(raw.get("filter"), (*at, "filter"), state.report)
     if compiled is not None and isinstance(raw.get("filter"), dict):
         _warn_unknown_types(raw["filter"], name, (*at, "filter"), state)
+    expect = group = None
+    ok = True
+    if "expect" in raw:
+        expect = _expect(raw["expect"], (*at, "expect"), state)
+        ok = expect is not None
+    if "group" in raw:
+        group = _group(raw["group"], (*at, "group"), state)
+        ok = ok and group is not None
+        if "expect" in raw:
+            state.report((*at, "group"), "a rule has 'expect' or 'group', not both: make two rules")
+            ok = False
     actions = _actions(raw.get("actions"), (*at, "actions"), state)
-    if name and compiled is not None and actions is not None and enabled is True:
-        state.rules.append(Rule(name, compiled, actions, description, state.where(at), max_age))
+    if name and compiled is not None and actions is not None and ok and enabled is True:
+        state.rules.append(Rule(name, compiled, actions, description, state.where(at), max_age, expect, group))
 
 
-def _max_age(raw: object, at: KeyPath, state: _FileState) -> float | None:
+def _duration(raw: object, at: KeyPath, state: _FileState, *, required: bool = False) -> float | None:
     """Seconds from a duration (``2h``); None when absent or wrong (reported)."""
+    field = str(at[-1])
     if raw is None:
+        if required:
+            state.report(at, f"'{field}' is required: a duration such as 90s, 30m, 6h or 2d")
         return None
     if not isinstance(raw, str):
-        state.report(at, f"'max_age' must be a duration such as 2h, got {raw!r}")
+        state.report(at, f"'{field}' must be a duration such as 90s, 30m, 6h or 2d, got {raw!r}")
         return None
     try:
         return parse_duration(raw).total_seconds()
     except ValueError as exc:
-        state.report(at, f"'max_age': {exc}")
+        state.report(at, f"'{field}': {exc}")
         return None
+
+
+def _template(raw: object, at: KeyPath, state: _FileState) -> Template | None:
+    field = str(at[-1])
+    if not isinstance(raw, str) or not raw.strip():
+        state.report(at, f"'{field}' must be a template (a string such as \"{{{{ subject }}}}\"), got {raw!r}")
+        return None
+    try:
+        return Template.compile(raw)
+    except ValueError as exc:
+        state.report(at, f"'{field}': {exc}")
+        return None
+
+
+def _fields(raw: object, at: KeyPath, state: _FileState, keys: tuple[str, ...], example: str) -> bool | None:
+    """None if ``raw`` is not a mapping; else whether all its fields are among ``keys`` (each
+    unknown one reported)."""
+    name = str(at[-1])
+    if not isinstance(raw, dict):
+        state.report(at, f"'{name}' must be a mapping, such as {example}")
+        return None
+    known = True
+    for key in raw:
+        if key not in keys:
+            state.report((*at, key), f"unknown field {key!r} of '{name}'{_did_you_mean(str(key), keys)}")
+            known = False
+    return known
+
+
+def _expect(raw: object, at: KeyPath, state: _FileState) -> Expect | None:
+    known = _fields(raw, at, state, EXPECT_KEYS, "{within: 6h, filter: {...}}")
+    if known is None:
+        return None
+    assert isinstance(raw, dict)  # noqa: S101 - checked by _fields
+    within = _duration(raw.get("within"), (*at, "within"), state, required=True)
+    key = _template(raw["key"], (*at, "key"), state) if "key" in raw else None
+    if "filter" not in raw:
+        state.report((*at, "filter"), "'expect' needs a 'filter': the event expected to follow")
+        return None
+    compiled = compile_filter(raw["filter"], (*at, "filter"), state.report)
+    if not known or within is None or compiled is None or ("key" in raw and key is None):
+        return None
+    return Expect(within, str(raw["within"]).strip(), compiled, key)
+
+
+def _group(raw: object, at: KeyPath, state: _FileState) -> Group | None:
+    example = '{by: "{{ data.experimentName }}", wait: 2m, interval: 30m}'
+    known = _fields(raw, at, state, GROUP_KEYS, example)
+    if known is None:
+        return None
+    assert isinstance(raw, dict)  # noqa: S101 - checked by _fields
+    if "by" not in raw:
+        state.report((*at, "by"), f"'group' needs 'by': the key events are grouped by, such as {example}")
+    by = _template(raw["by"], (*at, "by"), state) if "by" in raw else None
+    wait = _duration(raw.get("wait"), (*at, "wait"), state, required=True)
+    interval = _duration(raw.get("interval"), (*at, "interval"), state, required=True)
+    if not known or by is None or wait is None or interval is None:
+        return None
+    return Group(by, wait, interval)
 
 
 def _warn_unknown_types(raw: Mapping[str, object], rule: str | None, at: KeyPath, state: _FileState) -> None:

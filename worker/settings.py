@@ -53,6 +53,13 @@ class CoreSettings:
     sequencers: tuple[tuple[str, str], ...] = ()
     #: Seconds: rules without a ``max_age`` of their own do not act on older events (None: no limit).
     max_age: float | None = None
+    #: What time expectations and groups fall due by: the events' enqueued times as they are
+    #: released (a replay, deterministic), or the wall clock minus the window (the live worker).
+    clock: Literal["watermark", "wall"] = "watermark"
+    #: Expectations and groups pending per partition; past it new ones are forgotten (counted).
+    max_pending: int = 10_000
+    #: Events a group notification lists; the rest are counted only.
+    max_group_events: int = 100
 
 
 @dataclass(frozen=True, slots=True)

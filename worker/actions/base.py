@@ -50,6 +50,28 @@ def idempotency_key(event_id: str, rule: str, action_index: int) -> str:
     return digest[:32]
 
 
+class Memo(Protocol):
+    """What a rule that remembers acts on (:mod:`worker.memos`): an expectation that expired, or a
+    group's notification."""
+
+    @property
+    def id(self) -> str:
+        """Stable across restarts: what the action's idempotency key is made from."""
+
+    @property
+    def kind(self) -> str:
+        """``expiry`` or ``group``."""
+
+    @property
+    def late(self) -> bool: ...
+
+    def template_context(self) -> dict[str, object]:
+        """The names it adds to a template's context (``expectation``, or ``group`` and ``events``)."""
+
+    def record(self) -> dict[str, object]:
+        """The fields it adds to a ``file`` action's line."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlannedAction:
     """An action a matched rule asks for, on one event."""
@@ -59,10 +81,13 @@ class PlannedAction:
     event: Event
     #: Set when the event arrived after a later one of its subject had been processed.
     late: bool = False
+    #: For a rule that remembers: the expiry or group notification it acts on (``event`` is its event).
+    memo: Memo | None = None
 
     @property
     def idempotency_key(self) -> str:
-        return idempotency_key(self.event.id, self.rule, self.spec.index)
+        memo = self.memo
+        return idempotency_key(self.event.id if memo is None else memo.id, self.rule, self.spec.index)
 
     @property
     def request_id(self) -> str:

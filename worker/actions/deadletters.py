@@ -79,7 +79,7 @@ def dead_letter_record(action: PlannedAction, attempts: tuple[Attempt, ...]) -> 
         body: dict[str, str] = {"text": message.body.decode("utf-8")}
     except UnicodeDecodeError:
         body = {"base64": base64.b64encode(message.body).decode("ascii")}
-    return {
+    record: dict[str, object] = {
         "rule": action.rule,
         "action": {"type": action.spec.type, "index": action.spec.index},
         "idempotency_key": action.idempotency_key,
@@ -97,6 +97,9 @@ def dead_letter_record(action: PlannedAction, attempts: tuple[Attempt, ...]) -> 
             {"at": a.at.isoformat(), "error": a.error, "transient": a.transient, "reason": a.reason} for a in attempts
         ],
     }
+    if action.memo is not None:  # an expiry or a group notification: its event is the one it names
+        record["memo"] = {"kind": action.memo.kind, **action.memo.record()}
+    return record
 
 
 def _json_safe(value: object) -> object:

@@ -36,6 +36,8 @@ def action_record(action: PlannedAction, *, include_data: bool = False) -> dict[
         "sequence_number": position.sequence_number,
         "late": action.late,
     }
+    if action.memo is not None:
+        record.update(action.memo.record())
     if include_data:
         record["data"] = event.data
     return record

@@ -2,7 +2,10 @@
 
 A template sees the event and the rule (:data:`CONTEXT_NAMES`): ``id``, ``type``, ``subject``,
 ``topic``, ``time`` (ISO 8601), ``data_version``, ``data``, ``event`` (the event's JSON object as
-received), ``rule``, ``action_index`` and ``idempotency_key``. Members of JSON objects are looked up
+received), ``rule``, ``action_index`` and ``idempotency_key``; for a rule that remembers (see
+:mod:`worker.memos`), ``expectation`` (an expiry's ``key``, ``deadline`` and ``within``) or ``group``
+(a notification's ``key``, ``count``, ``first`` and ``last``), and ``events`` (a notification's
+events, in order; otherwise the one event). Members of JSON objects are looked up
 as filter keys are: exact name first, then ignoring case (``data.ModelName`` finds ``modelName``).
 
 Templates run in Jinja's sandbox (no access to Python internals) with no loader (no ``include``,
@@ -37,6 +40,7 @@ from pydantic_core import core_schema
 
 from worker.actions.base import PlannedAction
 from worker.errors import RenderError
+from worker.events import Event
 from worker.keys import MISSING, member
 
 CONTEXT_NAMES: Final = (
@@ -51,6 +55,9 @@ CONTEXT_NAMES: Final = (
     "rule",
     "action_index",
     "idempotency_key",
+    "expectation",
+    "group",
+    "events",
 )
 _KNOWN: Final = frozenset(CONTEXT_NAMES)
 #: The filters templates may use: Jinja's own, of these names.
@@ -117,6 +124,10 @@ _FORBIDDEN: Final = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extend
 #: A template that is one expression and nothing else (Jinja's whitespace control, ``{{-``, ``{{+`` and
 #: ``-}}``, is not part of the expression).
 _ONE_EXPRESSION: Final = re.compile(r"\s*\{\{[-+]?(?P<expression>(?:(?!\{\{|\}\}).)*?)-?\}\}\s*", re.DOTALL)
+#: A template that is one name or member path and nothing else (``{{ data.experimentName }}``).
+_ONE_PATH: Final = re.compile(r"\{\{-?\s*(?P<path>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*-?\}\}")
+#: The names of :func:`event_context`.
+_EVENT_NAMES: Final = frozenset(("id", "type", "subject", "topic", "time", "data_version", "data", "event"))
 #: What evaluating a template may raise: Jinja's errors, and Python's on wrong types or values.
 _RENDER_ERRORS: Final = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError)
 
@@ -152,9 +163,8 @@ _TEXT: Final = _Environment(autoescape=False)
 _HTML: Final = _Environment(autoescape=True)
 
 
-def context_of(action: PlannedAction) -> dict[str, object]:
-    """What templates see for one planned action."""
-    event = action.event
+def event_context(event: Event) -> dict[str, object]:
+    """What a template sees of one event: a group's ``by`` and an expectation's ``key`` see only this."""
     return {
         "id": event.id,
         "type": event.type,
@@ -164,9 +174,35 @@ def context_of(action: PlannedAction) -> dict[str, object]:
         "data_version": event.data_version,
         "data": event.data,
         "event": event.envelope,
+    }
+
+
+def path_value(event: Event, path: tuple[str, ...]) -> object:
+    """What a template of one member path (:attr:`Template.path`) reads of an event, as rendering
+    would find it, without rendering; :data:`~worker.keys.MISSING` where rendering would fail."""
+    head = path[0]
+    if head not in _EVENT_NAMES:
+        return MISSING
+    value: object = event_context(event)[head] if head != "data" else event.data
+    for name in path[1:]:
+        if type(value) is not dict:
+            return MISSING
+        value = member(value, name)
+    return value
+
+
+def context_of(action: PlannedAction) -> dict[str, object]:
+    """What templates see for one planned action."""
+    event, memo = action.event, action.memo
+    return {
+        **event_context(event),
         "rule": action.rule,
         "action_index": action.spec.index,
         "idempotency_key": action.idempotency_key,
+        "expectation": None,
+        "group": None,
+        "events": [event.envelope],
+        **(memo.template_context() if memo is not None else {}),
     }
 
 
@@ -214,6 +250,8 @@ class Template:
 
     source: str
     compiled: jinja2.Template = field(repr=False, compare=False)
+    #: For a template that is one name or member path (``{{ data.experimentName }}``): its parts.
+    path: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     #: The environment templates of this class compile in.
     ENVIRONMENT: ClassVar[_Environment] = _TEXT
@@ -221,7 +259,9 @@ class Template:
     @classmethod
     def compile(cls, source: str) -> Template:
         environment = cls.ENVIRONMENT
-        return cls(source, environment.from_string(_parse(environment, source)))
+        found = _ONE_PATH.fullmatch(source)
+        path = tuple(found["path"].split(".")) if found else None
+        return cls(source, environment.from_string(_parse(environment, source)), path)
 
     def render(self, context: Context) -> str:
         try:
