@@ -4,17 +4,21 @@ a self-signed certificate for their TLS, and an Azure AD credential that hands o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import ssl
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SmtpServer  # noqa: N811 - a class, named as one
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from azure.core.credentials import AccessToken
@@ -186,3 +190,66 @@ class Mailbox:
         login, password = auth_data.login.decode(), auth_data.password.decode()
         self.logins.append((login, password))
         return AuthResult(success=(login, password) == ("ml-alerts", "smtp-secret"))
+
+
+class _Connections:
+    """The connections an SMTP server has open; its thread opens and closes them, the test waits."""
+
+    def __init__(self) -> None:
+        self._open: set[int] = set()
+        self._changed = threading.Condition()
+
+    def opened(self, server: SmtpServer) -> None:
+        with self._changed:
+            self._open.add(id(server))  # a set: STARTTLS makes the same connection again
+
+    def closed(self, server: SmtpServer) -> None:
+        with self._changed:
+            self._open.discard(id(server))
+            self._changed.notify_all()
+
+    def wait_closed(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._open, timeout)
+
+
+class _CountedSmtp(SmtpServer):
+    def __init__(self, handler: Any, *, connections: _Connections, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._connections = connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._connections.opened(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        try:
+            super().connection_lost(error)
+        finally:
+            self._connections.closed(self)
+
+
+class _MailController(Controller):
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.connections = _Connections()
+
+    def factory(self) -> SmtpServer:
+        return _CountedSmtp(self.handler, connections=self.connections, **self.SMTP_kwargs)
+
+
+@contextlib.asynccontextmanager
+async def mail_server(mailbox: Mailbox, **options: Any) -> AsyncIterator[int]:
+    """An aiosmtpd server for ``mailbox`` on a free loopback port (yielded), in its own thread.
+
+    It stops once every connection it accepted has closed: its loop ends with its thread, and would
+    leave a connection still open then unclosed (the clients' sockets close as the test's loop runs,
+    so the wait runs in a thread)."""
+    controller = _MailController(mailbox, hostname="127.0.0.1", port=free_port(), **options)
+    controller.start()
+    try:
+        yield controller.port
+    finally:
+        closed = await asyncio.to_thread(controller.connections.wait_closed, 30)
+        controller.stop()
+        assert closed, "the mail server still had connections open 30 s after the test"

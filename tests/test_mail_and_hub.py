@@ -4,7 +4,7 @@ the ``eventhub`` action: its messages, and forwarding through the real producer 
 from __future__ import annotations
 
 import email
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from email.message import Message as MailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -12,12 +12,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 
 from tests.hubclient import collect
 from tests.servers import free_port
 from tests.support import make_event
-from tests.targets import Certificate, Mailbox
+from tests.targets import Certificate, Mailbox, mail_server
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
 from worker.actions.eventhub import EventHubParams, build_message
 from worker.actions.services import Services
@@ -40,7 +39,7 @@ def planned(action_spec: ActionSpec, **event: Any) -> PlannedAction:
 
 
 @pytest.fixture(params=["starttls", "implicit"])
-def smtp(request: pytest.FixtureRequest, certificate: Certificate) -> Iterator[tuple[str, int, Mailbox]]:
+async def smtp(request: pytest.FixtureRequest, certificate: Certificate) -> AsyncIterator[tuple[str, int, Mailbox]]:
     """An SMTP server on loopback that requires TLS (STARTTLS or implicit) before a login."""
     mailbox = Mailbox()
     tls: dict[str, Any] = (
@@ -49,17 +48,8 @@ def smtp(request: pytest.FixtureRequest, certificate: Certificate) -> Iterator[t
         # aiosmtpd counts only STARTTLS as TLS for AUTH; with implicit TLS the whole connection is.
         else {"ssl_context": certificate.server_context(), "auth_require_tls": False}
     )
-    controller = Controller(
-        mailbox,
-        hostname="127.0.0.1",
-        port=free_port(),
-        authenticator=mailbox.authenticator,
-        auth_required=True,
-        **tls,
-    )
-    controller.start()
-    yield request.param, controller.port, mailbox
-    controller.stop()
+    async with mail_server(mailbox, authenticator=mailbox.authenticator, auth_required=True, **tls) as port:
+        yield request.param, port, mailbox
 
 
 def mail_spec(tls: str, port: int, certificate: Certificate, **overrides: Any) -> ActionSpec:
@@ -113,15 +103,11 @@ async def test_refused_recipients_are_permanent_or_transient_by_reply_code(
     certificate: Certificate, reply: str, error: type[ActionError]
 ):
     mailbox = Mailbox(reject={"oncall@example.com": reply, "lead@example.com": reply})
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), ssl_context=certificate.server_context())
-    controller.start()
-    try:
-        action = mail_spec("implicit", controller.port, certificate, username=None, password=None, cc=[])
+    async with mail_server(mailbox, ssl_context=certificate.server_context()) as port:
+        action = mail_spec("implicit", port, certificate, username=None, password=None, cc=[])
         executor = action_types()["email"].executor(action.params, Services())
         with pytest.raises(error, match=reply.split(maxsplit=1)[0]):
             await executor.execute(planned(action))
-    finally:
-        controller.stop()
     assert mailbox.messages == []
 
 
