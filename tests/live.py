@@ -244,3 +244,14 @@ def worker_log(cwd: Path) -> list[dict[str, object]]:
 
 
 __all__ = ["ROOT"]
+
+
+def held_partitions(cwd: Path) -> set[str]:
+    """The partitions a worker holds, by its own log: claimed and not closed since."""
+    held: set[str] = set()
+    for entry in worker_log(cwd):
+        if entry.get("event") == "partition.claimed":
+            held.add(str(entry["partition_id"]))
+        elif entry.get("event") == "partition.closed":
+            held.discard(str(entry["partition_id"]))
+    return held

@@ -24,7 +24,17 @@ from azure.eventhub.aio import EventHubProducerClient
 from azure.storage.blob.aio import ContainerClient
 
 from tests.hubclient import send as send_bodies
-from tests.live import Actions, local_hub, owners, start_worker, stop_worker, wait_for, worker_env, worker_log
+from tests.live import (
+    Actions,
+    held_partitions,
+    local_hub,
+    owners,
+    start_worker,
+    stop_worker,
+    wait_for,
+    worker_env,
+    worker_log,
+)
 from tests.servers import Azurite
 from worker.actions import idempotency_key
 from worker.localhub.hub import LocalHub
@@ -219,17 +229,6 @@ def has_line(cwd: Path, event_id: str) -> Callable[[], Awaitable[bool]]:
         return any(line["event_id"] == event_id for line in lines_of(cwd))
 
     return written
-
-
-def held_partitions(cwd: Path) -> set[str]:
-    """The partitions a worker holds, by its own log: claimed and not closed since."""
-    held: set[str] = set()
-    for entry in worker_log(cwd):
-        if entry.get("event") == "partition.claimed":
-            held.add(str(entry["partition_id"]))
-        elif entry.get("event") == "partition.closed":
-            held.discard(str(entry["partition_id"]))
-    return held
 
 
 @pytest.fixture
