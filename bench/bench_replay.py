@@ -13,7 +13,12 @@ Then the peak
 memory (max RSS) of ``replay --dry-run`` in a fresh process over 100,000 and over 1,000,000 events
 (target: within 20 MB of each other).
 
-    python -m bench.bench_replay [--events N] [--large N] [--repeat R] [--workdir DIR]
+Then the replay on every core: ``replay --dry-run`` of a capture of 4 partitions in one process
+(``--processes 1``) and in one process per usable core (at most 4), alternating, round after round;
+it prints the cores used, each one's median events per second (start-up, planning and report
+included) and the median ratio of the rounds (target: at least 0.8 x the cores).
+
+    python -m bench.bench_replay [--events N] [--large N] [--repeat R] [--parallel-events N] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +45,7 @@ from worker import mlevents
 from worker.capture import number_messages, read_capture, write_capture
 from worker.cli import main as cli_main
 from worker.events import decode
+from worker.replay_pool import usable_cores
 
 _PEAK = """
 import resource, sys
@@ -48,14 +56,15 @@ sys.exit(code)
 """
 
 
-def write_file(path: Path, count: int, seed: int) -> Path:
+def write_file(path: Path, count: int, seed: int, partition: str = "0") -> Path:
     """A capture file of ``count`` ~1 KB Event Grid events under the default layout."""
-    path = path / "bench" / "ml-events" / "0" / "2026" / "11" / "01" / "09" / "00" / "00.avro"
+    path = path / "bench" / "ml-events" / partition / "2026" / "11" / "01" / "09" / "00" / "00.avro"
     path.parent.mkdir(parents=True, exist_ok=True)
     bodies = mlevents.bodies(count, mlevents.Options(seed=seed, body_size=1_000))
     start = mlevents.Options().start
+    messages = number_messages(bodies, start=start, step=timedelta(milliseconds=300), partition_id=partition)
     with path.open("wb") as stream:
-        write_capture(stream, number_messages(bodies, start=start, step=timedelta(milliseconds=300)))
+        write_capture(stream, messages)
     return path
 
 
@@ -86,13 +95,14 @@ def decode_records(path: Path) -> int:
     return count
 
 
-def replay_args(rules: Path, source: Path) -> list[str]:
-    return ["replay", "--dry-run", "--log-level", "warning", "--rules", str(rules), str(source)]
+def replay_args(rules: Path, source: Path, processes: int = 1) -> list[str]:
+    options = ["--dry-run", "--log-level", "warning", "--processes", str(processes)]
+    return ["replay", *options, "--rules", str(rules), str(source)]
 
 
-def dry_run(rules: Path, source: Path) -> None:
+def dry_run(rules: Path, source: Path, processes: int = 1) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
-        code = cli_main(replay_args(rules, source))
+        code = cli_main(replay_args(rules, source, processes))
     if code != 0:
         raise SystemExit(f"replay failed with exit code {code}")
 
@@ -118,6 +128,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=1_000_000, help="events for the second memory reading")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--parallel-events", type=int, default=480_000, help="events of the 4-partition capture (all cores)"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the generated files here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -147,6 +160,33 @@ def main() -> None:
         print(f"peak memory of replay --dry-run: {args.events:>9,} events {small_peak:7.1f} MB")
         print(f"                                 {args.large:>9,} events {large_peak:7.1f} MB")
         print(f"difference: {large_peak - small_peak:+.1f} MB (target: within 20 MB)")
+
+        every_core(rules, work / "partitioned", args.parallel_events, args.repeat)
+
+
+def every_core(rules: Path, root: Path, events: int, rounds: int) -> None:
+    """``replay --dry-run`` of 4 partitions: one process against one per usable core, alternating."""
+    partitions = 4
+    for partition in range(partitions):
+        write_file(root, events // partitions, seed=10 + partition, partition=str(partition))
+    os.sync()  # the files on disk before the clock starts: writing them back would take a core meanwhile
+    cores = min(usable_cores(), partitions)
+    print(f"replay, all cores, on a capture of {partitions} partitions: {events:,} events; cores used: {cores}")
+    if cores < 2:
+        print("  one usable core: nothing to compare")
+        return
+    one: list[float] = []
+    every: list[float] = []
+    for _ in range(rounds):
+        one.append(events / best(lambda: dry_run(rules, root, 1), 1))
+        every.append(events / best(lambda: dry_run(rules, root, cores), 1))
+    ratios = [b / a for a, b in zip(one, every, strict=True)]
+    print(f"  one process (--processes 1)      {statistics.median(one):>10,.0f} events/s")
+    print(f"  all cores (--processes {cores})       {statistics.median(every):>10,.0f} events/s")
+    print(
+        f"  all cores / one process: {statistics.median(ratios):.2f} (median of {rounds}; rounds "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}; target: at least {0.8 * cores:.1f}, 0.8 x {cores} cores)"
+    )
 
 
 if __name__ == "__main__":

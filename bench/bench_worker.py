@@ -3,15 +3,23 @@
 1. Throughput. N realistic ~1 KB events are published to a local hub; then a bare SDK consumer
    (``receive_batch``, prefetch 3,000, no checkpoints) and ``worker run`` (a 50-rule table with
    ``log`` actions, checkpoints to a local directory, the same prefetch) each read them all from the
-   start, in turn, as subprocesses. Printed: events/s of each, sustained (between the 10% and 90%
-   marks of the stream: neither the start nor the reorder window's wait for the last events) and
-   over the whole stream (the first event read to the last with an outcome), and their ratios. The
-   worker's counts come from its /metrics, updated by the pipeline process four times a second:
-   its marks are known to about a quarter of a second, hence the long default stream.
+   start, in turn, as subprocesses, for a few rounds. Printed: events/s of each, sustained (between
+   the 10% and 90% marks of the stream: neither the start nor the reorder window's wait for the last
+   events) and over the whole stream (the first event read to the last with an outcome), and their
+   ratios. The worker's counts come from its /metrics, updated by the pipeline process four times a
+   second: its marks are known to about a quarter of a second, hence the long default stream.
+   Over the same stretch of the stream, the CPU per event of each process: the bare consumer's, and
+   the worker's receiving process (the parent) and pipeline process (the child), each read from
+   /proc as the stretch's first and last events passed it (user + system, all threads; the local
+   hub's CPU is not counted), with the events/s each would reach on a core of its own. The
+   receiving process reads ahead of the pipeline (by up to its prefetch and inboxes): its stretch
+   is when it received those events, the pipeline process's when it finished them.
 2. Steady stream. Events are published at 1,000 a second for a while to a second hub, read by
    ``worker run``: printed are the checkpoint writes per partition per minute, and the end-to-end
    latency (enqueued to action done) p50/p99, raw and beyond the reorder window (the wait the window
    imposes on purpose).
+3. Idle cost. ``worker run`` owning the 8 partitions of an idle hub (no events), for a minute after
+   it has claimed them all: the CPU (% of one core) and memory (RSS) of each of its processes.
 
 The figures are ratios and percentiles measured in the same run: these machines are shared.
 """
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import re
 import statistics
@@ -28,16 +37,18 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 from azure.eventhub import EventData
 from azure.eventhub.aio import PartitionContext
 
 from bench.bench_localhub import start_hub
+from bench.processes import child_pid, cpu_seconds, rss_bytes
 from bench.tables import base_filters, prefixed_filters, rules_yaml
 from tests.servers import free_port
 from worker import mlevents
@@ -46,6 +57,7 @@ from worker.publish import GenerateOptions, generated_events, plan, publish
 ROOT = Path(__file__).resolve().parents[1]
 PREFETCH = 3000
 BATCH = 300
+SCRAPE_SAMPLES = 20
 
 
 @contextmanager
@@ -71,11 +83,20 @@ async def publish_all(connection: str, deliveries: list[mlevents.Delivery]) -> N
 # --- the bare consumer (run as a subprocess: ``python -m bench.bench_worker --bare CONN N``) ------------
 
 
+class Run(NamedTuple):
+    """One reading of the stream: events/s, sustained and whole, and CPU seconds per event of each
+    process that read it (over the sustained stretch)."""
+
+    sustained: float
+    whole: float
+    cpu: tuple[float, ...]
+
+
 async def bare_consumer(connection: str, count: int) -> None:
     from azure.eventhub.aio import EventHubConsumerClient  # noqa: PLC0415
 
     client = EventHubConsumerClient.from_connection_string(connection, consumer_group="$Default")
-    marks = Marks(count)
+    marks = Marks(count, lambda: (cpu_seconds(os.getpid()),))
     seen, done = 0, asyncio.Event()
 
     async def on_batch(_context: PartitionContext, events: list[EventData]) -> None:
@@ -89,37 +110,58 @@ async def bare_consumer(connection: str, count: int) -> None:
         client.receive_batch(on_batch, max_batch_size=BATCH, prefetch=PREFETCH, starting_position="-1")
     )
     await done.wait()
-    print(orjson.dumps({"sustained": marks.sustained(), "whole": marks.whole()}).decode(), flush=True)
+    print(orjson.dumps(tuple(marks.run())).decode(), flush=True)
     await client.close()
     receiving.cancel()
 
 
-class Marks:
-    """When a count of events passed the first event, 10%, 90% and all of the stream."""
+def _no_reading() -> tuple[float, ...]:
+    return ()
 
-    def __init__(self, count: int) -> None:
+
+class Marks:
+    """When a count of events passed the first event, 10%, 90% and all of the stream; with the count
+    seen then, and each measured process's CPU seconds then (``reading``, called as a mark passes)."""
+
+    def __init__(self, count: int, reading: Callable[[], tuple[float, ...]] = _no_reading) -> None:
         self.count = count
         self.times: dict[float, float] = {}
+        self.done: dict[float, float] = {}
+        self.cpu: dict[float, tuple[float, ...]] = {}
+        self._reading = reading
 
     def update(self, done: float, now: float) -> None:
         for mark in (0.0, 0.1, 0.9, 1.0):
             if mark not in self.times and done > 0 and done >= mark * self.count:
-                self.times[mark] = now
+                self.times[mark], self.done[mark], self.cpu[mark] = now, done, self._reading()
 
     def next_mark(self, done: float) -> float:
         """The count of the next mark to pass."""
         return next((mark * self.count for mark in (0.1, 0.9, 1.0) if mark not in self.times), self.count) - done
 
+    def stretch(self) -> float:
+        """The events seen between the 10% and 90% marks (as counted when each was seen passed)."""
+        if self.times[0.9] == self.times[0.1]:
+            raise SystemExit("the 10% and 90% marks were seen passed at once: run a longer stream (--events)")
+        return self.done[0.9] - self.done[0.1]
+
     def sustained(self) -> float:
         """Events per second between the 10% and 90% marks: the steady rate, without the start and the tail."""
-        return 0.8 * self.count / (self.times[0.9] - self.times[0.1])
+        return self.stretch() / (self.times[0.9] - self.times[0.1])
 
     def whole(self) -> float:
         """Events per second from the first event to the last."""
         return self.count / (self.times[1.0] - self.times[0.0])
 
+    def cpu_per_event(self) -> tuple[float, ...]:
+        """Each process's CPU seconds per event between the 10% and 90% marks: the stretch of ``sustained``."""
+        return tuple((end - start) / self.stretch() for start, end in zip(self.cpu[0.1], self.cpu[0.9], strict=True))
 
-def run_bare(connection: str, count: int) -> dict[str, float]:
+    def run(self) -> Run:
+        return Run(self.sustained(), self.whole(), self.cpu_per_event())
+
+
+def run_bare(connection: str, count: int) -> Run:
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_worker", "--bare", connection, str(count)],
         capture_output=True,
@@ -127,8 +169,8 @@ def run_bare(connection: str, count: int) -> dict[str, float]:
         cwd=ROOT,
         timeout=600,
     )
-    result: dict[str, float] = orjson.loads(out.stdout.splitlines()[-1])
-    return result
+    sustained, whole, cpu = orjson.loads(out.stdout.splitlines()[-1])
+    return Run(sustained, whole, tuple(cpu))
 
 
 # --- the worker -----------------------------------------------------------------------------------
@@ -154,10 +196,20 @@ def worker_env(connection: str, work: Path, rules: Path, port: int, **extra: str
 
 def scrape(port: int) -> dict[str, float]:
     """The worker's metrics, summed by name over their labels."""
+    return summed(scrape_text(port))
+
+
+def scrape_text(port: int) -> str:
+    """The worker's /metrics page (empty while it does not answer)."""
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        body: bytes = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
     except OSError:
-        return {}
+        return ""
+    return body.decode()
+
+
+def summed(text: str) -> dict[str, float]:
+    """The metrics of a /metrics page, summed by name over their labels."""
     out: dict[str, float] = {}
     for match in re.finditer(r"^(azml_worker_\w+)(?:\{[^}]*\})? (\S+)$", text, re.M):
         out[match[1]] = out.get(match[1], 0.0) + float(match[2])
@@ -168,26 +220,78 @@ def outcomes(metrics: dict[str, float]) -> float:
     return metrics.get("azml_worker_events_total", 0.0)
 
 
-def run_worker_throughput(connection: str, count: int, rules: Path, work: Path) -> dict[str, float]:
+def handed_on(text: str, count: int, partitions: int) -> float:
+    """The events of a stream of ``count`` (every one of them enqueued before the worker starts) that
+    the receiving process has received and handed on, live: ``count`` less each partition's lag (the
+    events enqueued after the last one delivered), once every partition's is known (0 until then)."""
+    lags = [float(match[1]) for match in re.finditer(r"^azml_worker_partition_lag\{[^}]*\} (\S+)$", text, re.M)]
+    return count - sum(lags) if len(lags) == partitions else 0.0
+
+
+class WorkerRun(NamedTuple):
+    """The worker's reading of the stream (CPU: the receiving process's, then the pipeline process's),
+    and the share of the receiving process's CPU in the stretch that went to serving this benchmark's
+    /metrics scrapes."""
+
+    run: Run
+    scraping: float
+
+
+def pipeline_process(parent: int) -> int:
+    """The pid of the worker's pipeline process (``python -m worker.child``, started by ``parent``)."""
+    child = child_pid(parent, "worker.child")
+    if child is None:
+        raise SystemExit("the worker's pipeline process was not found (is WORKER_PIPELINE_PROCESS off?)")
+    return child
+
+
+def run_worker_throughput(connection: str, count: int, partitions: int, rules: Path, work: Path) -> WorkerRun:
+    """The worker's rates, from its finished events (the marks ``finished`` passes); the receiving
+    process's CPU over the stretch in which it received the stream's 10% to 90% (``received``: it
+    reads ahead of the pipeline, by up to its prefetch and inboxes), the pipeline process's over the
+    stretch in which it finished them."""
     port = free_port()
     env = worker_env(connection, work, rules, port, WORKER_LOG_LEVEL="warning", WORKER_REORDER_WINDOW="0.5")
     with (work / "throughput.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, cwd=work, stdout=log, stderr=log)
+    child: int | None = None
+
+    def pipeline_cpu() -> tuple[float, ...]:
+        nonlocal child
+        child = child or pipeline_process(process.pid)
+        return (cpu_seconds(child),)
+
     try:
-        marks = Marks(count)
+        received = Marks(count, lambda: (cpu_seconds(process.pid),))
+        finished = Marks(count, pipeline_cpu)
+        scrapes: dict[float, int] = {}
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            metrics = scrape(port)
+        for scraped in itertools.count(1):
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not finish in time; see throughput.log")
+            text = scrape_text(port)
             now = time.perf_counter()
-            if metrics.get("azml_worker_events_read_total", 0.0) and 0.0 not in marks.times:
-                marks.times[0.0] = now
-            done = outcomes(metrics)
-            if done:
-                marks.update(done, now)
-            if 1.0 in marks.times:
-                return {"sustained": marks.sustained(), "whole": marks.whole()}
-            time.sleep(_poll(marks, done, now))
-        raise SystemExit("the worker did not finish in time; see throughput.log")
+            metrics = summed(text)
+            if metrics.get("azml_worker_events_read_total", 0.0) and 0.0 not in finished.times:
+                finished.times[0.0] = now
+            if done := outcomes(metrics):
+                finished.update(done, now)
+            if got := handed_on(text, count, partitions):
+                received.update(got, now)
+                for mark in received.cpu.keys() - scrapes.keys():
+                    scrapes[mark] = scraped
+            if 1.0 in finished.times:
+                break
+            time.sleep(min(_poll(received, got, now), _poll(finished, done, now)))
+        # What a scrape costs the receiving process, which serves /metrics: measured now, the stream read.
+        before = cpu_seconds(process.pid)
+        for _ in range(SCRAPE_SAMPLES):
+            scrape_text(port)
+        per_scrape = (cpu_seconds(process.pid) - before) / SCRAPE_SAMPLES
+        (receiving,) = received.cpu_per_event()
+        (pipeline,) = finished.cpu_per_event()
+        scraping = (scrapes[0.9] - scrapes[0.1]) * per_scrape / (receiving * received.stretch())
+        return WorkerRun(Run(finished.sustained(), finished.whole(), (receiving, pipeline)), scraping)
     finally:
         process.terminate()
         process.wait(60)
@@ -197,6 +301,8 @@ def _poll(marks: Marks, done: float, now: float) -> float:
     """Seconds to the next scrape: often near the marks, whose times are measured, and seldom between
     them, where a scrape would only take the worker's time (the /metrics page is large)."""
     started = marks.times.get(0.0)
+    if 1.0 in marks.times:
+        return 0.25
     if started is None or not done:
         return 0.01
     rate = done / max(now - started, 1e-3)
@@ -280,13 +386,117 @@ def run_steady(connection: str, partitions: int, rate: int, seconds: int, window
     )
 
 
+def report_throughput(rounds: list[tuple[Run, WorkerRun]]) -> None:
+    """Print the medians over the rounds: of each figure, and of each ratio taken within a round."""
+    bare = [bare for bare, _ in rounds]
+    worker = [worker.run for _, worker in rounds]
+    print("round by round: events/s sustained, and CPU per event over the same stretch, (a) then (b1) + (b2):")
+    for n, (a, b) in enumerate(zip(bare, worker, strict=True), 1):
+        print(
+            f"  {n}: (a) {a.sustained:>7,.0f}/s {a.cpu[0] * 1e6:5.1f} us   "
+            f"(b) {b.sustained:>7,.0f}/s {b.cpu[0] * 1e6:5.1f} + {b.cpu[1] * 1e6:5.1f} us"
+        )
+    print(
+        "events/s, sustained (between the 10% and 90% marks) and over the whole stream (first to last), "
+        f"median of {len(rounds)} rounds:"
+    )
+    for name, runs in (
+        ("(a) bare SDK consumer (receive_batch):            ", bare),
+        ("(b) worker run, 50 rules, log actions, checkpoints:", worker),
+    ):
+        print(f"{name} {_median(r.sustained for r in runs):>7,.0f}   {_median(r.whole for r in runs):>7,.0f}")
+    print(
+        f"(b) / (a): sustained {_median(b.sustained / a.sustained for a, b in zip(bare, worker, strict=True)):.0%}"
+        " (target: at least 80%); whole stream "
+        f"{_median(b.whole / a.whole for a, b in zip(bare, worker, strict=True)):.0%} (with the worker's start-up "
+        "of its partitions and the reorder window's wait for the last events)"
+    )
+    print(
+        "CPU per event over the same stretch of the stream (its 10% to 90%), and the events/s each process would"
+        " reach on a core of its own (events / its CPU seconds), median of the rounds. Measured: user + system\n"
+        "CPU seconds of each process (all its threads), read from /proc/PID/stat as the stretch's first and last"
+        " events passed it: received by (a) and (b1) (counted by the consumer itself; by (b1)'s /metrics,\n"
+        "the stream less each partition's lag), finished by (b2) (its /metrics outcomes). The local hub's CPU is"
+        " not counted."
+    )
+    for name, per_event in (
+        ("(a)  the bare SDK consumer's process", [a.cpu[0] for a in bare]),
+        ("(b1) worker, receiving process (the parent: SDK client, handoff, /metrics)", [b.cpu[0] for b in worker]),
+        ("(b2) worker, pipeline process (the child: decoding, rules, ordering, actions)", [b.cpu[1] for b in worker]),
+        ("(b1) + (b2): the worker's two processes on one core", [sum(b.cpu) for b in worker]),
+    ):
+        cpu = _median(per_event)
+        print(f"{name:<78} {cpu * 1e6:6.1f} us/event {1 / cpu:>9,.0f} events/s")
+    scraping = _median(w.scraping for _, w in rounds)
+    print(
+        f"(b1) / (a):  {_median(b.cpu[0] / a.cpu[0] for a, b in zip(bare, worker, strict=True)):.2f} (target: at most"
+        f" 1.25); of (b1), serving this benchmark's /metrics scrapes: {scraping:.1%}"
+    )
+    print(f"(b2) / (b1): {_median(b.cpu[1] / b.cpu[0] for b in worker):.2f} (target: at most 1)")
+
+
+def _median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def run_idle(seconds: int, rules: Path, work: Path) -> None:
+    """A worker owning the partitions of an idle hub: its processes' CPU and memory over ``seconds``,
+    from when it has claimed them all (read from /proc, from the outside; nothing is scraped meanwhile)."""
+    partitions = 8
+    with local_hub("idle", partitions, 1000) as connection:
+        env = worker_env(connection, work, rules, port := free_port())
+        with (work / "idle.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"], env=env, cwd=work, stdout=log, stderr=log
+            )
+        try:
+            deadline = time.monotonic() + 120
+            while scrape(port).get("azml_worker_partitions_owned", 0.0) < partitions:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the worker did not claim the {partitions} partitions in time; see idle.log")
+                time.sleep(0.1)
+            pids = (process.pid, pipeline_process(process.pid))
+            before = [cpu_seconds(pid) for pid in pids]
+            started = time.monotonic()
+            peaks = [0, 0, 0]  # each process's, and both at once
+            while (left := started + seconds - time.monotonic()) > 0:
+                rss = [rss_bytes(pid) for pid in pids]
+                peaks = [max(peak, now) for peak, now in zip(peaks, [*rss, sum(rss)], strict=True)]
+                time.sleep(min(1.0, left))
+            elapsed = time.monotonic() - started
+            cpu = [(cpu_seconds(pid) - start) / elapsed for start, pid in zip(before, pids, strict=True)]
+            rss = [rss_bytes(pid) for pid in pids]
+            owned = scrape(port).get("azml_worker_partitions_owned", 0.0)
+        finally:
+            process.terminate()
+            process.wait(60)
+    if owned < partitions:
+        raise SystemExit(f"the worker owned {owned:.0f} of the {partitions} partitions at the end; see idle.log")
+    print(
+        f"idle: worker run owning the {partitions} partitions of an idle local hub (no events), for {seconds} s from"
+        " when it had claimed them all (its /metrics);\n  CPU: user + system seconds from /proc/PID/stat over that"
+        " time; memory: VmRSS from /proc/PID/status at the end (the highest, sampled every second)"
+    )
+    print("                                    CPU, % of one core   RSS, MiB (highest)")
+    for name, share, now, peak in (
+        ("receiving process (the parent):", cpu[0], rss[0], peaks[0]),
+        ("pipeline process (the child):  ", cpu[1], rss[1], peaks[1]),
+        ("both:                          ", sum(cpu), sum(rss), peaks[2]),
+    ):
+        print(f"  {name}        {share:>8.2%}        {now / 2**20:6.1f} ({peak / 2**20:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="throughput rounds, each the bare consumer then the worker"
+    )
     parser.add_argument("--rate", type=int, default=1000, help="events per second of the steady stream")
     parser.add_argument("--seconds", type=int, default=30, help="length of the steady stream")
     parser.add_argument("--window", type=float, default=1.0, help="reorder window of the steady stream")
+    parser.add_argument("--idle-seconds", type=int, default=60, help="how long the idle worker is measured (0: not)")
     parser.add_argument("--bare", nargs=2, metavar=("CONNECTION", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
@@ -302,21 +512,19 @@ def main() -> None:
             print(
                 f"{args.events:,} events of ~1 KB on {args.partitions} partitions; prefetch {PREFETCH}, batch {BATCH}"
             )
-            bare = run_bare(connection, args.events)
-            worker = run_worker_throughput(connection, args.events, rules, work)
-        print("events/s, sustained (between the 10% and 90% marks) and over the whole stream (first to last):")
-        for name, rates in (
-            ("(a) bare SDK consumer (receive_batch):            ", bare),
-            ("(b) worker run, 50 rules, log actions, checkpoints:", worker),
-        ):
-            print(f"{name} {rates['sustained']:>7,.0f}   {rates['whole']:>7,.0f}")
-        print(
-            f"(b) / (a): sustained {worker['sustained'] / bare['sustained']:.0%} (target: at least 80%); "
-            f"whole stream {worker['whole'] / bare['whole']:.0%} (with the worker's start-up of its partitions and "
-            "the reorder window's wait for the last events)"
-        )
+            rounds = []
+            for n in range(args.rounds):
+                (round_work := work / f"round-{n}").mkdir()
+                bare = run_bare(connection, args.events)
+                rounds.append(
+                    (bare, run_worker_throughput(connection, args.events, args.partitions, rules, round_work))
+                )
+        report_throughput(rounds)
         with local_hub("steady", args.partitions, args.rate * args.seconds * 2) as connection:
             run_steady(connection, args.partitions, args.rate, args.seconds, args.window, work)
+        if args.idle_seconds:
+            (idle_work := work / "idle").mkdir()
+            run_idle(args.idle_seconds, rules, idle_work)
 
 
 if __name__ == "__main__":

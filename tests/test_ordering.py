@@ -134,6 +134,34 @@ def test_within_the_window_every_subject_leaves_in_order_and_nothing_is_lost_or_
             assert keys == sorted(keys)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([0.0, 1.0, 5.0]),
+    st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 30), st.floats(0, 40)), max_size=60),
+    st.integers(1, 80),
+)
+def test_stragglers_and_enqueued_times_out_of_order_lose_or_double_nothing(window, events, capacity):
+    """Keys that repeat or come after their subject has moved on, and enqueued times that go back."""
+    buffer: ReorderBuffer[int] = ReorderBuffer(window, capacity)
+    released: list[int] = []
+    for serial, (subject, key, enqueued) in enumerate(events):
+        released += buffer.push(serial, subject, _key(key), enqueued)
+        assert len(buffer) <= capacity
+        assert len(buffer) + len(released) == serial + 1
+    released += buffer.release_all()
+    assert sorted(released) == list(range(len(events)))
+    assert len(buffer) == 0
+
+
+def test_an_event_behind_one_that_left_leaves_once():
+    buffer: ReorderBuffer[str] = ReorderBuffer(window=1, capacity=10)
+    buffer.push("five", "s", _key(5), enqueued=10)
+    assert buffer.push("x", "other", _key(6), enqueued=12) == ["five"]
+    assert buffer.push("three", "s", _key(3), enqueued=12) == []  # a straggler: late, held all the same
+    assert buffer.push("y", "other", _key(7), enqueued=14) == ["x", "three"]
+    assert buffer.release_all() == ["y"]
+
+
 # --- bounded memory ---------------------------------------------------------------------------------
 
 

@@ -105,6 +105,17 @@ class Histogram:
             merged[start // width * width] += n
         self.width, self.buckets = width, merged
 
+    def merge(self, other: Histogram) -> None:
+        """Add ``other``'s counts: in the wider of the two widths, widened further while there are too
+        many buckets (as :meth:`add` would have, given the same times)."""
+        self.widen(other.width)
+        width = self.width
+        for start, n in other.buckets.items():
+            self.buckets[start // width * width] += n
+        self.untimed += other.untimed
+        while len(self.buckets) > MAX_BUCKETS and self.width < WIDTHS[-1]:
+            self.widen(WIDTHS[WIDTHS.index(self.width) + 1])
+
     def span(self) -> tuple[int, int] | None:
         """The first bucket's start and the last bucket's end, or None when nothing has a time."""
         if not self.buckets:
@@ -193,6 +204,24 @@ class Backtest:
             row = ActionRow(action.spec.type, action.spec.index, action.idempotency_key, render_params(action))
             last = record.rows[-1]
             record.rows[-1] = replace(last, actions=(*last.actions, row))
+
+    def merge(self, other: Backtest) -> None:
+        """Add what ``other`` collected as if its actions had come after this one's (the partitions of
+        a replay run apart, merged in their order): the same rules in the same order, the same rows
+        (the first :attr:`rows_per_rule` of each rule), counts and times."""
+        for name, theirs in other.rules.items():
+            mine = self._rules.get(name)
+            if mine is None:
+                mine = self._rules[name] = RuleRecord(name)
+            mine.occurrences.update(theirs.occurrences)
+            mine.actions.update(theirs.actions)
+            mine.times.merge(theirs.times)
+            room = max(self.rows_per_rule - len(mine.rows), 0)
+            kept = theirs.rows[:room]
+            mine.rows.extend(kept)
+            mine.unlisted += theirs.unlisted + len(theirs.rows) - len(kept)
+            mine.last = theirs.last
+            mine.listing = theirs.listing and len(kept) == len(theirs.rows)
 
     def span(self) -> tuple[int, int] | None:
         """The time every rule's occurrences cover (bucket-aligned), or None when none has a time."""

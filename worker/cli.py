@@ -15,7 +15,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast, get_args
 
 import orjson
 import structlog
@@ -31,9 +31,13 @@ from worker.log import configure as configure_logging
 from worker.masking import MASKER, MaskedText
 from worker.moments import StartPosition, parse_duration, parse_start
 from worker.rules import RulesTable, explain
-from worker.rulesdirs import paths_of
+from worker.rulesdirs import Fingerprint, fingerprint, paths_of
 from worker.rulesfile import load_rules
 from worker.settings import CoreSettings, DriverSettings, GroupSettings, LatePolicy, LogFormat
+
+if TYPE_CHECKING:
+    from worker.replay import ReplaySettings
+    from worker.replay_pool import ReplayJob
 
 log = structlog.get_logger("worker.cli")
 
@@ -556,6 +560,13 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--concurrency", type=int, default=DriverSettings().concurrency, help="actions at once")
     parser.add_argument(
+        "--processes",
+        type=_positive,
+        metavar="N",
+        help="replay partitions in N processes at once (default: one per usable core, for a plan of 32 MB or "
+        "more; never more than the partitions); 1: in this process",
+    )
+    parser.add_argument(
         "--dead-letters",
         default="dead-letters",
         metavar="DIR_OR_URL",
@@ -591,6 +602,7 @@ def _moment(text: str) -> datetime:
 
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
     from worker.replay import ReplaySettings, progress_for, replay  # noqa: PLC0415 - blob storage, for this command
+    from worker.replay_pool import processes_for, replay_in_processes  # noqa: PLC0415
     from worker.sources import plan_dead_letters, plan_sources  # noqa: PLC0415
 
     configure_logging(args.log_level)
@@ -598,6 +610,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     if html is not None and not args.dry_run:
         print("error: --html writes what a dry run would have done: it needs --dry-run", file=sys.stderr)
         return EXIT_INVALID
+    loaded = fingerprint(args.rules)  # worker processes check that they load the same rules
     # A dry run executes nothing, so it needs no secrets.
     table = load_rules(paths_of(args.rules), env=Placeholders() if args.dry_run else None)
     settings = ReplaySettings(
@@ -617,6 +630,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     backtest = Backtest() if html is not None else None
     observe = backtest.add if backtest is not None else None
     errors: list[str] = []
+    failures: list[str] = []
     try:
         if getattr(args, "from_dead_letters", False):
             planned = plan_dead_letters(args.sources, connection_string=args.connection_string, partitions=partitions)
@@ -629,16 +643,49 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
                 until=args.until,
             )
         with planned as plan:
-            tally = asyncio.run(replay(plan, table, settings, progress_for(plan), observe=observe))
+            processes = processes_for(plan, args.processes)
+            if processes > 1:
+                job = _replay_job(args, settings, loaded, frozenset(plan.partitions), backtest=backtest is not None)
+                tally = replay_in_processes(job, plan, table, processes, progress_for(plan), backtest=backtest)
+            else:
+                tally = asyncio.run(replay(plan, table, settings, progress_for(plan), observe=observe))
     except* (SourceError, CaptureError, DeadLetterError) as group:
         errors += [str(exc) for exc in group.exceptions]
-    if errors:
-        for error in errors:
+    except* ChildProcessFailed as group:
+        failures = [str(exc) for exc in group.exceptions]
+    if errors or failures:
+        for error in errors or failures:
             print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_INVALID if errors else EXIT_FAILED
     if html is not None and backtest is not None:
         _write_html(html, backtest, tally, table, args)
     return _report(tally, args, out)
+
+
+def _replay_job(
+    args: argparse.Namespace,
+    settings: ReplaySettings,
+    loaded: Fingerprint,
+    partitions: frozenset[str],
+    *,
+    backtest: bool,
+) -> ReplayJob:
+    """What each worker process of ``replay --processes N`` rebuilds its part of the replay from."""
+    from worker.replay_pool import ReplayJob, log_format_of_parent  # noqa: PLC0415 - for this command
+
+    return ReplayJob(
+        rules=tuple(args.rules),
+        rules_fingerprint=loaded,
+        settings=settings,
+        sources=tuple(args.sources),
+        partitions=partitions,
+        from_dead_letters=getattr(args, "from_dead_letters", False),
+        since=args.since,
+        until=args.until,
+        backtest=backtest,
+        log_level=args.log_level,
+        log_format=log_format_of_parent(),
+    )
 
 
 def _write_html(path: Path, backtest: Backtest, tally: Tally, table: RulesTable, args: argparse.Namespace) -> None:

@@ -115,6 +115,11 @@ class Masker:
     def add_all(self, secrets: Iterable[str]) -> None:
         self.add(*secrets)
 
+    def known(self) -> frozenset[str]:
+        """The secrets added so far (to hand to another process, which masks them too)."""
+        with self._lock:
+            return frozenset(self._secrets)
+
     def mask(self, text: str) -> str:
         """``text`` with every known secret, and every credential by its shape, replaced by ``***``."""
         finder = self._finder

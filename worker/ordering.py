@@ -10,6 +10,7 @@ first anyway. Pure: no I/O, no clock; the caller decides when a partition has be
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,9 +71,14 @@ class ReorderBuffer(Generic[T]):
     ``window`` is in seconds, like the enqueued times passed to :meth:`push` (POSIX timestamps).
     ``capacity`` bounds the items held: past it the earliest item is released early, which
     :attr:`forced` counts.
+
+    Within a partition enqueued times only grow, so items ripen in the order they arrived: a queue
+    (first in, first out) says which ripens next. An item whose entry comes up after it has left
+    with a later key of its subject is recognised by its subject's heap holding nothing at or below
+    its key.
     """
 
-    __slots__ = ("_live", "_ripening", "_serial", "_subjects", "capacity", "forced", "high", "window")
+    __slots__ = ("_held", "_ripening", "_serial", "_subjects", "capacity", "forced", "high", "window")
 
     def __init__(self, window: float, capacity: int) -> None:
         if window < 0:
@@ -84,14 +90,15 @@ class ReorderBuffer(Generic[T]):
         #: The latest enqueued time seen.
         self.high = float("-inf")
         self.forced = 0
+        self._held = 0
         self._serial = 0
-        #: Per subject, a heap of (key, serial, item).
+        #: Per subject, a heap of (key, serial, item): the serial keeps equal keys from comparing items.
         self._subjects: dict[str, list[tuple[SequencerKey, int, T]]] = {}
-        self._ripening: list[tuple[float, int, str, SequencerKey]] = []
-        self._live: set[int] = set()
+        #: (enqueued, subject, key), in arrival order.
+        self._ripening: deque[tuple[float, str, SequencerKey]] = deque()
 
     def __len__(self) -> int:
-        return len(self._live)
+        return self._held
 
     def held(self) -> Iterator[T]:
         """The items held, in no particular order."""
@@ -101,21 +108,22 @@ class ReorderBuffer(Generic[T]):
 
     def push(self, item: T, subject: str, key: SequencerKey, enqueued: float | None) -> list[T]:
         """Hold ``item``; return the items released by its arrival, in release order."""
+        high = self.high
         if enqueued is None:
-            enqueued = self.high
-        elif enqueued > self.high:
-            self.high = enqueued
+            enqueued = high
+        elif enqueued > high:
+            self.high = high = enqueued
         serial = self._serial = self._serial + 1
         heap = self._subjects.get(subject)
         if heap is None:
             self._subjects[subject] = [(key, serial, item)]
         else:
             heapq.heappush(heap, (key, serial, item))
-        heapq.heappush(self._ripening, (enqueued, serial, subject, key))
-        self._live.add(serial)
+        self._ripening.append((enqueued, subject, key))
+        self._held += 1
         released: list[T] = []
-        self._release_ripe(self.high - self.window, released)
-        while len(self._live) > self.capacity:
+        self._release_first(released, high - self.window)
+        while self._held > self.capacity:
             self.forced += 1
             self._release_first(released)
         return released
@@ -123,32 +131,23 @@ class ReorderBuffer(Generic[T]):
     def release_all(self) -> list[T]:
         """Release everything held (the partition went idle, or the source ended)."""
         released: list[T] = []
-        while self._live:
+        while self._held:
             self._release_first(released)
         return released
 
-    def _release_ripe(self, watermark: float, out: list[T]) -> None:
-        ripening, live = self._ripening, self._live
-        while ripening:
-            if ripening[0][1] not in live:
-                heapq.heappop(ripening)  # released earlier, with a later key of its subject
-            elif ripening[0][0] <= watermark:
-                self._release_first(out)
-            else:
-                return
-
-    def _release_first(self, out: list[T]) -> None:
-        """Release the earliest-enqueued item still held, with its subject's lower keys."""
-        ripening, live = self._ripening, self._live
-        while ripening:
-            _, serial, subject, key = heapq.heappop(ripening)
-            if serial not in live:
-                continue
-            heap = self._subjects[subject]
+    def _release_first(self, out: list[T], watermark: float | None = None) -> None:
+        """Release the earliest-arrived item still held, with its subject's lower keys; with a
+        ``watermark``, every item enqueued at or before it instead."""
+        ripening, subjects = self._ripening, self._subjects
+        while ripening and (watermark is None or ripening[0][0] <= watermark):
+            _, subject, key = ripening.popleft()
+            heap = subjects.get(subject)
+            if heap is None or heap[0][0] > key:
+                continue  # it left earlier, with a later key of its subject
             while heap and heap[0][0] <= key:
-                _, released_serial, item = heapq.heappop(heap)
-                live.discard(released_serial)
-                out.append(item)
+                out.append(heapq.heappop(heap)[2])
+                self._held -= 1
             if not heap:
-                del self._subjects[subject]
-            return
+                del subjects[subject]
+            if watermark is None:
+                return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -112,31 +112,56 @@ async def replay(
     runs only the actions they name. ``services``: the clients actions use (default: real ones).
     ``observe``: in a dry run, is passed each planned action (a backtest report's collector)."""
     total = Tally()
-    runner = None
-    if not settings.dry_run:
-        lane = dead_letter_lane(settings.dead_letters, settings.connection_string)
-        runner = ActionRunner(lane, settings.retry, services=services, settings=settings.runner)
-    select = plan.redrive.admits if plan.redrive is not None else None
+    runner = action_runner(settings, services)
     try:
         for partition_id, files in plan.partitions.items():
-            core = PartitionCore(partition_id, table, settings.core)
-            log.debug("replay.partition", partition_id=partition_id, files=len(files))
-            clock = time.time if settings.age_from_now else None
-            async with PartitionDriver(
-                core, runner, settings.driver, select=select, clock=clock, observe=observe
-            ) as driver:
-                for file in files:
-                    messages = plan.messages(file)
-                    while batch := await asyncio.to_thread(_take, messages, settings.batch):
-                        await driver.feed_many(batch)
-                    progress.file_done(file, total.read + core.tally.read)
-                await driver.finish()
-            total.add(core.counts())
+            tally = await replay_partition(
+                partition_id, files, plan, table, settings, runner, progress, observe=observe, read_before=total.read
+            )
+            total.add(tally)
     finally:
         progress.close()
         if runner is not None:
             await runner.aclose()
     return total
+
+
+def action_runner(settings: ReplaySettings, services: Services | None = None) -> ActionRunner | None:
+    """The runner of a replay's actions, writing to its dead-letter lane; None for a dry run. Close it
+    (``aclose``) when done."""
+    if settings.dry_run:
+        return None
+    lane = dead_letter_lane(settings.dead_letters, settings.connection_string)
+    return ActionRunner(lane, settings.retry, services=services, settings=settings.runner)
+
+
+async def replay_partition(
+    partition_id: str,
+    files: Sequence[CaptureFile],
+    plan: Plan,
+    table: RulesTable,
+    settings: ReplaySettings,
+    runner: ActionRunner | None,
+    progress: Progress,
+    *,
+    observe: Callable[[PlannedAction], None] | None = None,
+    read_before: int = 0,
+) -> Tally:
+    """Replay one partition's ``files`` of ``plan`` (in order) through a core of its own; its counts.
+    ``runner`` (None in a dry run) may be shared by partitions replayed one after another.
+    ``read_before``: the events the run read before this partition, for ``progress``."""
+    core = PartitionCore(partition_id, table, settings.core)
+    log.debug("replay.partition", partition_id=partition_id, files=len(files))
+    clock = time.time if settings.age_from_now else None
+    select = plan.redrive.admits if plan.redrive is not None else None
+    async with PartitionDriver(core, runner, settings.driver, select=select, clock=clock, observe=observe) as driver:
+        for file in files:
+            messages = plan.messages(file)
+            while batch := await asyncio.to_thread(_take, messages, settings.batch):
+                await driver.feed_many(batch)
+            progress.file_done(file, read_before + core.tally.read)
+        await driver.finish()
+    return core.counts()
 
 
 def _take(messages: Iterator[Message], count: int) -> list[Message]:
