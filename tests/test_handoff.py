@@ -61,6 +61,16 @@ def test_a_delivery_becomes_the_cores_message() -> None:
     assert pickle.loads(pickle.dumps(delivery)) == delivery  # noqa: S301 - our own bytes
 
 
+def test_amqp_properties_are_decoded_when_read() -> None:
+    """As the SDK's AMQP layer gives them: keys and text values as bytes, other values as they are."""
+    raw: dict[str | bytes, object] = {b"aeg-event-type": b"Notification", b"aeg-delivery-count": 2, "x": b"\xff"}
+    properties = Delivery(b"[]", "0", 0, None, raw).message("0").properties
+    assert dict(properties) == {"aeg-event-type": "Notification", "aeg-delivery-count": 2, "x": "\ufffd"}
+    assert properties["aeg-delivery-count"] == 2
+    assert len(properties) == 3
+    assert "aeg-event-type" in properties
+
+
 async def test_the_inbox_holds_the_receiver_until_the_pipeline_takes_in() -> None:
     taken: list[tuple[str, int]] = []
     inbox = Inbox("2", 3, on_take=lambda partition, count: taken.append((partition, count)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, NamedTuple, Protocol, cast, get_args
@@ -40,15 +40,51 @@ class Delivery(NamedTuple):
     sequence_number: int | None
     #: Milliseconds since the epoch, as the hub's annotation carries it.
     enqueued_time: int | None
-    #: Application properties (keys and text values decoded), or None when there are none.
-    properties: Mapping[str, object] | None
+    #: Application properties as the AMQP message carries them (keys, and text values, may be bytes),
+    #: or None when there are none: decoded only if the pipeline reads them (:class:`AmqpProperties`).
+    properties: Mapping[str | bytes, object] | None
 
     def message(self, partition_id: str) -> Message:
         """The core's record of this event."""
         enqueued = self.enqueued_time
         when = None if enqueued is None else datetime.fromtimestamp(enqueued / 1000, UTC)
         position = Position(partition_id, self.offset, self.sequence_number, when)
-        return Message(self.body, position, self.properties or NO_PROPERTIES)
+        properties = self.properties
+        return Message(self.body, position, AmqpProperties(properties) if properties else NO_PROPERTIES)
+
+
+class AmqpProperties(Mapping[str, object]):
+    """A message's application properties, decoded (keys to text, bytes values to text) when first
+    read. The pipeline reads them only for a dead letter or a Capture record, so the receiver
+    hands them over as they came and most events never decode them."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: Mapping[str | bytes, object]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, object] | None = None
+
+    def _items(self) -> dict[str, object]:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = {str(_text(k)): _text(v) for k, v in self._raw.items()}
+        return decoded
+
+    def __getitem__(self, key: str) -> object:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+def _text(value: object) -> object:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)

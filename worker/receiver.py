@@ -58,7 +58,7 @@ def delivery(event: EventData) -> Delivery:
         offset.decode() if isinstance(offset, bytes) else offset,
         annotations.get(_SEQUENCE_NUMBER),
         annotations.get(_ENQUEUED_TIME),
-        {str(_text(k)): _text(v) for k, v in properties.items()} if properties else None,
+        properties or None,  # decoded in the pipeline, if read at all
     )
 
 
@@ -67,10 +67,6 @@ def _join(raw: Any) -> bytes:
         return b"".join(raw)
     except TypeError:
         return repr(raw).encode()  # not a data body: the decoder reports it as invalid
-
-
-def _text(value: object) -> object:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def starting_position(start: StartPosition, now: datetime) -> str | datetime:
