@@ -71,8 +71,8 @@ class LivePartition:
         self._written_at = time.monotonic()
         #: Whether a checkpoint was written here since the partition opened.
         self._wrote = False
-        #: Fired memos finished (the core's count) as last written, and as in the write being prepared.
-        self._written_memory = self._memory_due = core.memory_settled
+        #: Fired memos finished (the core's count) as last written.
+        self._written_memory = core.memory_settled
         #: The checkpoint write in flight, if any.
         self._writing: asyncio.Task[None] | None = None
         #: Messages the task has taken in since the start.
@@ -235,8 +235,9 @@ class LivePartition:
             async with asyncio.timeout(max(0.0, due - time.monotonic())):
                 await wake.wait()
 
-    def _due(self, *, force: bool) -> tuple[Position, SavedState] | None:
-        """The position and the state to write now, taken together, if a checkpoint is due."""
+    def _due(self, *, force: bool) -> tuple[Position, SavedState, int] | None:
+        """The position and the state to write now, taken together, if a checkpoint is due; and the
+        fired memos finished that the state includes (the core's count)."""
         core = self.core
         position = core.checkpoint
         written = self._written
@@ -254,8 +255,8 @@ class LivePartition:
         )
         if not due:
             return None
-        self._memory_due = core.memory_settled
-        return position, core.state(max_ids=settings.state_ids, max_subjects=settings.state_subjects)
+        state = core.state(max_ids=settings.state_ids, max_subjects=settings.state_subjects)
+        return position, state, core.memory_settled
 
     def _start_write(self, *, force: bool) -> None:
         """Write the checkpoint in a task of its own if one is due, unless a write is in flight."""
@@ -268,8 +269,7 @@ class LivePartition:
         if due is not None:
             self._writing = asyncio.create_task(self._store(*due), name=f"checkpoint-{self.partition_id}")
 
-    async def _store(self, position: Position, state: SavedState) -> None:
-        memory = self._memory_due
+    async def _store(self, position: Position, state: SavedState, settled: int) -> None:
         try:
             async with asyncio.timeout(self._checkpoints.timeout):
                 # The same position again only when the state changed without it.
@@ -279,7 +279,7 @@ class LivePartition:
             error = str(exc) or f"no answer within {self._checkpoints.timeout:g} s"
             log.warning("checkpoint.failed", sequence_number=position.sequence_number, error=error)
             return
-        self._written, self._written_at, self._written_memory = position, time.monotonic(), memory
+        self._written, self._written_at, self._written_memory = position, time.monotonic(), settled
         self._wrote = True
         if written:
             self.checkpoint_writes += 1
