@@ -126,8 +126,6 @@ _FORBIDDEN: Final = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extend
 _ONE_EXPRESSION: Final = re.compile(r"\s*\{\{[-+]?(?P<expression>(?:(?!\{\{|\}\}).)*?)-?\}\}\s*", re.DOTALL)
 #: A template that is one name or member path and nothing else (``{{ data.experimentName }}``).
 _ONE_PATH: Final = re.compile(r"\{\{-?\s*(?P<path>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*-?\}\}")
-#: The names of :func:`event_context`.
-_EVENT_NAMES: Final = frozenset(("id", "type", "subject", "topic", "time", "data_version", "data", "event"))
 #: What evaluating a template may raise: Jinja's errors, and Python's on wrong types or values.
 _RENDER_ERRORS: Final = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError)
 
@@ -163,27 +161,31 @@ _TEXT: Final = _Environment(autoescape=False)
 _HTML: Final = _Environment(autoescape=True)
 
 
+#: What a template sees of one event, by name: :func:`event_context`.
+_EVENT_VALUES: Final[dict[str, Callable[[Event], object]]] = {
+    "id": lambda event: event.id,
+    "type": lambda event: event.type,
+    "subject": lambda event: event.subject,
+    "topic": lambda event: event.topic,
+    "time": lambda event: event.time.isoformat() if event.time else None,
+    "data_version": lambda event: event.data_version,
+    "data": lambda event: event.data,
+    "event": lambda event: event.envelope,
+}
+
+
 def event_context(event: Event) -> dict[str, object]:
     """What a template sees of one event: a group's ``by`` and an expectation's ``key`` see only this."""
-    return {
-        "id": event.id,
-        "type": event.type,
-        "subject": event.subject,
-        "topic": event.topic,
-        "time": event.time.isoformat() if event.time else None,
-        "data_version": event.data_version,
-        "data": event.data,
-        "event": event.envelope,
-    }
+    return {name: value(event) for name, value in _EVENT_VALUES.items()}
 
 
 def path_value(event: Event, path: tuple[str, ...]) -> object:
     """What a template of one member path (:attr:`Template.path`) reads of an event, as rendering
     would find it, without rendering; :data:`~worker.keys.MISSING` where rendering would fail."""
-    head = path[0]
-    if head not in _EVENT_NAMES:
+    head = _EVENT_VALUES.get(path[0])
+    if head is None:
         return MISSING
-    value: object = event_context(event)[head] if head != "data" else event.data
+    value = head(event)
     for name in path[1:]:
         if type(value) is not dict:
             return MISSING
