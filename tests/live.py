@@ -255,3 +255,14 @@ def held_partitions(cwd: Path) -> set[str]:
         elif entry.get("event") == "partition.closed":
             held.discard(str(entry["partition_id"]))
     return held
+
+
+def holds_as_owned(owned: dict[str, str], held: list[set[str]]) -> bool:
+    """The workers hold (by their logs) exactly the partitions the store says their owners own, each
+    worker one owner's: no partition is read by two workers, none by no one."""
+    by_owner: dict[str, set[str]] = {}
+    for partition, owner in owned.items():
+        by_owner.setdefault(owner, set()).add(partition)
+    if "" in by_owner or len(by_owner) != len(held):
+        return False
+    return sorted(sorted(p) for p in by_owner.values()) == sorted(sorted(p) for p in held)

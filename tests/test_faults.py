@@ -22,6 +22,7 @@ from tests.live import (
     checkpoints,
     events,
     held_partitions,
+    holds_as_owned,
     ids_of,
     local_hub,
     metrics_of,
@@ -121,16 +122,11 @@ async def test_the_checkpoint_store_away_for_30_s_loses_nothing_and_never_moves_
 
             async def shared() -> bool:
                 # By the store and by the workers themselves: a worker that lost a partition in the first
-                # balancing reads it until its claim is taken over, and events sent before it lets go
-                # would be acted on by both.
+                # balancing reads it until the new owner's receiver takes over, and events sent before
+                # it lets go would be acted on by both.
                 owned = await owners(azurite, container, namespace, "outage")
-                held = [held_partitions(cwd) for cwd in cwds]
-                return (
-                    len(owned) == 4
-                    and len(set(owned.values())) == 2
-                    and held[0] | held[1] == set(owned)
-                    and not held[0] & held[1]
-                )
+                balanced = sorted(Counter(owned.values()).values()) == [2, 2]  # no stealing to come
+                return balanced and holds_as_owned(owned, [held_partitions(cwd) for cwd in cwds])
 
             await wait_for(shared, 60, "the two workers to share the 4 partitions")
             published = events(1500, seed=31, duplicates=0, shuffle=0)
