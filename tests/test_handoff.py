@@ -91,13 +91,24 @@ async def test_the_inbox_holds_the_receiver_until_the_pipeline_takes_in() -> Non
         await waiting
 
 
+PROPERTY_VALUE = b"shared-object"
+
+
 def _every_record() -> list[Start | Command | Reply]:
     status = PartitionStatus("1", 2, 3, 0.5, 4, 0, True, 9)
     tally = Tally(read=3)
     return [
         Start(SETTINGS),
         Open("1"),
-        Put("1", [Delivery(b"[]", "0", 0, 1, None)]),
+        Put(
+            "1",
+            [
+                Delivery(b"[]", "0", 0, 1, None),
+                # As the SDK's AMQP layer gives them, the same value twice (nothing is shared on the wire).
+                Delivery(b"[{}]", "1", 1, 2, {b"aeg-event-type": b"Notification", b"n": 2, "same": PROPERTY_VALUE}),
+                Delivery(b"[{}]", "2", 2, 3, {b"aeg-event-type": b"Notification", b"again": PROPERTY_VALUE}),
+            ],
+        ),
         Close("1", 2.5, True),
         Reload(),
         Stop(),

@@ -17,6 +17,7 @@ handed over and not yet taken in by its pipeline, and ``put`` waits for room bey
 from __future__ import annotations
 
 import asyncio
+import io
 import pickle
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -272,7 +273,13 @@ def frame(message: Start | Command | Reply) -> bytes:
         row: tuple[object, ...] = (code, message.partition_id, [tuple(delivery) for delivery in message.deliveries])
     else:
         row = (code, *message)
-    data = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    # No memo: a frame is a tree of plain values, with nothing shared or recursive, so the memo would
+    # only cost (most of the time of pickling a batch whose events carry application properties).
+    pickler.fast = True
+    pickler.dump(row)
+    data = buffer.getvalue()
     return _HEAD.pack(len(data)) + data
 
 
