@@ -27,6 +27,9 @@ from worker.errors import BadField, DecodeError, MissingField, NotAnEvent, NotJs
 _BOM: Final = b"\xef\xbb\xbf"
 #: The properties of a message that has none.
 NO_PROPERTIES: Final[Mapping[str, object]] = MappingProxyType({})
+#: ``object`` under a module-level name: compiled with mypyc, a named tuple's field annotations are
+#: looked up among the module's names, where the builtin ``object`` is not.
+_Object = object
 
 
 class Position(NamedTuple):
@@ -66,7 +69,7 @@ class Event(NamedTuple):
     topic: str | None
     time: datetime | None
     data_version: str | None
-    data: object
+    data: _Object
     schema: Schema
     envelope: Mapping[str, object]
     message: Message

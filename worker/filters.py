@@ -99,6 +99,28 @@ def _ends(values: Sequence[str]) -> Predicate:
     return lambda s: s.endswith(suffixes)
 
 
+# The single-value operators' builders are named functions, not nested lambdas in the table below:
+# mypyc cannot compile a lambda within a lambda at module level.
+def _less(v: Any) -> Predicate:
+    return lambda n: n < v
+
+
+def _greater(v: Any) -> Predicate:
+    return lambda n: n > v
+
+
+def _at_most(v: Any) -> Predicate:
+    return lambda n: n <= v
+
+
+def _at_least(v: Any) -> Predicate:
+    return lambda n: n >= v
+
+
+def _is(v: Any) -> Predicate:
+    return lambda b: b is v
+
+
 def _never(_: object) -> Predicate:
     return lambda _v: False
 
@@ -111,13 +133,13 @@ OPERATORS: Final[Mapping[str, OperatorSpec]] = {
     for spec in (
         OperatorSpec("NumberIn", _N, _MANY, False, False, _in),
         OperatorSpec("NumberNotIn", _N, _MANY, True, True, _in),
-        OperatorSpec("NumberLessThan", _N, _ONE, False, False, lambda v: lambda n: n < v),
-        OperatorSpec("NumberGreaterThan", _N, _ONE, False, False, lambda v: lambda n: n > v),
-        OperatorSpec("NumberLessThanOrEquals", _N, _ONE, False, False, lambda v: lambda n: n <= v),
-        OperatorSpec("NumberGreaterThanOrEquals", _N, _ONE, False, False, lambda v: lambda n: n >= v),
+        OperatorSpec("NumberLessThan", _N, _ONE, False, False, _less),
+        OperatorSpec("NumberGreaterThan", _N, _ONE, False, False, _greater),
+        OperatorSpec("NumberLessThanOrEquals", _N, _ONE, False, False, _at_most),
+        OperatorSpec("NumberGreaterThanOrEquals", _N, _ONE, False, False, _at_least),
         OperatorSpec("NumberInRange", _N, _RANGES, False, False, _ranges),
         OperatorSpec("NumberNotInRange", _N, _RANGES, True, True, _ranges),
-        OperatorSpec("BoolEquals", _B, _ONE, False, False, lambda v: lambda b: b is v),
+        OperatorSpec("BoolEquals", _B, _ONE, False, False, _is),
         OperatorSpec("StringIn", _S, _MANY, False, False, _in),
         OperatorSpec("StringNotIn", _S, _MANY, True, True, _in),
         OperatorSpec("StringContains", _S, _MANY, False, False, _contains),
