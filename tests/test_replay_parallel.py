@@ -5,8 +5,11 @@ processes a plan gets)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,6 +248,62 @@ async def test_a_failing_partition_stops_the_others_and_cancels_their_actions(
     (error,) = results[1][1]
     assert str(blocker) in error
     assert results[3] == results[1]
+
+
+@pytest.mark.integration
+async def test_a_worker_process_that_dies_ends_the_run_with_an_error_and_stops_the_parent(
+    tmp_path: Path, http_target: HttpTarget, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Killed as the kernel kills a process out of memory, mid-partition: the run fails naming it, and
+    the parent's own partition, whose action the target holds, stops rather than hang."""
+    source = tmp_path / "capture"
+    capture(source, "1", [_body(f"p1-{n}") for n in range(20)])  # the largest: the parent's
+    capture(source, "2", [_body(f"p2-{n}") for n in range(10)])  # a worker process's
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: hook\n    filter: {}\n    actions:\n"
+        f"      - {{type: webhook, url: '{http_target.url}/hook', timeout: 600, retry: {{attempts: 1}}}}\n"
+    )
+    held = {"1": asyncio.Event(), "2": asyncio.Event()}
+    release = asyncio.Event()
+    answered: list[str] = []
+
+    async def respond(received: Received) -> web.StreamResponse:
+        held[str(received.json()["id"])[1]].set()
+        await release.wait()
+        answered.append(str(received.json()["id"]))
+        return web.json_response({})
+
+    http_target.respond = respond
+    capfd.readouterr()
+    args = ["replay", "--processes", "2", "--log-level", "error", "--rules", str(rules), str(source)]
+    run = asyncio.create_task(asyncio.to_thread(main, args))
+    try:
+        for event in held.values():
+            await event.wait()
+        (worker,) = _spawned_children()
+        os.kill(worker, signal.SIGKILL)
+        code = await run
+        assert answered == []  # the run ended with the parent's actions still held: cancelled
+    finally:
+        release.set()
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1
+    (error,) = errors
+    assert error.startswith("error: a replay process exited unexpectedly while replaying partition 2 (killed,")
+    assert "replay again, with fewer --processes" in error
+
+
+def _spawned_children() -> list[int]:
+    """This process's children that multiprocessing spawned to run work (not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+            if int(fields[1]) == os.getpid() and b"spawn_main" in command:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _body(event_id: str) -> bytes:

@@ -22,7 +22,9 @@ their order).
 A fatal error in a partition (a capture file that cannot be read, a dead letter that cannot be
 written) stops the others within :data:`STOP_POLL` (their actions in flight are cancelled, as a
 one-process replay's are when it fails), and is raised again in the parent with the same type and
-message. Workers log to the same stream, in the parent's format, masking the parent's secrets, and
+message. A worker process that dies (killed, or out of memory) fails the run the same way, with
+:class:`~worker.errors.ChildProcessFailed` naming the partitions worker processes were replaying.
+Workers log to the same stream, in the parent's format, masking the parent's secrets, and
 ignore SIGINT: the parent stops them.
 """
 
@@ -220,17 +222,28 @@ class _Schedule:
         self._here, self._there, self._workers = here, there, workers
         #: What runs, and whether it runs in this process.
         self.running: dict[Future[PartitionResult], bool] = {}
+        #: The partition each runs.
+        self._partitions: dict[Future[PartitionResult], str] = {}
 
     def start(self) -> None:
         """Hand the partitions left, the largest first, to whichever process is free: this one first
         (it starts at once, the worker processes in most of a second), then the worker processes."""
         if self._left and not any(self.running.values()):
-            self.running[self._here(*self._left.pop())] = True
+            self._run(self._here, True)
         while self._left and sum(not here for here in self.running.values()) < self._workers:
-            self.running[self._there(*self._left.pop())] = False
+            self._run(self._there, False)
+
+    def _run(self, start: _Start, here: bool) -> None:
+        partition_id, files = self._left.pop()
+        future = start(partition_id, files)
+        self.running[future], self._partitions[future] = here, partition_id
+
+    def elsewhere(self) -> list[str]:
+        """The partitions running in worker processes, in partition order."""
+        return sorted(self._partitions[future] for future, here in self.running.items() if not here)
 
     def done(self, future: Future[PartitionResult]) -> None:
-        del self.running[future]
+        del self.running[future], self._partitions[future]
 
     def cancel(self) -> None:
         """Start nothing more, and cancel what has not started."""
@@ -248,6 +261,13 @@ def _collect(
     schedule.start()
     while schedule.running:
         finished, _ = wait(schedule.running, return_when=FIRST_COMPLETED)
+        if any(isinstance(future.exception(), BrokenProcessPool) for future in finished if not future.cancelled()):
+            elsewhere = schedule.elsewhere()
+            replaying = f"partition{'s' if len(elsewhere) > 1 else ''} {', '.join(elsewhere)}"
+            raise ChildProcessFailed(
+                f"a replay process exited unexpectedly while replaying {replaying} (killed, or out of memory?):"
+                " no report is written; replay again, with fewer --processes if memory is short"
+            )
         for future in finished:
             schedule.done(future)
             if future.cancelled():
