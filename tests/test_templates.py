@@ -9,9 +9,10 @@ import pytest
 from tests.support import make_event
 from worker.actions import ActionSpec, PlannedAction, action_types
 from worker.actions.secrets import Secret
-from worker.actions.templates import HtmlTemplate, JsonTemplate, Template, context_of
+from worker.actions.templates import HtmlTemplate, JsonTemplate, Template, context_of, event_context, path_value
 from worker.cli import main
 from worker.errors import RenderError, RulesError
+from worker.keys import MISSING
 from worker.masking import MASKER
 from worker.rulesfile import load_rules
 
@@ -251,3 +252,12 @@ def test_whitespace_control_is_not_part_of_a_json_templates_expression(source: s
     # Jinja reads {{- / {{+ / -}} as whitespace control; the expression between them keeps its type
     assert JsonTemplate.compile({"v": source}).render(context(data={"modelVersion": 3})) == {"v": 3}
     assert JsonTemplate.compile({"v": "{{ 5 - 2 }}"}).render(context()) == {"v": 3}
+
+
+def test_a_one_name_read_of_an_event_is_what_its_context_holds() -> None:
+    """``path_value`` (the keys of rules that remember) and ``event_context`` (every rendered action)
+    are written apart, for speed: they must say the same."""
+    for event in (make_event("ev-1", data={"modelName": "churn"}), make_event("ev-2")._replace(time=None)):
+        context = event_context(event)
+        assert {name: path_value(event, (name,)) for name in context} == context
+    assert path_value(make_event("ev-3"), ("rule",)) is MISSING  # an action's name, not the event's
