@@ -78,7 +78,7 @@ class AmqpProperties(Mapping[str, object]):
         return iter(self._items())
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self._items())
 
     def __repr__(self) -> str:
         return repr(self._items())
