@@ -220,30 +220,33 @@ class _Schedule:
     def __init__(self, partitions: list[_Partition], here: _Start, there: _Start, workers: int) -> None:
         self._left = list(reversed(partitions))
         self._here, self._there, self._workers = here, there, workers
-        #: What runs, and whether it runs in this process.
-        self.running: dict[Future[PartitionResult], bool] = {}
-        #: The partition each runs.
-        self._partitions: dict[Future[PartitionResult], str] = {}
+        #: What runs, and the partition each runs.
+        self.running: dict[Future[PartitionResult], str] = {}
+        #: Which of them runs in this process, if one does.
+        self._local: Future[PartitionResult] | None = None
 
     def start(self) -> None:
         """Hand the partitions left, the largest first, to whichever process is free: this one first
         (it starts at once, the worker processes in most of a second), then the worker processes."""
-        if self._left and not any(self.running.values()):
-            self._run(self._here, True)
-        while self._left and sum(not here for here in self.running.values()) < self._workers:
-            self._run(self._there, False)
+        if self._left and self._local is None:
+            self._local = self._run(self._here)
+        while self._left and len(self.running) - (self._local is not None) < self._workers:
+            self._run(self._there)
 
-    def _run(self, start: _Start, here: bool) -> None:
+    def _run(self, start: _Start) -> Future[PartitionResult]:
         partition_id, files = self._left.pop()
         future = start(partition_id, files)
-        self.running[future], self._partitions[future] = here, partition_id
+        self.running[future] = partition_id
+        return future
 
     def elsewhere(self) -> list[str]:
         """The partitions running in worker processes, in partition order."""
-        return sorted(self._partitions[future] for future, here in self.running.items() if not here)
+        return sorted(partition_id for future, partition_id in self.running.items() if future is not self._local)
 
     def done(self, future: Future[PartitionResult]) -> None:
-        del self.running[future], self._partitions[future]
+        del self.running[future]
+        if future is self._local:
+            self._local = None
 
     def cancel(self) -> None:
         """Start nothing more, and cancel what has not started."""
