@@ -603,7 +603,7 @@ def _moment(text: str) -> datetime:
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
     from worker.replay import ReplaySettings, progress_for, replay  # noqa: PLC0415 - blob storage, for this command
     from worker.replay_pool import processes_for, replay_in_processes  # noqa: PLC0415
-    from worker.sources import plan_dead_letters, plan_sources  # noqa: PLC0415
+    from worker.sources import plan_replay  # noqa: PLC0415
 
     configure_logging(args.log_level)
     html: Path | None = getattr(args, "html", None)
@@ -632,16 +632,14 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     errors: list[str] = []
     failures: list[str] = []
     try:
-        if getattr(args, "from_dead_letters", False):
-            planned = plan_dead_letters(args.sources, connection_string=args.connection_string, partitions=partitions)
-        else:
-            planned = plan_sources(
-                args.sources,
-                connection_string=args.connection_string,
-                partitions=partitions,
-                since=args.since,
-                until=args.until,
-            )
+        planned = plan_replay(
+            args.sources,
+            dead_letters=getattr(args, "from_dead_letters", False),
+            connection_string=args.connection_string,
+            partitions=partitions,
+            since=args.since,
+            until=args.until,
+        )
         with planned as plan:
             processes = processes_for(plan, args.processes)
             if processes > 1:

@@ -57,7 +57,7 @@ from worker.rules import RulesTable
 from worker.rulesdirs import Fingerprint, fingerprint, paths_of
 from worker.rulesfile import load_rules
 from worker.settings import LogFormat
-from worker.sources import CaptureFile, Plan, plan_dead_letters, plan_sources
+from worker.sources import CaptureFile, Plan, plan_replay
 
 log = structlog.get_logger("worker.replay")
 
@@ -321,19 +321,14 @@ class _Worker:
             env = Placeholders() if job.settings.dry_run else None
             self.table = load_rules(paths_of(job.rules), env=env)
         if self.plan is None:
-            settings = job.settings
-            if job.from_dead_letters:
-                self.plan = plan_dead_letters(
-                    job.sources, connection_string=settings.connection_string, partitions=job.partitions
-                )
-            else:
-                self.plan = plan_sources(
-                    job.sources,
-                    connection_string=settings.connection_string,
-                    partitions=job.partitions,
-                    since=job.since,
-                    until=job.until,
-                )
+            self.plan = plan_replay(
+                job.sources,
+                dead_letters=job.from_dead_letters,
+                connection_string=job.settings.connection_string,
+                partitions=job.partitions,
+                since=job.since,
+                until=job.until,
+            )
             util.Finalize(None, self.plan.close, exitpriority=10)  # its clients, when the process exits
         return self.table, self.plan
 

@@ -286,6 +286,22 @@ def plan_dead_letters(
 _LETTER: Final = re.compile(r"(?P<partition>[^_/]+)_(?P<sequence>\d{20}|unknown)_\d+_[0-9a-f]+\.json")
 
 
+def plan_replay(
+    sources: Sequence[str],
+    *,
+    dead_letters: bool,
+    connection_string: str | None = None,
+    partitions: AbstractSet[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Plan:
+    """A replay's plan: of Capture files (:func:`plan_sources`), or with ``dead_letters`` of a re-drive
+    (:func:`plan_dead_letters`, which ``since`` and ``until`` do not bound)."""
+    if dead_letters:
+        return plan_dead_letters(sources, connection_string=connection_string, partitions=partitions)
+    return plan_sources(sources, connection_string=connection_string, partitions=partitions, since=since, until=until)
+
+
 def _read_letters(letters: tuple[CaptureFile, ...], redrive: Redrive) -> Iterator[Message]:
     """The one message that the letters of a group hold; records their actions in ``redrive``."""
     message = None
