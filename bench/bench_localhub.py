@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from azure.eventhub import EventData
 from azure.eventhub.aio import EventHubConsumerClient, PartitionContext
 
+from bench.processes import cpu_seconds
 from worker import mlevents
 from worker.publish import Outgoing, publish
 
@@ -40,12 +40,6 @@ def start_hub(events: int, name: str = "bench", partitions: int = 1) -> tuple[su
     if not line:
         raise SystemExit("the local hub did not start")
     return process, line
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:

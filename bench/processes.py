@@ -32,7 +32,8 @@ def rss_bytes(pid: int) -> int:
 
 
 def child_pid(parent: int, module: str) -> int | None:
-    """The pid of ``parent``'s child that runs ``python -m module``, if there is one now."""
+    """The pid of ``parent``'s child that runs ``python -m module`` (or has ``module`` as any other
+    word of its command line), if there is one now."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

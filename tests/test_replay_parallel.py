@@ -5,7 +5,6 @@ processes a plan gets)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import re
@@ -18,6 +17,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from bench.processes import child_pid
 from tests.lifecycles import generate, write_capture, write_rules
 from tests.support import START, TOPIC, capture, make_event
 from tests.targets import HttpTarget, Received
@@ -281,7 +281,9 @@ async def test_a_worker_process_that_dies_ends_the_run_with_an_error_and_stops_t
     try:
         for event in held.values():
             await event.wait()
-        (worker,) = _spawned_children()
+        # The worker process multiprocessing spawned (not its resource tracker).
+        worker = child_pid(os.getpid(), "--multiprocessing-fork")
+        assert worker is not None
         os.kill(worker, signal.SIGKILL)
         code = await run
         assert answered == []  # the run ended with the parent's actions still held: cancelled
@@ -292,18 +294,6 @@ async def test_a_worker_process_that_dies_ends_the_run_with_an_error_and_stops_t
     (error,) = errors
     assert error.startswith("error: a replay process exited unexpectedly while replaying partition 2 (killed,")
     assert "replay again, with fewer --processes" in error
-
-
-def _spawned_children() -> list[int]:
-    """This process's children that multiprocessing spawned to run work (not its resource tracker)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes()
-            if int(fields[1]) == os.getpid() and b"spawn_main" in command:
-                found.append(int(stat.parent.name))
-    return found
 
 
 def _body(event_id: str) -> bytes:
