@@ -220,12 +220,9 @@ def outcomes(metrics: dict[str, float]) -> float:
     return metrics.get("azml_worker_events_total", 0.0)
 
 
-def handed_on(text: str, count: int, partitions: int) -> float:
-    """The events of a stream of ``count`` (every one of them enqueued before the worker starts) that
-    the receiving process has received and handed on, live: ``count`` less each partition's lag (the
-    events enqueued after the last one delivered), once every partition's is known (0 until then)."""
-    lags = [float(match[1]) for match in re.finditer(r"^azml_worker_partition_lag\{[^}]*\} (\S+)$", text, re.M)]
-    return count - sum(lags) if len(lags) == partitions else 0.0
+def received_messages(metrics: dict[str, float]) -> float:
+    """The events the receiving process has received from the hub and handed on (one per message here)."""
+    return metrics.get("azml_worker_messages_received_total", 0.0)
 
 
 class WorkerRun(NamedTuple):
@@ -245,7 +242,7 @@ def pipeline_process(parent: int) -> int:
     return child
 
 
-def run_worker_throughput(connection: str, count: int, partitions: int, rules: Path, work: Path) -> WorkerRun:
+def run_worker_throughput(connection: str, count: int, rules: Path, work: Path) -> WorkerRun:
     """The worker's rates, from its finished events (the marks ``finished`` passes); the receiving
     process's CPU over the stretch in which it received the stream's 10% to 90% (``received``: it
     reads ahead of the pipeline, by up to its prefetch and inboxes), the pipeline process's over the
@@ -276,7 +273,7 @@ def run_worker_throughput(connection: str, count: int, partitions: int, rules: P
                 finished.times[0.0] = now
             if done := outcomes(metrics):
                 finished.update(done, now)
-            if got := handed_on(text, count, partitions):
+            if got := received_messages(metrics):
                 received.update(got, now)
                 for mark in received.cpu.keys() - scrapes.keys():
                     scrapes[mark] = scraped
@@ -416,7 +413,7 @@ def report_throughput(rounds: list[tuple[Run, WorkerRun]]) -> None:
         " reach on a core of its own (events / its CPU seconds), median of the rounds. Measured: user + system\n"
         "CPU seconds of each process (all its threads), read from /proc/PID/stat as the stretch's first and last"
         " events passed it: received by (a) and (b1) (counted by the consumer itself; by (b1)'s /metrics,\n"
-        "the stream less each partition's lag), finished by (b2) (its /metrics outcomes). The local hub's CPU is"
+        "its messages received), finished by (b2) (its /metrics outcomes). The local hub's CPU is"
         " not counted."
     )
     for name, per_event in (
@@ -516,9 +513,7 @@ def main() -> None:
             for n in range(args.rounds):
                 (round_work := work / f"round-{n}").mkdir()
                 bare = run_bare(connection, args.events)
-                rounds.append(
-                    (bare, run_worker_throughput(connection, args.events, args.partitions, rules, round_work))
-                )
+                rounds.append((bare, run_worker_throughput(connection, args.events, rules, round_work)))
         report_throughput(rounds)
         with local_hub("steady", args.partitions, args.rate * args.seconds * 2) as connection:
             run_steady(connection, args.partitions, args.rate, args.seconds, args.window, work)

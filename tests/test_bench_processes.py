@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.bench_worker import Marks, handed_on
+from bench.bench_worker import Marks, received_messages, summed
 from bench.processes import child_pid, cpu_seconds, rss_bytes
 
 
@@ -56,14 +56,13 @@ def test_marks_seen_passed_at_once_measure_nothing() -> None:
 
 
 PAGE = """\
-# HELP azml_worker_partition_lag Events enqueued after the last one delivered
-# TYPE azml_worker_partition_lag gauge
-azml_worker_partition_lag{partition="0"} 120.0
-azml_worker_partition_lag{partition="1"} 0.0
+# HELP azml_worker_messages_received_total Messages received from the hub
+# TYPE azml_worker_messages_received_total counter
+azml_worker_messages_received_total{partition="0"} 120.0
+azml_worker_messages_received_total{partition="1"} 300.0
 """
 
 
-def test_handed_on_is_the_stream_less_every_partition_lag() -> None:
-    assert handed_on(PAGE, 1000, partitions=2) == 880.0
-    assert handed_on(PAGE, 1000, partitions=4) == 0.0  # two partitions' lag not known yet
-    assert handed_on("", 1000, partitions=2) == 0.0
+def test_received_sums_the_messages_every_partition_received() -> None:
+    assert received_messages(summed(PAGE)) == 420.0
+    assert received_messages(summed("")) == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -135,6 +136,9 @@ async def test_health_and_metrics_of_a_running_worker(workdir: Path, azurite: Az
                 text = await response.text()
             assert "azml_worker_partitions_owned 4.0" in text
             assert "azml_worker_events_read_total 50.0" in text
+            received = re.findall(r'^azml_worker_messages_received_total\{partition="\d"\} (\S+)$', text, re.M)
+            assert len(received) == 4  # one per owned partition
+            assert sum(map(float, received)) == 50
         stop.set()
         tally = await running
         assert tally.read == 50

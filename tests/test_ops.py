@@ -66,7 +66,7 @@ async def test_health_readiness_and_metrics() -> None:
         view.counts.rule_matches["mail-on-failure"] += 1
         view.counts.count_action("mail-on-failure", "email", ActionFate.DEAD_LETTERED)
         view.owned = [
-            PartitionGauges(PartitionStatus("0", 4, 9, 2.5, 7, 1, pending_checkpoint=True, taken=20), 120),
+            PartitionGauges(PartitionStatus("0", 4, 9, 2.5, 7, 1, pending_checkpoint=True, taken=20), 120, 20),
             PartitionGauges(PartitionStatus("1", 0, 0, 0.5, 3, 0, pending_checkpoint=False, taken=5), None),
         ]
         actions.observe("webhook", 0.02, "ok")
@@ -92,6 +92,8 @@ async def test_health_readiness_and_metrics() -> None:
     assert got["azml_worker_checkpoint_failures_total", (("partition", "0"),)] == 1
     assert got["azml_worker_partition_lag", (("partition", "0"),)] == 120
     assert ("azml_worker_partition_lag", (("partition", "1"),)) not in got  # unknown, not zero
+    assert got["azml_worker_messages_received_total", (("partition", "0"),)] == 20
+    assert got["azml_worker_messages_received_total", (("partition", "1"),)] == 0
     assert got["azml_worker_action_attempts_total", (("action_type", "webhook"), ("result", "transient"))] == 1
     assert got["azml_worker_action_attempts_total", (("action_type", "webhook"), ("result", "circuit_open"))] == 1
     assert got["azml_worker_action_seconds_count", (("action_type", "webhook"),)] == 2

@@ -27,10 +27,12 @@ PREFIX = "azml_worker"
 
 @dataclass(frozen=True, slots=True)
 class PartitionGauges:
-    """What one owned partition reports at a scrape: its pipeline's status, and its receiver's lag."""
+    """What one owned partition reports at a scrape: its pipeline's status, and its receiver's lag and
+    messages received since the partition was claimed."""
 
     status: PartitionStatus
     lag: int | None
+    received: int = 0
 
 
 class WorkerView(Protocol):
@@ -122,9 +124,15 @@ class WorkerCollector(Collector):
             ["partition"],
             [((p.status.partition_id,), p.status.checkpoint_failures) for p in partitions],
         )
+        yield _counter(
+            "messages_received",
+            "Messages received from the hub and handed to the pipeline since the partition was claimed",
+            ["partition"],
+            [((p.status.partition_id,), p.received) for p in partitions],
+        )
         yield _gauge(
             "partition_lag",
-            "Events enqueued after the last one delivered, from the hub's last enqueued properties",
+            "Events enqueued after the last one delivered, from the hub's partition properties (read every 10 s)",
             ["partition"],
             [((p.status.partition_id,), p.lag) for p in partitions if p.lag is not None],
         )

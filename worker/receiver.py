@@ -3,9 +3,13 @@
 The only module that reads from ``azure.eventhub``: :class:`HubReceiver` turns each ``EventData``
 into a :class:`~worker.handoff.Delivery` and hands the owned partitions' batches to a
 :class:`~worker.handoff.PartitionHost`, which runs a pipeline per partition. Ownership uses an
-owner level, so a partition taken by another worker detaches here at once. A partition that
-delivers nothing while the hub reports events beyond the last one delivered is recycled: its
-receiver is closed and reopened from the checkpoint.
+owner level, so a partition taken by another worker detaches here at once.
+
+Each owned partition's lag (the events enqueued after the last one delivered) comes from the hub's
+partition properties, read every few seconds rather than with every delivery: asking the SDK to
+track the last enqueued event costs a tenth of this process's CPU per event (``bench/bench_worker.py``).
+A partition that delivers nothing while it has lag is recycled: its receiver is closed and reopened
+from the checkpoint.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ log = structlog.get_logger("worker.receiver")
 _OFFSET = b"x-opt-offset"
 _SEQUENCE_NUMBER = b"x-opt-sequence-number"
 _ENQUEUED_TIME = b"x-opt-enqueued-time"
+#: Seconds between two readings of the partitions' last enqueued events (at most; see ``_watch``).
+_LAG_PERIOD = 10.0
 
 
 def delivery(event: EventData) -> Delivery:
@@ -105,7 +111,7 @@ class _Receiving:
     #: Monotonic time of the last delivery, and the last sequence number delivered.
     last_delivery: float
     last_sequence_number: int | None = None
-    #: The last enqueued sequence number the hub reported, for the lag.
+    #: The last enqueued sequence number the hub reported (polled), for the lag; None until read.
     last_enqueued: int | None = None
     #: Messages handed to the host since the partition was opened.
     handed: int = 0
@@ -160,12 +166,12 @@ class HubReceiver:
         receiving = self._receiving
         for status in self._host.statuses():
             each = receiving.get(status.partition_id)
-            yield PartitionGauges(status, each.lag if each is not None else None)
+            yield PartitionGauges(status, None) if each is None else PartitionGauges(status, each.lag, each.handed)
 
     @property
     def idle(self) -> bool:
         """Every partition of the hub owned here, everything handed in taken and finished, every
-        checkpoint written, no lag.
+        checkpoint written, no lag known (see :meth:`settled`, which reads the lag afresh).
 
         Meant for a worker alone on its consumer group (demos, catching up): a partition owned by
         another worker, or by a dead one whose ownership has not expired yet, keeps this false.
@@ -184,6 +190,12 @@ class HubReceiver:
                 for partition_id, each in receiving.items()
             )
         )
+
+    async def settled(self) -> bool:
+        """:attr:`idle`, with every partition's lag read from the hub now and found to be zero."""
+        if not self.idle or not await self._poll():
+            return False
+        return self.idle and all(each.lag == 0 for each in self._receiving.values())
 
     def reload(self) -> None:
         """Load the rules again for every event released from now on (an invalid table is kept out)."""
@@ -214,7 +226,6 @@ class HubReceiver:
                 max_batch_size=hub.batch_size,
                 max_wait_time=hub.max_wait,
                 prefetch=hub.prefetch,
-                track_last_enqueued_event_properties=True,
                 starting_position=self._start,
             ),
             name="receive",
@@ -314,9 +325,6 @@ class HubReceiver:
             each.last_delivery = self.last_activity = time.monotonic()
             each.last_sequence_number = batch[-1].sequence_number
             each.handed += len(batch)
-            enqueued = context.last_enqueued_event_properties
-            if enqueued:
-                each.last_enqueued = enqueued.get("sequence_number")
         await self._host.put(partition_id, batch)
 
     async def _on_close(self, context: PartitionContext, reason: CloseReason) -> None:
@@ -336,19 +344,27 @@ class HubReceiver:
 
     async def _watch(self) -> None:
         """Poll the partitions' last enqueued events: lag for the metrics, and stalled receivers."""
-        period = min(self._hub.stall_timeout / 4, 30.0)
+        period = min(self._hub.stall_timeout / 4, _LAG_PERIOD)
         while True:
             await asyncio.sleep(period)
+            if not await self._poll():
+                continue
             for partition_id, each in list(self._receiving.items()):
-                try:
-                    properties = await self._client.get_partition_properties(partition_id)
-                except (EventHubError, AzureError) as exc:
-                    self.connected = False
-                    log.warning("receiver.hub_unreachable", error=str(exc))
-                    break
-                self.connected = True
-                each.last_enqueued = properties["last_enqueued_sequence_number"]
                 silent = time.monotonic() - each.last_delivery
                 if each.lag and silent > self._hub.stall_timeout and not each.stalled:
                     log.warning("partition.stalled", partition_id=partition_id, lag=each.lag, silent_seconds=silent)
                     each.stalled = each.recycle = True
+
+    async def _poll(self) -> bool:
+        """Read each owned partition's last enqueued sequence number from the hub; False when it does
+        not answer."""
+        for partition_id, each in list(self._receiving.items()):
+            try:
+                properties = await self._client.get_partition_properties(partition_id)
+            except (EventHubError, AzureError) as exc:
+                self.connected = False
+                log.warning("receiver.hub_unreachable", error=str(exc))
+                return False
+            self.connected = True
+            each.last_enqueued = properties["last_enqueued_sequence_number"]
+        return True
