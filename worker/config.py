@@ -279,8 +279,9 @@ class RunSettings(ConnectionSettings):
     idle_exit: float = Field(
         0.0,
         ge=0,
-        description="stop once every partition is owned here and caught up, nothing in flight, and no event "
-        "arrived for this many seconds (0: never); for a worker alone on its consumer group: demos, catching up",
+        description="stop once every partition is owned here and caught up (its lag, read from the hub then, is "
+        "zero), nothing in flight, and no event arrived for this many seconds (0: never); for a worker alone on its "
+        "consumer group: demos, catching up",
     )
     dead_letters: str = Field(
         "dead-letters",
