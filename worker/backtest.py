@@ -93,8 +93,8 @@ class Histogram:
             self.untimed += n
             return
         self.buckets[int(moment // self.width) * self.width] += n
-        if len(self.buckets) > MAX_BUCKETS and self.width < WIDTHS[-1]:
-            self.widen(WIDTHS[WIDTHS.index(self.width) + 1])
+        if len(self.buckets) > MAX_BUCKETS:
+            self._fit()
 
     def widen(self, width: int) -> None:
         """Count in buckets of ``width`` (a multiple of the current width) from now on."""
@@ -113,6 +113,10 @@ class Histogram:
         for start, n in other.buckets.items():
             self.buckets[start // width * width] += n
         self.untimed += other.untimed
+        self._fit()
+
+    def _fit(self) -> None:
+        """Widen to the next width while there are more than :data:`MAX_BUCKETS` buckets, up to the widest."""
         while len(self.buckets) > MAX_BUCKETS and self.width < WIDTHS[-1]:
             self.widen(WIDTHS[WIDTHS.index(self.width) + 1])
 
