@@ -6,10 +6,10 @@ into a :class:`~worker.handoff.Delivery` and hands the owned partitions' batches
 owner level, so a partition taken by another worker detaches here at once.
 
 Each owned partition's lag (the events enqueued after the last one delivered) comes from the hub's
-partition properties, read every few seconds rather than with every delivery: asking the SDK to
-track the last enqueued event costs a tenth of this process's CPU per event (``bench/bench_worker.py``).
-A partition that delivers nothing while it has lag is recycled: its receiver is closed and reopened
-from the checkpoint.
+partition properties, read every 30 s (as they are to find stalled receivers) rather than with every
+delivery: asking the SDK to track the last enqueued event costs a tenth of this process's CPU per
+event (``bench/bench_worker.py``). A partition that delivers nothing while it has lag is recycled:
+its receiver is closed and reopened from the checkpoint.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _OFFSET = b"x-opt-offset"
 _SEQUENCE_NUMBER = b"x-opt-sequence-number"
 _ENQUEUED_TIME = b"x-opt-enqueued-time"
 #: Seconds between two readings of the partitions' last enqueued events (at most; see ``_watch``).
-_LAG_PERIOD = 10.0
+_LAG_PERIOD = 30.0
 
 
 def delivery(event: EventData) -> Delivery:
