@@ -132,7 +132,8 @@ class WorkerCollector(Collector):
         )
         yield _gauge(
             "partition_lag",
-            "Events enqueued after the last one delivered, from the hub's partition properties (read every 30 s)",
+            "Events enqueued after the last one delivered, from the hub's partition properties "
+            "(read at least every 30 s)",
             ["partition"],
             [((p.status.partition_id,), p.lag) for p in partitions if p.lag is not None],
         )

@@ -192,7 +192,8 @@ class HubReceiver:
         )
 
     async def settled(self) -> bool:
-        """:attr:`idle`, with every partition's lag read from the hub now and found to be zero."""
+        """:attr:`idle`, with every partition's lag read from the hub now and found to be zero (the hub
+        is asked only when :attr:`idle` already holds)."""
         if not self.idle or not await self._poll():
             return False
         return self.idle and all(each.lag == 0 for each in self._receiving.values())

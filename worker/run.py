@@ -141,8 +141,7 @@ async def _watch_rules(settings: RunSettings, receiver: HubReceiver) -> None:
 async def _stop_when_idle(receiver: HubReceiver, seconds: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
         await asyncio.sleep(min(seconds / 4, 1.0))
-        quiet = time.monotonic() - receiver.last_activity >= seconds
-        if receiver.idle and quiet and await receiver.settled():
+        if time.monotonic() - receiver.last_activity >= seconds and await receiver.settled():
             log.info("worker.idle", seconds=seconds)
             stop.set()
 
