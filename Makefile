@@ -19,9 +19,12 @@ NODE_STAMP := node_modules/.installed
 demo: $(STAMP)
 	$(BIN)/python -m worker demo
 
-# Lint, type-check and run the whole test suite.
+# Lint, type-check and run the whole test suite: in TEST_WORKERS processes (pytest-xdist), since most of
+# it waits on servers and processes rather than the CPU. PYTEST_ARGS adds pytest's own arguments.
+TEST_WORKERS ?= 6
+PYTEST_ARGS  ?=
 test: lint $(NODE_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The pure tests alone: no servers, no processes (the others are marked integration). They read KEDA's
 # schemas from node_modules.
@@ -32,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench_records
@@ -60,6 +64,6 @@ $(NODE_STAMP): package.json package-lock.json
 	touch $(NODE_STAMP)
 
 clean:
-	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache .hypothesis out node_modules
+	rm -rf $(VENV) .venv-3.* .mypy_cache .pytest_cache .ruff_cache .import_linter_cache .hypothesis out node_modules
 
 FORCE:

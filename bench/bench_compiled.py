@@ -37,21 +37,22 @@ from bench.tables import base_filters, prefixed_filters, rules_yaml
 #: class attributes of compiled exception classes, such as ``reason``, are missing at run time) and
 #: ``settings`` (a compiled frozen dataclass cannot be unpickled, and the settings cross processes).
 COMPILED = (
-    "accounting",
-    "bounded",
+    "core/accounting",
+    "core/bounded",
+    "core/decoding",
+    "core/filters",
+    "core/memos",
+    "core/ordering",
+    "core/partition",
+    "core/positions",
+    "core/remember",
+    "core/rules",
+    "core/state",
+    "checkpoints/marks",
     "events",
-    "filters",
-    "group_use",
     "jsontext",
     "keys",
-    "memos",
     "moments",
-    "ordering",
-    "partition_core",
-    "positions",
-    "remember",
-    "rules",
-    "state",
 )
 
 _SETUP = """
@@ -64,10 +65,10 @@ setup(name="worker-compiled", py_modules=[], ext_modules=mypycify({args!r}))
 #: Run in a copy of the package: the best of ``repeat`` replays, and whether the core was compiled.
 _REPLAY = """
 import contextlib, importlib.machinery, io, sys, time
-import worker.partition_core
+import worker.core.partition
 from worker.cli import main
 
-compiled = worker.partition_core.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+compiled = worker.core.partition.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 best = float("inf")
 for _ in range(int(sys.argv[1])):
     start = time.perf_counter()

@@ -24,8 +24,8 @@ from azure.eventhub import EventData
 from azure.eventhub.aio import EventHubConsumerClient, PartitionContext
 
 from bench.processes import cpu_seconds
-from worker import mlevents
-from worker.publish import Outgoing, publish
+from worker.sending import mlevents
+from worker.sending.publish import Outgoing, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 

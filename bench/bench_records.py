@@ -1,7 +1,7 @@
 """What the named-tuple records buy: building the records made per event, against frozen dataclasses.
 
 The core builds a ``Position``, a ``Message`` and an ``Event`` for every event it reads, and a
-``Work`` for every matched one. They are named tuples (``worker.events``, ``worker.partition_core``).
+``Work`` for every matched one. They are named tuples (``worker.events``, ``worker.core.partition``).
 In one run this prints the cost of building each, next to a frozen slotted dataclass with the same
 fields (made here with ``dataclasses.make_dataclass``: what the records would otherwise be) and to
 ``orjson.loads`` of a typical event body, the baseline every event pays anyway.
@@ -20,9 +20,10 @@ from typing import Any
 import orjson
 
 from bench.bench_rules import measure
-from worker import mlevents
-from worker.events import Event, Message, Position, decode
-from worker.partition_core import Work
+from worker.core.decoding import decode
+from worker.core.partition import Work
+from worker.events import Event, Message, Position
+from worker.sending import mlevents
 
 
 def _frozen_twin(record: type) -> type:

@@ -42,13 +42,14 @@ import fastavro
 import orjson
 
 from bench.tables import base_filters, prefixed_filters, rules_yaml
-from worker import mlevents
-from worker.capture import number_messages, read_capture, write_capture
 from worker.cli import main as cli_main
-from worker.events import Event, decode
-from worker.replay_pool import usable_cores
-from worker.rules import RulesTable
-from worker.rulesfile import load_rules
+from worker.core.decoding import decode
+from worker.core.rules import RulesTable
+from worker.events import Event
+from worker.replay.capture import number_messages, read_capture, write_capture
+from worker.replay.pool import usable_cores
+from worker.rulefiles.loading import load_rules
+from worker.sending import mlevents
 
 _PEAK = """
 import resource, sys

@@ -27,16 +27,18 @@ from datetime import timedelta
 import orjson
 
 from bench.tables import Filter, base_filters, leaf, prefixed_filters
-from worker.accounting import ActionFate, Tally
 from worker.actions import ActionSpec
+from worker.actions.base import ActionFate
 from worker.actions.log import LogParams
 from worker.actions.templates import Template
-from worker.capture import number_messages
-from worker.events import Event, Message, decode_body
-from worker.filters import CompiledFilter, compile_filter
-from worker.mlevents import RUN_COMPLETED, RUN_STATUS_CHANGED, Options, bodies
-from worker.partition_core import PartitionCore
-from worker.rules import Expect, Group, Rule, RulesTable
+from worker.core.accounting import Tally
+from worker.core.decoding import decode_body
+from worker.core.filters import CompiledFilter, compile_filter
+from worker.core.partition import PartitionCore
+from worker.core.rules import Expect, Group, Rule, RulesTable
+from worker.events import Event, Message
+from worker.replay.capture import number_messages
+from worker.sending.mlevents import RUN_COMPLETED, RUN_STATUS_CHANGED, Options, bodies
 
 _LOG = (ActionSpec("log", 0, LogParams()),)
 

@@ -51,8 +51,8 @@ from bench.bench_localhub import start_hub
 from bench.processes import child_pid, cpu_seconds, rss_bytes
 from bench.tables import base_filters, prefixed_filters, rules_yaml
 from tests.servers import free_port
-from worker import mlevents
-from worker.publish import GenerateOptions, generated_events, plan, publish
+from worker.sending import mlevents
+from worker.sending.publish import GenerateOptions, generated_events, plan, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFETCH = 3000
@@ -235,8 +235,8 @@ class WorkerRun(NamedTuple):
 
 
 def pipeline_process(parent: int) -> int:
-    """The pid of the worker's pipeline process (``python -m worker.child``, started by ``parent``)."""
-    child = child_pid(parent, "worker.child")
+    """The pid of the worker's pipeline process (``python -m worker.live.child``, started by ``parent``)."""
+    child = child_pid(parent, "worker.live.child")
     if child is None:
         raise SystemExit("the worker's pipeline process was not found (is WORKER_PIPELINE_PROCESS off?)")
     return child
@@ -310,7 +310,7 @@ async def stream(connection: str, deliveries: list[mlevents.Delivery], per_secon
     """Publish at ``per_second``; return each event id's send time (wall clock, as the log's)."""
     from azure.eventhub.aio import EventHubProducerClient  # noqa: PLC0415
 
-    from worker.placement import partition_for_key  # noqa: PLC0415
+    from worker.sending.placement import partition_for_key  # noqa: PLC0415
 
     sent: dict[str, float] = {}
     tick = 0.05

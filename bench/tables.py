@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import yaml
 
-from worker.mlevents import DATASET_DRIFT_DETECTED, EVENT_TYPES, MODEL_REGISTERED, RUN_STATUS_CHANGED
+from worker.sending.mlevents import DATASET_DRIFT_DETECTED, EVENT_TYPES, MODEL_REGISTERED, RUN_STATUS_CHANGED
 
 Filter = dict[str, object]
 

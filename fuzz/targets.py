@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from worker import mlevents
 from worker.actions.secrets import Placeholders
+from worker.core.partition import PartitionCore
+from worker.core.rules import RulesTable
 from worker.errors import Problem, RulesError
 from worker.events import Message, Position
-from worker.partition_core import PartitionCore
-from worker.rules import RulesTable
-from worker.rulesfile import load_rules
+from worker.rulefiles.loading import load_rules
+from worker.sending import mlevents
 from worker.settings import CoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]

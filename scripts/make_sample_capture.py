@@ -21,9 +21,9 @@ from pathlib import Path
 
 import orjson
 
-from worker import mlevents
-from worker.capture import write_capture
 from worker.events import Message, Position
+from worker.replay.capture import write_capture
+from worker.sending import mlevents
 
 NAMESPACE, EVENTHUB, PARTITIONS = "mlevents", "ml-workspace-events", 2
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, settings
 
 from tests.probe import ACTIVE, Probe
 from tests.sdk_livetests.suite import SUMMARY
@@ -35,6 +36,12 @@ def _audit(event: str, _args: tuple[object, ...]) -> None:
 
 
 sys.addaudithook(_audit)
+
+# Property tests judge what the code does, never how long it took: the suite runs its tests side by
+# side, often with other work on the cores, so hypothesis's time limits per example (its deadline, and
+# the health check of slow data generation) would fail tests for the machine's load.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 # platform asks `uname -p` once, when a library first wants the processor's name (azure-identity's
 # user agent, at import): asked here, so that the guard below does not blame the first test to import one.
 platform.uname().processor  # noqa: B018 - evaluated for its cache
@@ -165,10 +172,32 @@ def probe() -> Iterator[Probe]:
     ACTIVE.pop()
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest first, so that pytest-xdist's workers finish together: azure-eventhub's own live
+    tests (minutes), then the integration tests (they wait on servers and processes), then the pure
+    ones, which fill the gaps at the end. Within each kind, the collection's order."""
+    items.sort(key=lambda item: (item.get_closest_marker("sdk_livetests") is None, _pure(item)))
+
+
+def _pure(item: pytest.Item) -> bool:
+    return item.get_closest_marker("integration") is None
+
+
+#: What the azure-eventhub SDK's own live tests came to, when they ran, for the session's summary.
+_sdk_summary: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collects the summary the live tests' test records as a property: in this process, or sent here
+    by the pytest-xdist worker that ran it."""
+    for name, value in report.user_properties:
+        if name == SUMMARY and isinstance(value, list):
+            _sdk_summary[:] = [str(line) for line in value]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """What the azure-eventhub SDK's own live tests came to, when they ran (tests/test_sdk_livetests.py)."""
-    lines = config.stash.get(SUMMARY, [])
-    if lines:
+    if _sdk_summary:
         terminalreporter.section("azure-eventhub's own live tests")
-        for line in lines:
+        for line in _sdk_summary:
             terminalreporter.write_line(line)

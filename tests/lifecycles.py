@@ -31,9 +31,9 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from worker.capture import write_capture as write_capture_file
 from worker.events import Message, Position
-from worker.mlevents import (
+from worker.replay.capture import write_capture as write_capture_file
+from worker.sending.mlevents import (
     DEFAULT_TOPIC,
     MODEL_DEPLOYED,
     MODEL_REGISTERED,

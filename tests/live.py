@@ -23,11 +23,11 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import ROOT, Azurite
-from worker import mlevents
 from worker.localhub.hub import LocalHub
 from worker.localhub.store import HubSpec
-from worker.placement import partition_for_key
-from worker.publish import PublishReport, plan, publish
+from worker.sending import mlevents
+from worker.sending.placement import partition_for_key
+from worker.sending.publish import PublishReport, plan, publish
 
 #: One rule acting on every event, appending a line per action to ``actions.jsonl`` in the worker's
 #: working directory: what the tests read back.

@@ -16,9 +16,9 @@ import orjson
 from tests.support import compile_ok
 from worker.actions import ActionParams, ActionSpec, ActionType, PlannedAction, action_types
 from worker.actions.clients import Clients
+from worker.core.rules import Rule, RulesTable
 from worker.errors import ActionError
 from worker.events import Message, Position
-from worker.rules import Rule, RulesTable
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 

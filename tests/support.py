@@ -7,9 +7,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from worker.capture import Codec, number_messages, write_capture
-from worker.events import Event, Position, decode_body
-from worker.filters import CompiledFilter, compile_filter
+from worker.core.decoding import decode_body
+from worker.core.filters import CompiledFilter, compile_filter
+from worker.events import Event, Position
+from worker.replay.capture import Codec, number_messages, write_capture
 
 AT = ("rules", 0, "filter")
 TOPIC = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ml-prod"

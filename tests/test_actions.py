@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 
 from tests.support import TOPIC, make_event
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
-from worker.actions.services import Services
+from worker.actions.delivery.services import Services
 from worker.errors import ActionError
-from worker.rulesfile import load_rules
+from worker.rulefiles.loading import load_rules
 
 
 def file_executor(**params: object):

@@ -13,18 +13,19 @@ from pathlib import Path
 import pytest
 
 from tests.pages import CHROMIUM, chromium, colour, console_messages, external_references, pixels, sections
-from worker.accounting import Fate, Skip, Tally
 from worker.actions.base import PlannedAction
 from worker.actions.preview import HIDDEN, render_params
 from worker.actions.secrets import Placeholders
-from worker.backtest import MAX_BUCKETS, WIDTHS, Backtest, Histogram, display_width
 from worker.cli import main
-from worker.events import Event, Position, decode_body
+from worker.core.accounting import Fate, Skip, Tally
+from worker.core.decoding import decode_body
+from worker.core.memos import Expiry, Notification
+from worker.core.rules import RulesTable
+from worker.events import Event, Position
 from worker.masking import MASKER
-from worker.memos import Expiry, Notification
-from worker.report_html import BAR_COLOUR, render_html
-from worker.rules import RulesTable
-from worker.rulesfile import load_rules
+from worker.replay.backtest import MAX_BUCKETS, WIDTHS, Backtest, Histogram, display_width
+from worker.replay.backtest_page import BAR_COLOUR, render_html
+from worker.rulefiles.loading import load_rules
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "rules" / "examples.yaml"

@@ -32,7 +32,7 @@ def test_child_pid_finds_the_child_running_a_module() -> None:
     child = subprocess.Popen([sys.executable, "-m", "timeit", "-n", "1", "-r", "1", "input()"], stdin=subprocess.PIPE)
     try:
         assert child_pid(os.getpid(), "timeit") == child.pid
-        assert child_pid(os.getpid(), "worker.child") is None
+        assert child_pid(os.getpid(), "worker.live.child") is None
     finally:
         child.communicate(b"\n", timeout=30)
 

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import TEST_DATA
-from worker import mlevents
-from worker.capture import (
+from worker.errors import CaptureError, WorkerError
+from worker.events import Message, Position
+from worker.replay.capture import (
     ENQUEUED_TIME_PROPERTY,
     SCHEMA,
     format_enqueued_time,
@@ -26,8 +27,7 @@ from worker.capture import (
     window_from_path,
     write_capture,
 )
-from worker.errors import CaptureError, WorkerError
-from worker.events import Message, Position
+from worker.sending import mlevents
 
 SAMPLES = TEST_DATA / "capture-samples"
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

@@ -33,19 +33,19 @@ from tests.live import (
 )
 from tests.live import worker_env as live_env
 from tests.servers import Azurite
-from worker.checkpoints import DirectoryCheckpoints, DirectoryCheckpointStore, open_stores
+from worker.admin.checkpoints import reset, show
+from worker.checkpoints.store import DirectoryCheckpoints, DirectoryCheckpointStore, open_stores
 from worker.cli import main
 from worker.config import load_connection_settings
+from worker.core.state import SavedState
 from worker.errors import CheckpointMoved, SettingsError
 from worker.events import Position
-from worker.group_tools import reset, show
 from worker.localhub.hub import LocalHub
 from worker.localhub.store import HubSpec
-from worker.mlevents import Delivery
 from worker.moments import EARLIEST, LATEST, parse_start
-from worker.publish import plan, publish
+from worker.sending.mlevents import Delivery
+from worker.sending.publish import plan, publish
 from worker.settings import CheckpointSettings, GroupSettings, Scope
-from worker.state import SavedState
 
 HUB = "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=k;SharedAccessKey=s3cr3t;EntityPath=ml-events"
 SCOPE = Scope("ns.servicebus.windows.net", "ml-events", "$Default")

@@ -12,11 +12,11 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from azure.storage.blob.aio import ContainerClient
 
 from tests.servers import Azurite
-from worker.checkpoints import BlobPartitionCheckpoint, DirectoryCheckpointStore, Stores, open_stores
+from worker.checkpoints.store import BlobPartitionCheckpoint, DirectoryCheckpointStore, Stores, open_stores
+from worker.core.state import SavedState
 from worker.errors import SettingsError, StateError
 from worker.events import Position
 from worker.settings import CheckpointSettings, Scope
-from worker.state import SavedState
 
 SCOPE = Scope("MyNamespace.servicebus.windows.net", "ML-Events", "$Default")
 STATE = SavedState(

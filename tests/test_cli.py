@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import EXAMPLE_SECRETS
 from worker.cli import main
-from worker.mlevents import DEFAULT_TOPIC, MODEL_REGISTERED, RUN_STATUS_CHANGED
+from worker.sending.mlevents import DEFAULT_TOPIC, MODEL_REGISTERED, RUN_STATUS_CHANGED
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "rules" / "examples.yaml"

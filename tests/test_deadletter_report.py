@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.actions.deadletters import Attempt, Letter
-from worker.deadletter_report import (
+from worker.actions.delivery.deadletters import Attempt, Letter
+from worker.admin.dead_letters import (
     LaneSummary,
     dead_lettered_at,
     reason_of,

@@ -26,7 +26,7 @@ from tests.manifests import (
     the,
 )
 from worker.config import RunSettings, env_name
-from worker.rulesfile import load_rules
+from worker.rulefiles.loading import load_rules
 
 SETTINGS = {env_name(field) for field in RunSettings.model_fields}
 DOCUMENTS = [

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import TEST_DATA
+from worker.core.decoding import decode, decode_body
 from worker.errors import BadField, DecodeError, MissingField, NotAnEvent, NotJson, NotUtf8
-from worker.events import Event, InvalidEvent, Message, Position, Schema, decode, decode_body
+from worker.events import Event, InvalidEvent, Message, Position, Schema
 
 ML_EVENTS = TEST_DATA / "ml-events.json"
 SAMPLE_KINDS = ("eventgrid_schema_doc_sample", "cloudevents_schema_doc_sample", "eventgrid_schema_sdk_fixture")

@@ -38,15 +38,16 @@ from tests.probe import message
 from tests.servers import Azurite, free_port, start_azurite, stop
 from tests.support import compile_ok
 from tests.targets import HttpTarget, Received
-from worker.accounting import ActionFate, Fate
 from worker.actions import ActionSpec, action_types
+from worker.actions.base import ActionFate
 from worker.actions.breaker import BreakerSettings
-from worker.actions.runner import ActionRunner, DeadLetterDirectory, RunnerSettings
-from worker.checkpoints import DirectoryCheckpoints, DirectoryCheckpointStore
-from worker.handoff import Inbox
-from worker.live_partition import LivePartition
-from worker.partition_core import PartitionCore
-from worker.rules import Rule, RulesTable
+from worker.actions.delivery.runner import ActionRunner, DeadLetterDirectory, RunnerSettings
+from worker.checkpoints.store import DirectoryCheckpoints, DirectoryCheckpointStore
+from worker.core.accounting import Fate
+from worker.core.partition import PartitionCore
+from worker.core.rules import Rule, RulesTable
+from worker.live.handoff import Inbox
+from worker.live.partition import LivePartition
 from worker.settings import CheckpointSettings, CoreSettings, DriverSettings, Scope
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300), pytest.mark.usefixtures("sdk_garbage")]

@@ -1,7 +1,7 @@
 """Event Grid filter semantics (spec: shared notes ``eventgrid-filters.md``), one row per case.
 
 Every case decodes a real message body with :func:`worker.events.decode_body`, compiles the filter
-with :func:`worker.filters.compile_filter` and checks both ``holds`` and ``why_not``.
+with :func:`worker.core.filters.compile_filter` and checks both ``holds`` and ``why_not``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import AT, compile_ok, decode_one
+from worker.core.filters import OPERATORS, compile_filter
 from worker.events import Event
-from worker.filters import OPERATORS, compile_filter
 
 WORKSPACE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"

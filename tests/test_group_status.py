@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.group_status import (
+from worker.checkpoints.standing import (
     Claim,
     Move,
     PartitionEnd,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.accounting import Tally
+from worker.core.accounting import Tally
 from worker.errors import ChildProcessFailed, PartitionFailed
 from worker.events import NO_PROPERTIES, Message, Position
-from worker.handoff import (
+from worker.live.handoff import (
     ActionCounts,
     Close,
     Closed,
@@ -161,8 +161,8 @@ def test_the_settings_sent_to_the_child_never_show_the_connection_string() -> No
 @pytest.mark.parametrize(
     ("union", "module"),
     [
-        ("Command = Open | Put | Close | Reload | Stop", "child"),
-        ("Reply = Ready | Taken | Report | Closed | Fatal", "childprocess"),
+        ("Command = Open | Put | Close | Reload | Stop", "live.child"),
+        ("Reply = Ready | Taken | Report | Closed | Fatal", "live.childprocess"),
     ],
     ids=["command", "reply"],
 )
@@ -172,7 +172,7 @@ def test_a_record_added_to_one_end_and_not_handled_at_the_other_fails_the_type_c
     """mypy strict, on a copy of the package with one more record in a union: the other end's
     ``match`` no longer covers it."""
     shutil.copytree(ROOT / "worker", tmp_path / "worker")
-    handoff = tmp_path / "worker" / "handoff.py"
+    handoff = tmp_path / "worker" / "live" / "handoff.py"
     text = handoff.read_text()
     assert union in text
     handoff.write_text(
@@ -183,5 +183,5 @@ def test_a_record_added_to_one_end_and_not_handled_at_the_other_fails_the_type_c
     assert clean.returncode == 0, clean.stdout  # the project itself type-checks
     mutated = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=False, timeout=300)
     assert mutated.returncode == 1, mutated.stdout
-    assert f"worker/{module}.py" in mutated.stdout
+    assert f"worker/{module.replace('.', '/')}.py" in mutated.stdout
     assert 'Argument 1 to "assert_never" has incompatible type "Ping"' in mutated.stdout

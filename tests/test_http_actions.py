@@ -18,13 +18,13 @@ from structlog.testing import capture_logs
 from tests.servers import free_port
 from tests.support import make_event
 from tests.targets import FixedCredential, HttpTarget, Received
-from worker.accounting import ActionFate
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
+from worker.actions.base import ActionFate
 from worker.actions.breaker import BreakerSettings
+from worker.actions.delivery.runner import ActionRunner, DeadLetterDirectory, RunnerSettings
+from worker.actions.delivery.services import Services
+from worker.actions.delivery.tokens import CredentialTokens
 from worker.actions.retry import RetryPolicy
-from worker.actions.runner import ActionRunner, DeadLetterDirectory, RunnerSettings
-from worker.actions.services import Services
-from worker.actions.tokens import CredentialTokens
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ Skipped where no container engine answers (DOCKER_HOST): scripts/container-engin
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from pathlib import Path
@@ -37,7 +38,7 @@ rules:
 #: Run in the image: which modules the worker loads have no bytecode that Python can use as it is.
 BYTECODE_CHECK = """
 import importlib.util, os, sys
-import worker.cli, worker.run, worker.child
+import worker.cli, worker.live.run, worker.live.child
 for module in list(sys.modules.values()):
     source = getattr(getattr(module, "__spec__", None), "origin", None) or ""
     if not source.endswith(".py"):
@@ -73,9 +74,15 @@ def engine() -> Engine:
 
 
 @pytest.fixture(scope="module")
-def image(engine: Engine) -> str:
-    """The image, built from the checkout (pip reaches the package index through the host's network)."""
-    engine.run("build", "--network", "host", "--force-rm", "--tag", TAG, str(ROOT), timeout=840)
+def image(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The image, built from the checkout (pip reaches the package index through the host's network).
+
+    One build at a time, whichever test process asks (the folder above the process's own temporary
+    one is the run's, pytest-xdist's workers included): the next build finds every layer cached."""
+    lock = tmp_path_factory.getbasetemp().parent / "image-build.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        engine.run("build", "--network", "host", "--force-rm", "--tag", TAG, str(ROOT), timeout=840)
     return TAG
 
 

@@ -1,11 +1,12 @@
-"""The package's layout: what imports what, how high the import graph stands, what the pure commands
-load, and whether the maps drawn in docstrings are true."""
+"""The package's layout: its rooms and their import contracts, what the pure commands load, and whether
+the maps drawn in docstrings are true."""
 
 from __future__ import annotations
 
 import ast
-import functools
+import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,9 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "worker"
-#: The network and cloud libraries that the pure commands must not load.
+#: The network and cloud libraries, and the rooms doing I/O, that the pure commands must not load.
 IO_LIBRARIES = ("aiohttp", "aiosmtplib", "azure.eventhub", "azure.identity", "azure.storage")
-MAX_FLOORS = 12
+IO_ROOMS = (
+    "worker.live", "worker.replay", "worker.admin", "worker.checkpoints", "worker.localhub", "worker.sending",
+    "worker.driver", "worker.actions.delivery",
+)  # fmt: skip
 
 
 def _modules() -> Iterator[tuple[str, Path]]:
@@ -27,79 +31,51 @@ def _modules() -> Iterator[tuple[str, Path]]:
         yield name, path
 
 
-def _imports(path: Path) -> set[str]:
-    """Every ``worker`` module ``path`` imports, at the top or inside a function, as written."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] == "worker"}
+def test_the_package_top_holds_about_a_dozen_modules() -> None:
+    """The command line and what every room shares; everything else lives in its role's folder."""
+    top = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem not in ("__init__", "__main__"))
+    assert len(top) <= 12, f"{len(top)} modules at the top of worker/: {top}"
 
 
-def _room(name: str) -> str | None:
-    """The room a module stands in: itself, or its subpackage (``actions/``, ``localhub/``) as a whole;
-    None for the package face and ``__main__``."""
-    parts = name.split(".")
-    if len(parts) == 1 or parts[1] == "__main__":
-        return None
-    return ".".join(parts[:2])
+def test_every_room_says_what_it_is_and_what_it_may_use() -> None:
+    rooms = sorted(path.parent for path in PACKAGE.rglob("__init__.py") if path.parent != PACKAGE)
+    assert len(rooms) >= 9
+    for room in rooms:
+        docstring = ast.get_docstring(ast.parse((room / "__init__.py").read_text())) or ""
+        assert "May use" in docstring, f"{room.relative_to(ROOT)}/__init__.py does not say what the room may use"
 
 
-@functools.cache
-def _module_graph() -> dict[str, set[str]]:
-    modules = dict(_modules())
-    return {
-        name: {imported for imported in _imports(path) if imported in modules and imported != name}
-        for name, path in modules.items()
-    }
+@pytest.mark.integration
+def test_the_import_contracts_hold_and_a_broken_one_fails_with_import_linters_message(tmp_path: Path) -> None:
+    """``lint-imports`` (run by ``make lint``) on a copy of the package: kept as it is, then broken on
+    purpose, the core importing the live worker."""
+    shutil.copytree(PACKAGE, tmp_path / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
 
+    def lint() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
 
-@functools.cache
-def _room_graph() -> dict[str, set[str]]:
-    rooms: dict[str, set[str]] = {}
-    for name, imported in _module_graph().items():
-        room = _room(name)
-        if room is None:
-            continue
-        targets = rooms.setdefault(room, set())
-        targets.update(r for i in imported if (r := _room(i)) is not None and r != room)
-    return rooms
-
-
-def _floors(graph: dict[str, set[str]]) -> dict[str, int]:
-    heights: dict[str, int] = {}
-
-    def height(node: str, path: tuple[str, ...]) -> int:
-        if node in path:
-            raise AssertionError(f"an import cycle: {' -> '.join((*path[path.index(node) :], node))}")
-        if node not in heights:
-            heights[node] = 1 + max((height(d, (*path, node)) for d in graph[node]), default=0)
-        return heights[node]
-
-    for node in graph:
-        height(node, ())
-    return heights
-
-
-def test_no_module_imports_one_of_its_own_importers() -> None:
-    _floors(_module_graph())  # raises naming the cycle
-    _floors(_room_graph())
-
-
-def test_the_import_graph_stands_at_most_twelve_floors_high() -> None:
-    floors = _floors(_room_graph())
-    top = max(floors.values())
-    tallest = sorted(floors, key=floors.__getitem__, reverse=True)[:3]
-    assert top <= MAX_FLOORS, f"{top} floors (at most {MAX_FLOORS}); the tallest: {tallest}"
-
-
-def test_the_floor_count_sees_a_cycle_and_the_height() -> None:
-    assert _floors({"a": {"b"}, "b": {"c"}, "c": set()}) == {"a": 3, "b": 2, "c": 1}
-    with pytest.raises(AssertionError, match="a -> b -> a"):
-        _floors({"a": {"b"}, "b": {"a"}})
+    kept = lint()
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "0 broken" in kept.stdout
+    rules = tmp_path / "worker" / "core" / "rules.py"
+    source = rules.read_text()
+    rules.write_text(
+        source.replace("from worker.core.filters import", "import worker.live.run\nfrom worker.core.filters import", 1)
+    )
+    broken = lint()
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "worker.core is not allowed to import worker.live:" in broken.stdout
+    assert re.search(r"worker\.core\.rules -> worker\.live\.run \(l\.\d+\)", broken.stdout), broken.stdout
+    assert re.search(r"The core is pure.*\n?.* BROKEN", broken.stdout), broken.stdout
 
 
 @pytest.mark.integration
@@ -125,8 +101,8 @@ def test_the_pure_commands_load_no_network_library(command: list[str]) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     loaded = {line.rpartition("|")[2].strip() for line in done.stderr.decode().splitlines() if "|" in line}
-    assert "worker.rulesfile" in loaded  # the import log is read right
-    offending = sorted(name for name in loaded if name.startswith(IO_LIBRARIES))
+    assert "worker.rulefiles.loading" in loaded  # the import log is read right
+    offending = sorted(name for name in loaded if name.startswith(IO_LIBRARIES + IO_ROOMS))
     assert offending == [], f"python -m worker {' '.join(command)} loads {offending}"
 
 

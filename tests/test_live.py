@@ -37,9 +37,9 @@ from tests.live import (
     worker_log,
 )
 from tests.servers import Azurite, free_port
-from worker.accounting import Fate, Skip
 from worker.config import RunSettings
-from worker.run import run_worker
+from worker.core.accounting import Fate, Skip
+from worker.live.run import run_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.usefixtures("sdk_garbage")]
 

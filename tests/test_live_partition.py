@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.probe import TYPES, DeadLetterFailures, Probe, message, no_sleep, table, yielding
-from worker.accounting import Fate
-from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
-from worker.checkpoints import DirectoryCheckpoints, DirectoryCheckpointStore
+from worker.actions.delivery.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
+from worker.checkpoints.store import DirectoryCheckpoints, DirectoryCheckpointStore
 from worker.config import RunSettings
+from worker.core.accounting import Fate
+from worker.core.partition import PartitionCore
 from worker.errors import PartitionFailed
-from worker.handoff import Inbox
-from worker.inprocess import rules_loader
-from worker.live_partition import LivePartition
-from worker.partition_core import PartitionCore
+from worker.live.handoff import Inbox
+from worker.live.inprocess import rules_loader
+from worker.live.partition import LivePartition
 from worker.settings import CheckpointSettings, CoreSettings, DriverSettings, Scope
 
 SCOPE = Scope("ns.example", "hub", "$default")

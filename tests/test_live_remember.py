@@ -37,9 +37,9 @@ from tests.live import (
 )
 from tests.servers import Azurite
 from worker.actions import idempotency_key
+from worker.core.state import SavedState
 from worker.localhub.hub import LocalHub
-from worker.mlevents import DEFAULT_TOPIC, RUN_COMPLETED, RUN_STATUS_CHANGED
-from worker.state import SavedState
+from worker.sending.mlevents import DEFAULT_TOPIC, RUN_COMPLETED, RUN_STATUS_CHANGED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.usefixtures("sdk_garbage")]
 

@@ -18,8 +18,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from tests.servers import HUB_PARTITIONS, ROOT, Azurite, HubServer
-from worker import mlevents
-from worker.publish import Outgoing, publish
+from worker.sending import mlevents
+from worker.sending.publish import Outgoing, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 

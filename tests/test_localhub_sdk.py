@@ -20,7 +20,7 @@ from azure.eventhub.exceptions import ConnectError, EventHubError
 from tests.hubclient import FAST, collect, last_sequence_number, last_sequence_numbers, send
 from tests.servers import HUB_CONSUMER_GROUPS, HUB_NAME, HUB_PARTITIONS, HubServer, start_localhub, stop
 from worker.localhub.authorization import DEVELOPMENT_KEY, DEVELOPMENT_KEY_NAME
-from worker.placement import partition_for_key
+from worker.sending.placement import partition_for_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 

@@ -18,8 +18,8 @@ from tests.servers import free_port
 from tests.support import make_event
 from tests.targets import Certificate, Mailbox, mail_server
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
+from worker.actions.delivery.services import Services
 from worker.actions.eventhub import EventHubParams, build_message
-from worker.actions.services import Services
 from worker.errors import ActionError, TargetRejected, TargetUnavailable
 from worker.localhub.hub import LocalHub
 from worker.localhub.store import HubSpec

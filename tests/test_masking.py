@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -16,16 +17,16 @@ from aiohttp import web
 
 from tests.support import capture, make_event
 from tests.targets import FixedCredential, HttpTarget, Received
-from worker import mlevents
 from worker.actions import ActionSpec, PlannedAction, action_types
+from worker.actions.delivery.runner import ActionRunner, DeadLetterDirectory
+from worker.actions.delivery.services import Services
+from worker.actions.delivery.tokens import CredentialTokens
 from worker.actions.retry import RetryPolicy
-from worker.actions.runner import ActionRunner, DeadLetterDirectory
-from worker.actions.services import Services
-from worker.actions.tokens import CredentialTokens
 from worker.blob_urls import parse_container_url
 from worker.cli import main
 from worker.log import configure
 from worker.masking import MASK, MASKER, MaskedText, Masker, forms
+from worker.sending import mlevents
 
 
 def test_a_secret_is_masked_as_given_escaped_and_encoded() -> None:
@@ -228,8 +229,21 @@ async def test_an_echoing_target_leaks_no_secret_into_logs_or_dead_letters(
 async def test_a_replay_against_an_echoing_target_leaks_no_secret(
     http_target: HttpTarget, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The whole command: its output, its report, its logs and its dead letters."""
-    http_target.respond = echo
+    """The whole command: its output, its report, its logs and its dead letters.
+
+    The webhook's target echoes a transient refusal (503) to the first attempt and a permanent one
+    (400) to the retry, so that each event's two attempts reach it whatever the order: six 503s in a
+    row from one origin would open its circuit after five, and the sixth attempt would fail without a
+    request; a 400 says the target is up (so does each Azure DevOps attempt's)."""
+    first_attempts: set[bytes] = set()
+
+    async def refuse(received: Received) -> web.StreamResponse:
+        if received.path.endswith("/busy") and received.body in first_attempts:
+            received = dataclasses.replace(received, path=received.path.removesuffix("/busy") + "/refused")
+        first_attempts.add(received.body)
+        return await echo(received)
+
+    http_target.respond = refuse
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     target = http_target.url

@@ -7,8 +7,9 @@ from collections import Counter
 import orjson
 import pytest
 
-from worker import mlevents
-from worker.events import Event, decode_body
+from worker.core.decoding import decode_body
+from worker.events import Event
+from worker.sending import mlevents
 
 
 def test_generated_events_decode_and_cover_every_type() -> None:

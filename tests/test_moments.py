@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from worker.checkpoints.marks import GroupMark, GroupUse, refusal, unmarked_use
 from worker.errors import RulesError
-from worker.group_use import GroupMark, GroupUse, refusal, unmarked_use
+from worker.live.receiver import starting_position
 from worker.moments import (
     EARLIEST,
     LATEST,
@@ -20,8 +21,7 @@ from worker.moments import (
     parse_start,
     parse_time,
 )
-from worker.receiver import starting_position
-from worker.rulesfile import load_rules
+from worker.rulefiles.loading import load_rules
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

@@ -10,10 +10,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import free_port
-from worker.accounting import ActionFate, Fate, Skip, Tally
-from worker.handoff import PartitionStatus
-from worker.metrics import ActionMetrics, PartitionGauges, new_registry
-from worker.ops import serve
+from worker.actions.base import ActionFate
+from worker.core.accounting import Fate, Skip, Tally
+from worker.live.handoff import PartitionStatus
+from worker.live.health import serve
+from worker.live.metrics import ActionMetrics, PartitionGauges, new_registry
 from worker.settings import OpsSettings
 
 

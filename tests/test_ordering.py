@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import decode_one
-from worker.bounded import RecentMap, RecentSet
+from worker.core.bounded import RecentMap, RecentSet
+from worker.core.ordering import BY_SEQUENCER, BY_TIME, ReorderBuffer, Sequencers
+from worker.core.positions import PositionTracker
 from worker.events import Position
-from worker.ordering import BY_SEQUENCER, BY_TIME, ReorderBuffer, Sequencers
-from worker.positions import PositionTracker
 
 STORAGE_CREATED = "Microsoft.Storage.BlobCreated"
 

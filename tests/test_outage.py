@@ -22,18 +22,18 @@ from tests.probe import DeadLetterFailures, yielding
 from tests.servers import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
 from tests.support import capture, make_event
 from tests.targets import HttpTarget, Received
-from worker.accounting import ActionFate
 from worker.actions import ActionSpec, PlannedAction, action_types, idempotency_key
+from worker.actions.base import ActionFate
 from worker.actions.breaker import BreakerSettings
-from worker.actions.deadletters import dead_letter_lane
+from worker.actions.delivery.deadletters import dead_letter_lane
+from worker.actions.delivery.runner import ActionRunner, RunnerSettings
 from worker.actions.retry import RetryPolicy
-from worker.actions.runner import ActionRunner, RunnerSettings
 from worker.cli import main
 from worker.errors import SourceError
-from worker.replay import LogProgress, ReplaySettings, replay
-from worker.rulesfile import load_rules
+from worker.replay.run import LogProgress, ReplaySettings, replay
+from worker.replay.sources import plan_sources
+from worker.rulefiles.loading import load_rules
 from worker.settings import CoreSettings, DriverSettings
-from worker.sources import plan_sources
 
 TOPIC = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ml-prod"
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

@@ -13,15 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import compile_ok
-from worker.accounting import FOREIGN_TOPICS_KEPT, Fate, Skip, Tally
 from worker.actions import ActionSpec
 from worker.actions.log import LogParams
+from worker.core.accounting import FOREIGN_TOPICS_KEPT, Fate, Skip, Tally
+from worker.core.partition import PartitionCore, Work
+from worker.core.rules import Rule, RulesTable
+from worker.core.state import SavedState
 from worker.errors import StateError
 from worker.events import Message, Position
-from worker.partition_core import PartitionCore, Work
-from worker.rules import Rule, RulesTable
 from worker.settings import CoreSettings, LatePolicy
-from worker.state import SavedState
 
 WORKSPACE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws1"
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"

@@ -11,14 +11,14 @@ import pytest
 
 from tests.probe import T0, TYPES, Probe, ProbeParams, message, no_sleep, table
 from tests.support import compile_ok, decode_one
-from worker.accounting import ActionFate
 from worker.actions import ActionSpec, PlannedAction
+from worker.actions.base import ActionFate
+from worker.actions.delivery.runner import ActionRunner, DeadLetterDirectory, RetryPolicy, RunnerSettings
 from worker.actions.log import LogParams
-from worker.actions.runner import ActionRunner, DeadLetterDirectory, RetryPolicy, RunnerSettings
+from worker.core.partition import PartitionCore
+from worker.core.rules import Rule, RulesTable
+from worker.driver import PartitionDriver
 from worker.log import configure
-from worker.partition_core import PartitionCore
-from worker.partition_driver import PartitionDriver
-from worker.rules import Rule, RulesTable
 from worker.settings import CoreSettings, DriverSettings
 
 

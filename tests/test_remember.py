@@ -9,15 +9,15 @@ import orjson
 import pytest
 
 from tests.support import START, TOPIC
-from worker.accounting import Fate, Skip
+from worker.core.accounting import Fate, Skip
+from worker.core.memos import Expiry, Notification
+from worker.core.partition import PartitionCore, Work
+from worker.core.rules import RulesTable
+from worker.core.state import SavedState
 from worker.errors import RulesError
 from worker.events import Message, Position
-from worker.memos import Expiry, Notification
-from worker.partition_core import PartitionCore, Work
-from worker.rules import RulesTable
-from worker.rulesfile import load_rules
+from worker.rulefiles.loading import load_rules
 from worker.settings import CoreSettings
-from worker.state import SavedState
 
 ML = "Microsoft.MachineLearningServices."
 RULES = f"""

@@ -11,11 +11,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import START, TOPIC
-from worker.accounting import Tally
+from worker.core.accounting import Tally
+from worker.core.partition import PartitionCore
 from worker.events import Message, Position
-from worker.metrics import ActionMetrics, PartitionGauges, WorkerView, new_registry
-from worker.partition_core import PartitionCore
-from worker.rulesfile import load_rules
+from worker.live.metrics import ActionMetrics, PartitionGauges, WorkerView, new_registry
+from worker.rulefiles.loading import load_rules
 
 ML = "Microsoft.MachineLearningServices."
 RULES = f"""

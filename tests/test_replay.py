@@ -13,8 +13,8 @@ from azure.storage.blob import BlobServiceClient
 
 from tests.servers import Azurite
 from tests.support import START, TEST_DATA, capture
-from worker import mlevents
 from worker.cli import main
+from worker.sending import mlevents
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "rules" / "examples.yaml"

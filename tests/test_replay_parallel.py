@@ -21,15 +21,15 @@ from bench.processes import child_pid
 from tests.lifecycles import generate, write_capture, write_rules
 from tests.support import START, TOPIC, capture, make_event
 from tests.targets import HttpTarget, Received
-from worker import mlevents
 from worker.actions.base import PlannedAction
 from worker.actions.secrets import Placeholders
-from worker.backtest import MAX_BUCKETS, WIDTHS, Backtest, Histogram
 from worker.cli import main
-from worker.replay_pool import SMALL_PLAN, processes_for, usable_cores
-from worker.rules import RulesTable
-from worker.rulesfile import load_rules
-from worker.sources import CaptureFile, Plan
+from worker.core.rules import RulesTable
+from worker.replay.backtest import MAX_BUCKETS, WIDTHS, Backtest, Histogram
+from worker.replay.pool import SMALL_PLAN, processes_for, usable_cores
+from worker.replay.sources import CaptureFile, Plan
+from worker.rulefiles.loading import load_rules
+from worker.sending import mlevents
 
 #: A generated scenario of Azure ML lifecycles on four partitions (rules that act and that remember).
 SEED = 10

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.servers import ROOT
-from worker.placement import hash_code, partition_for_key
+from worker.sending.placement import hash_code, partition_for_key
 
 COUNTS: Final = (2, 4, 8, 32)
 

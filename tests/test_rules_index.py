@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from tests.support import compile_ok, decode_one
 from worker.actions import ActionSpec
 from worker.actions.log import LogParams
+from worker.core.rules import Explanation, Outcome, Rule, RulesTable, explain
 from worker.events import Event
-from worker.rules import Explanation, Outcome, Rule, RulesTable, explain
 
 WORKSPACE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from worker.cli import main
-from worker.rulesdirs import paths_of
+from worker.rulefiles.directories import paths_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "rules" / "tests").glob("*.test.yaml"))

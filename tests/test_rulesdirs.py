@@ -12,8 +12,8 @@ import yaml
 from tests.configmap import ConfigMapVolume
 from worker.actions.secrets import Placeholders
 from worker.errors import Problem, RulesError
-from worker.rulesdirs import Fingerprint, RulesWatch, fingerprint, paths_of
-from worker.rulesfile import load_rules, load_rules_of
+from worker.rulefiles.directories import Fingerprint, RulesWatch, fingerprint, paths_of
+from worker.rulefiles.loading import load_rules, load_rules_of
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 

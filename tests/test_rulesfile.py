@@ -11,11 +11,12 @@ import pytest
 
 from worker.actions.file import FileParams
 from worker.actions.log import LogParams
+from worker.core.decoding import decode_body
+from worker.core.rules import Outcome
 from worker.errors import Problem, RulesError
-from worker.events import Event, decode_body
-from worker.rules import Outcome
-from worker.rulesdirs import paths_of
-from worker.rulesfile import load_rules
+from worker.events import Event
+from worker.rulefiles.directories import paths_of
+from worker.rulefiles.loading import load_rules
 
 RULES_DIR = Path(__file__).parents[1] / "rules"
 WS = (

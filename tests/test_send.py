@@ -14,8 +14,9 @@ from azure.eventhub import EventData
 from tests.hubclient import collect, last_sequence_numbers
 from tests.servers import HubServer
 from worker.cli import main
-from worker.events import Event, decode_body
-from worker.placement import partition_for_key
+from worker.core.decoding import decode_body
+from worker.events import Event
+from worker.sending.placement import partition_for_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sdk_garbage")]
 

@@ -15,12 +15,12 @@ from structlog.testing import capture_logs
 
 from tests.live import RULES, Actions, events, ids_of, live_settings, metrics_of, send, wait_for, worker_env
 from tests.servers import Azurite, free_port
-from worker.accounting import ActionFate
+from worker.actions.base import ActionFate
 from worker.config import RunSettings
 from worker.errors import SettingsError
+from worker.live.run import run_worker
 from worker.localhub.hub import LocalHub
 from worker.localhub.store import HubSpec
-from worker.run import run_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.usefixtures("sdk_garbage")]
 

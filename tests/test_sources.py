@@ -13,12 +13,12 @@ import pytest
 from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
 
 from tests.servers import ACCOUNT, ACCOUNT_KEY, Azurite, ServerError, start_azurite
-from worker import mlevents
 from worker.blob_urls import ContainerUrl, parse_container_url
-from worker.capture import number_messages, write_capture
 from worker.errors import CaptureError, SourceError
 from worker.events import Message
-from worker.sources import MAX_WINDOW, SKIP_MARGIN, Plan, iter_messages, plan_sources
+from worker.replay.capture import number_messages, write_capture
+from worker.replay.sources import MAX_WINDOW, SKIP_MARGIN, Plan, iter_messages, plan_sources
+from worker.sending import mlevents
 
 START = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)

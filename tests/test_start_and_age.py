@@ -17,14 +17,14 @@ from structlog.testing import capture_logs
 from tests.live import RULES, Actions, checkpoints, events, ids_of, live_settings, send, wait_for
 from tests.servers import Azurite
 from tests.support import START, capture
-from worker import mlevents
-from worker.accounting import Skip, Tally
 from worker.cli import main
 from worker.config import RunSettings
+from worker.core.accounting import Skip, Tally
+from worker.live.run import run_worker
 from worker.localhub.hub import LocalHub
 from worker.localhub.server import now_ms
 from worker.localhub.store import HubSpec
-from worker.run import run_worker
+from worker.sending import mlevents
 
 HOURS = 3_600_000
 

@@ -14,7 +14,7 @@ from worker.cli import main
 from worker.errors import RenderError, RulesError
 from worker.keys import MISSING
 from worker.masking import MASKER
-from worker.rulesfile import load_rules
+from worker.rulefiles.loading import load_rules
 
 RULE = """\
 rules:

@@ -20,24 +20,21 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast, get_args
 import orjson
 import structlog
 
-from worker.accounting import Tally, summary
-from worker.actions.secrets import Placeholders
-from worker.backtest import Backtest
 from worker.config import ConnectionSettings, RunSettings, add_flags, env_name, load_connection_settings, load_settings
 from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, RulesError, SettingsError, SourceError
-from worker.events import InvalidEvent, decode_body
 from worker.keys import split_key
 from worker.log import configure as configure_logging
 from worker.masking import MASKER, MaskedText
 from worker.moments import StartPosition, parse_duration, parse_start
-from worker.rules import RulesTable, explain
-from worker.rulesdirs import Fingerprint, fingerprint, paths_of
-from worker.rulesfile import load_rules
 from worker.settings import CoreSettings, DriverSettings, GroupSettings, LatePolicy, LogFormat
 
 if TYPE_CHECKING:
-    from worker.replay import ReplaySettings
-    from worker.replay_pool import ReplayJob
+    from worker.core.accounting import Tally
+    from worker.core.rules import RulesTable
+    from worker.replay.backtest import Backtest
+    from worker.replay.pool import ReplayJob
+    from worker.replay.run import ReplaySettings
+    from worker.rulefiles.directories import Fingerprint
 
 log = structlog.get_logger("worker.cli")
 
@@ -278,8 +275,8 @@ def _dead_letters_command(commands: argparse._SubParsersAction[argparse.Argument
 
 
 def _dead_letters_list(args: argparse.Namespace, out: TextIO) -> int:
-    from worker.deadletter_report import summarize, summary_document, summary_table  # noqa: PLC0415
-    from worker.sources import letter_id, list_dead_letters, read_dead_letter  # noqa: PLC0415 - blob storage
+    from worker.admin.dead_letters import summarize, summary_document, summary_table  # noqa: PLC0415
+    from worker.replay.sources import letter_id, list_dead_letters, read_dead_letter  # noqa: PLC0415 - blob storage
 
     if args.connection_string:
         MASKER.add_connection_string(args.connection_string)
@@ -299,7 +296,7 @@ def _dead_letters_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def _dead_letters_show(args: argparse.Namespace, out: TextIO) -> int:
     from worker.jsontext import dumps  # noqa: PLC0415
-    from worker.sources import list_dead_letters, read_dead_letter  # noqa: PLC0415 - blob storage
+    from worker.replay.sources import list_dead_letters, read_dead_letter  # noqa: PLC0415 - blob storage
 
     if args.connection_string:
         MASKER.add_connection_string(args.connection_string)
@@ -368,8 +365,8 @@ def _start(text: str) -> StartPosition:
 
 
 def _checkpoints_show(args: argparse.Namespace, out: TextIO) -> int:
-    from worker.group_status import document, table  # noqa: PLC0415 - the SDKs, for this command only
-    from worker.group_tools import show  # noqa: PLC0415
+    from worker.admin.checkpoints import show  # noqa: PLC0415
+    from worker.checkpoints.standing import document, table  # noqa: PLC0415 - the SDKs, for this command only
 
     settings = _group_settings(args)
     if settings is None:
@@ -393,7 +390,7 @@ def _checkpoints_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _checkpoints_reset(args: argparse.Namespace, out: TextIO) -> int:
-    from worker.group_tools import reset  # noqa: PLC0415 - the SDKs, for this command only
+    from worker.admin.checkpoints import reset  # noqa: PLC0415 - the SDKs, for this command only
 
     settings = _group_settings(args)
     if settings is None:
@@ -455,6 +452,10 @@ def _group_call(work: Coroutine[Any, Any, _Result]) -> tuple[_Result | None, int
 
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.actions.secrets import Placeholders  # noqa: PLC0415 - each command loads what it runs
+    from worker.rulefiles.directories import paths_of  # noqa: PLC0415
+    from worker.rulefiles.loading import load_rules  # noqa: PLC0415
+
     files = paths_of(args.files)
     table = load_rules(files, env=Placeholders() if args.skip_secrets else None)
     for warning in table.warnings:
@@ -464,6 +465,13 @@ def _validate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _explain(args: argparse.Namespace, out: TextIO) -> int:
+    from worker.actions.secrets import Placeholders  # noqa: PLC0415 - each command loads what it runs
+    from worker.core.decoding import decode_body  # noqa: PLC0415
+    from worker.core.rules import explain  # noqa: PLC0415
+    from worker.events import InvalidEvent  # noqa: PLC0415
+    from worker.rulefiles.directories import paths_of  # noqa: PLC0415
+    from worker.rulefiles.loading import load_rules  # noqa: PLC0415
+
     table = load_rules(paths_of(args.rules), env=Placeholders())  # executes nothing: needs no secrets
     try:
         body = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
@@ -493,7 +501,7 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _test(args: argparse.Namespace, out: TextIO) -> int:
-    from worker.rulestest import run_file  # noqa: PLC0415 - the partition core, for this command
+    from worker.rulefiles.testing import run_file  # noqa: PLC0415 - the partition core, for this command
 
     files = [run_file(path) for path in args.files]
     for file in files:
@@ -601,9 +609,13 @@ def _moment(text: str) -> datetime:
 
 
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
-    from worker.replay import ReplaySettings, progress_for, replay  # noqa: PLC0415 - blob storage, for this command
-    from worker.replay_pool import processes_for, replay_in_processes  # noqa: PLC0415
-    from worker.sources import plan_replay  # noqa: PLC0415
+    from worker.actions.secrets import Placeholders  # noqa: PLC0415 - each command loads what it runs
+    from worker.replay.backtest import Backtest  # noqa: PLC0415
+    from worker.replay.pool import processes_for, replay_in_processes  # noqa: PLC0415
+    from worker.replay.run import ReplaySettings, progress_for, replay  # noqa: PLC0415 - blob storage, for this command
+    from worker.replay.sources import plan_replay  # noqa: PLC0415
+    from worker.rulefiles.directories import fingerprint, paths_of  # noqa: PLC0415
+    from worker.rulefiles.loading import load_rules  # noqa: PLC0415
 
     configure_logging(args.log_level)
     html: Path | None = getattr(args, "html", None)
@@ -669,7 +681,7 @@ def _replay_job(
     backtest: bool,
 ) -> ReplayJob:
     """What each worker process of ``replay --processes N`` rebuilds its part of the replay from."""
-    from worker.replay_pool import ReplayJob, log_format_of_parent  # noqa: PLC0415 - for this command
+    from worker.replay.pool import ReplayJob, log_format_of_parent  # noqa: PLC0415 - for this command
 
     return ReplayJob(
         rules=tuple(args.rules),
@@ -688,7 +700,7 @@ def _replay_job(
 
 def _write_html(path: Path, backtest: Backtest, tally: Tally, table: RulesTable, args: argparse.Namespace) -> None:
     """Write the backtest report page (masked as it is rendered)."""
-    from worker.report_html import render_html  # noqa: PLC0415 - the page's template, for this option
+    from worker.replay.backtest_page import render_html  # noqa: PLC0415 - the page's template, for this option
 
     page = render_html(backtest, tally, title=f"Backtest of {', '.join(args.rules)}", rules=table)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -698,6 +710,8 @@ def _write_html(path: Path, backtest: Backtest, tally: Tally, table: RulesTable,
 
 def _report(tally: Tally, args: argparse.Namespace, out: TextIO) -> int:
     """Print the counts, write them to ``--report``, and fail when they do not add up."""
+    from worker.core.accounting import summary  # noqa: PLC0415 - each command loads what it runs
+
     report = tally.report()
     for line in summary(report):
         print(line, file=out)
@@ -715,7 +729,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     from azure.core.exceptions import AzureError  # noqa: PLC0415 - the SDKs, for this command only
     from azure.eventhub.exceptions import EventHubError  # noqa: PLC0415
 
-    from worker.run import run_worker  # noqa: PLC0415
+    from worker.core.accounting import summary  # noqa: PLC0415
+    from worker.live.run import run_worker  # noqa: PLC0415
 
     # Whatever ends the worker is logged as worker.failed, in the format asked for: one stream of log lines.
     try:
@@ -801,7 +816,7 @@ def _localhub(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _send(args: argparse.Namespace, out: TextIO) -> int:
-    from worker import mlevents, publish  # noqa: PLC0415 - loads the SDK only for this command
+    from worker.sending import mlevents, publish  # noqa: PLC0415 - loads the SDK only for this command
 
     if not args.connection_string:
         print(
@@ -855,7 +870,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     if (missing := _local_hub_missing()) is not None:
         print(f"error: the demo runs on a local hub; {missing} (`demo --capture` needs none)", file=sys.stderr)
         return EXIT_INVALID
-    from worker.demo import DemoSettings, live_demo  # noqa: PLC0415
+    from worker.localhub.demo import DemoSettings, live_demo  # noqa: PLC0415
 
     settings = DemoSettings(tuple(Path(name) for name in args.rules), args.workdir, args.events)
     tally = asyncio.run(live_demo(settings))

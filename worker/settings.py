@@ -37,7 +37,7 @@ class LatePolicy(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class CoreSettings:
-    """Ordering, dedupe and memory caps of one partition's core (:mod:`worker.partition_core`)."""
+    """Ordering, dedupe and memory caps of one partition's core (:mod:`worker.core.partition`)."""
 
     #: Seconds of enqueued time an event waits for earlier events of its subject.
     window: float = 5.0
@@ -64,7 +64,7 @@ class CoreSettings:
 
 @dataclass(frozen=True, slots=True)
 class DriverSettings:
-    """How one partition's driver runs actions (:mod:`worker.partition_driver`), and the hand-over bound."""
+    """How one partition's driver runs actions (:mod:`worker.driver`), and the hand-over bound."""
 
     #: Actions running at once in a partition.
     concurrency: int = 16

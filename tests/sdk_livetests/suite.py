@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import pytest
-
 PACKAGE: Final = "azure-eventhub"
 #: The source distribution whose tests run, and its digest on the package index.
 VERSION: Final = "5.15.1"
@@ -33,8 +31,8 @@ ROOT: Final = HERE.parents[1]
 #: Per test: a test that hangs fails on its own instead of stopping the run.
 TEST_TIMEOUT: Final = 240
 
-#: What the run came to, for the test session's summary (tests/conftest.py prints it).
-SUMMARY: Final = pytest.StashKey[list[str]]()
+#: The test's property holding what the run came to, for the session's summary (tests/conftest.py prints it).
+SUMMARY: Final = "sdk_livetests_summary"
 
 _INI: Final = """\
 [pytest]

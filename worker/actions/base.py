@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -10,6 +11,14 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.events import Event
+
+
+class ActionFate(enum.StrEnum):
+    """How a planned action ended."""
+
+    DONE = "done"
+    DEAD_LETTERED = "dead_lettered"
+    PLANNED = "planned"  # a dry run: the action would have run
 
 
 class RetryParams(BaseModel):
@@ -51,7 +60,7 @@ def idempotency_key(event_id: str, rule: str, action_index: int) -> str:
 
 
 class Memo(Protocol):
-    """What a rule that remembers acts on (:mod:`worker.memos`): an expectation that expired, or a
+    """What a rule that remembers acts on (:mod:`worker.core.memos`): an expectation that expired, or a
     group's notification."""
 
     @property

@@ -3,7 +3,7 @@
 An executor builds what to send (an :class:`HttpRequest`, a mail and its :class:`SmtpServer`, a
 :class:`HubMessage`) and hands it to one of the :class:`Clients`; the clients are the I/O edges
 (``http_client``, ``smtp_client``, ``hub_client``, ``tokens``), made once per runner by
-:class:`~worker.actions.services.Services`. Pure: the action types' modules depend on this one, not
+:class:`~worker.actions.delivery.services.Services`. Pure: the action types' modules depend on this one, not
 on the clients, so loading the rules loads no network library.
 """
 

@@ -4,7 +4,7 @@ With a connection string (``${env:NAME}``) or, given a fully qualified namespace
 message carries the action's idempotency key as its message id and in the ``idempotency-key``
 property, with the source event's id and the rule; the partition key (a template, by default the
 event's subject) keeps a subject's events in one partition, in order. The executor builds the
-message; the shared :class:`~worker.actions.hub_client.HubProducers` (the one module of the actions
+message; the shared :class:`~worker.actions.delivery.hub_client.HubProducers` (the one module of the actions
 that imports azure-eventhub) sends it.
 """
 

@@ -1,7 +1,7 @@
 """HTTP for the actions, without I/O: requests, responses, URL checks, and what a status means.
 
 An HTTP action's executor builds one :class:`HttpRequest` per action; the shared client
-(:class:`~worker.actions.http_client.HttpClient`, the one module that imports aiohttp) sends it.
+(:class:`~worker.actions.delivery.http_client.HttpClient`, the one module that imports aiohttp) sends it.
 A response 2xx is success. 408, 429 and 5xx, refused or dropped connections and timeouts are
 :class:`~worker.errors.TargetUnavailable` (transient; ``Retry-After`` is kept); any other status is
 :class:`~worker.errors.TargetRejected` (permanent). Messages name the method and the URL without its

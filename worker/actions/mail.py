@@ -6,7 +6,7 @@ body (optionally HTML as well).
 The message id is derived from the action's idempotency key (``<KEY@azureml-events-worker>``, also
 in ``X-Idempotency-Key``), so a mail sent twice can be recognised.
 
-The executor builds the mail; the shared :class:`~worker.actions.smtp_client.SmtpClient` (the one
+The executor builds the mail; the shared :class:`~worker.actions.delivery.smtp_client.SmtpClient` (the one
 module that imports aiosmtplib) sends it. SMTP failures: replies 4xx, refused or dropped connections
 and timeouts are transient; replies 5xx (a rejected login, sender or recipient) are permanent.
 """

@@ -3,7 +3,7 @@
 A template sees the event and the rule (:data:`CONTEXT_NAMES`): ``id``, ``type``, ``subject``,
 ``topic``, ``time`` (ISO 8601), ``data_version``, ``data``, ``event`` (the event's JSON object as
 received), ``rule``, ``action_index`` and ``idempotency_key``; for a rule that remembers (see
-:mod:`worker.memos`), ``expectation`` (an expiry's ``key``, ``deadline`` and ``within``) or ``group``
+:mod:`worker.core.memos`), ``expectation`` (an expiry's ``key``, ``deadline`` and ``within``) or ``group``
 (a notification's ``key``, ``count``, ``first`` and ``last``), and ``events`` (a notification's
 events, in order; otherwise the one event). Members of JSON objects are looked up
 as filter keys are: exact name first, then ignoring case (``data.ModelName`` finds ``modelName``).

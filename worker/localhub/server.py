@@ -29,13 +29,13 @@ from cproton import (  # type: ignore[import-untyped]
     pn_link_send,
 )
 
-from worker import placement
 from worker.localhub import authorization, frames, management, messages, websocket
 from worker.localhub.addresses import CBS, MANAGEMENT, Entity, parse_entity
 from worker.localhub.errors import LocalHubError, ProtocolError, SelectorError
 from worker.localhub.links import LinkRequest, link_request
 from worker.localhub.management import Reply, Timestamp
 from worker.localhub.store import HubSpec, HubStore, PartitionLog, Retention, Selector, parse_selector
+from worker.sending import placement
 
 log = structlog.get_logger("worker.localhub")
 

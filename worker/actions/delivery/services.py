@@ -1,0 +1,41 @@
+"""The clients the actions share: HTTP, SMTP, Event Hubs producers, and one source of Azure AD tokens.
+
+Made once per runner and handed to every executor, so connections and tokens are reused across
+actions, and closed once at the end. These are the actions' I/O edges: each client is the one
+module that imports its library, and translates that library's failures into
+:class:`~worker.errors.ActionError`. Executors only build what to send, so the action types'
+modules (and ``validate`` and ``explain``, which load them) import no network library.
+"""
+
+from __future__ import annotations
+
+from worker.actions.clients import TokenSource
+from worker.actions.delivery.http_client import HttpClient
+from worker.actions.delivery.hub_client import HubProducers
+from worker.actions.delivery.smtp_client import SmtpClient
+from worker.actions.delivery.tokens import CredentialTokens
+
+
+class Services:
+    """The shared clients; each one not given is made here (and closed by :meth:`aclose`)."""
+
+    def __init__(
+        self,
+        *,
+        http: HttpClient | None = None,
+        tokens: TokenSource | None = None,
+        smtp: SmtpClient | None = None,
+        hubs: HubProducers | None = None,
+    ) -> None:
+        self.http = http or HttpClient()
+        self.tokens = tokens or CredentialTokens()
+        self.smtp = smtp or SmtpClient()
+        self.hubs = hubs or HubProducers(self.tokens)
+
+    async def aclose(self) -> None:
+        try:
+            await self.hubs.aclose()
+            await self.smtp.aclose()
+            await self.http.aclose()
+        finally:
+            await self.tokens.aclose()

@@ -1,0 +1,281 @@
+"""Prometheus metrics of the live worker, read from its partitions when scraped.
+
+The hot path keeps plain counters (the partitions' :class:`~worker.core.accounting.Tally`); this
+collector turns them into metric families at scrape time, so that counting costs nothing extra.
+Action attempts and their latency are observed as they happen, by :class:`ActionMetrics`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from worker.core.accounting import Tally
+from worker.live.handoff import ActionCounts, PartitionStatus
+from worker.masking import MASKER
+
+PREFIX = "azml_worker"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionGauges:
+    """What one owned partition reports at a scrape: its pipeline's status, and its receiver's lag and
+    messages received since the partition was claimed."""
+
+    status: PartitionStatus
+    lag: int | None
+    received: int = 0
+
+
+class WorkerView(Protocol):
+    """What the collector reads from the worker."""
+
+    def tally(self) -> Tally:
+        """The counts of every partition, owned now or before."""
+        ...
+
+    def partitions(self) -> Iterable[PartitionGauges]: ...
+
+
+class WorkerCollector(Collector):
+    def __init__(self, view: WorkerView) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        tally = self._view.tally()
+        events = CounterMetricFamily(
+            f"{PREFIX}_events", "Events read, by outcome and event type", labels=["outcome", "event_type"]
+        )
+        by_type: Counter[tuple[str, str]] = Counter()
+        for (_, event_type, fate), n in tally.counts.items():
+            by_type[fate.value, event_type] += n
+        for (outcome, event_type), n in sorted(by_type.items()):
+            events.add_metric(_labels((outcome, event_type)), n)
+        yield events
+        yield _counter("events_read", "Events read", [], [((), tally.read)])
+        yield _counter(
+            "events_skipped",
+            "Skipped events, by reason",
+            ["reason"],
+            [((r.value,), n) for r, n in tally.skipped.items()],
+        )
+        yield _counter(
+            "events_invalid", "Invalid events, by reason", ["reason"], [((r,), n) for r, n in tally.invalid.items()]
+        )
+        yield _counter(
+            "rule_matches", "Events each rule matched", ["rule"], [((r,), n) for r, n in tally.rule_matches.items()]
+        )
+        yield _counter(
+            "rule_stale",
+            "Events each rule matched but did not act on, being older than its max_age",
+            ["rule"],
+            [((r,), n) for r, n in tally.rule_stale.items()],
+        )
+        yield from _remembering(tally)
+        yield _counter(
+            "actions",
+            "Actions finished, by rule, action type and fate (done, dead_lettered, or planned in a dry run)",
+            ["rule", "action_type", "fate"],
+            [((rule, kind, fate.value), n) for (rule, kind, fate), n in tally.actions.items()],
+        )
+        yield _counter(
+            "evictions",
+            "Memory caps reached: events released early and subjects or ids forgotten",
+            ["cap"],
+            [((cap,), n) for cap, n in tally.evictions.items()],
+        )
+        partitions = sorted(self._view.partitions(), key=lambda p: p.status.partition_id)
+        yield _gauge("partitions_owned", "Partitions this worker owns", [], [((), len(partitions))])
+        yield _gauge(
+            "reorder_buffered",
+            "Events held in the reorder buffer",
+            ["partition"],
+            [((p.status.partition_id,), p.status.buffered) for p in partitions],
+        )
+        yield _gauge(
+            "open_messages",
+            "Messages read and not yet behind the checkpoint",
+            ["partition"],
+            [((p.status.partition_id,), p.status.open_messages) for p in partitions],
+        )
+        yield _gauge(
+            "checkpoint_age_seconds",
+            "Seconds since the partition's checkpoint was last written",
+            ["partition"],
+            [((p.status.partition_id,), p.status.checkpoint_age) for p in partitions],
+        )
+        yield _counter(
+            "checkpoint_writes",
+            "Checkpoints written",
+            ["partition"],
+            [((p.status.partition_id,), p.status.checkpoint_writes) for p in partitions],
+        )
+        yield _counter(
+            "checkpoint_failures",
+            "Checkpoint writes that failed (retried at the next interval)",
+            ["partition"],
+            [((p.status.partition_id,), p.status.checkpoint_failures) for p in partitions],
+        )
+        yield _counter(
+            "messages_received",
+            "Messages received from the hub and handed to the pipeline since the partition was claimed",
+            ["partition"],
+            [((p.status.partition_id,), p.received) for p in partitions],
+        )
+        yield _gauge(
+            "partition_lag",
+            "Events enqueued after the last one delivered, from the hub's partition properties "
+            "(read at least every 30 s)",
+            ["partition"],
+            [((p.status.partition_id,), p.lag) for p in partitions if p.lag is not None],
+        )
+
+
+def _remembering(tally: Tally) -> Iterator[Metric]:
+    """The families of rules that remember (``expect``, ``group``): what their memory took in, let
+    go and acted on, per rule, and what it holds now."""
+
+    def per_rule(counts: Counter[str]) -> list[tuple[tuple[str, ...], float]]:
+        return [((rule,), n) for rule, n in counts.items()]
+
+    yield _counter(
+        "expectations_started",
+        "Expectations each rule started: a matched event, with none pending for its key",
+        ["rule"],
+        per_rule(tally.expect_started),
+    )
+    yield _counter(
+        "expectations_fulfilled",
+        "Expectations each rule saw fulfilled: the expected event came in time",
+        ["rule"],
+        per_rule(tally.expect_fulfilled),
+    )
+    yield _counter(
+        "expectations_expired",
+        "Expectations each rule saw expire, its actions running: the expected event did not come in time",
+        ["rule"],
+        per_rule(tally.expect_expired),
+    )
+    yield _counter("group_events", "Events that joined each rule's groups", ["rule"], per_rule(tally.group_joined))
+    yield _counter(
+        "group_notifications",
+        "Group notifications of each rule: its actions ran once for the events that joined a group",
+        ["rule"],
+        per_rule(tally.group_notified),
+    )
+    yield _counter(
+        "rule_key_failures",
+        "Events whose key (expect.key, group.by) did not render, by rule: they neither started, "
+        "fulfilled nor joined anything",
+        ["rule"],
+        per_rule(tally.key_failed),
+    )
+    # A rule that remembered something here shows 0 when nothing is left, rather than no sample.
+    pending: Counter[tuple[str, str]] = Counter({(rule, "expect"): 0 for rule in tally.expect_started})
+    pending.update({(rule, "group"): 0 for rule in tally.group_joined})
+    pending.update(tally.pending)
+    yield _gauge(
+        "pending",
+        "Expectations waiting (kind expect) and groups holding events not yet notified (kind group), by rule",
+        ["rule", "kind"],
+        pending.items(),
+    )
+
+
+def _labels(values: Iterable[str]) -> list[str]:
+    """Label values as shown: masked (an event type or a rule name comes from outside)."""
+    return [MASKER.mask(value) for value in values]
+
+
+def _counter(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
+    family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    for values, n in sorted(samples):
+        family.add_metric(_labels(values), n)
+    return family
+
+
+def _gauge(name: str, doc: str, labels: list[str], samples: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
+    family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    for values, n in sorted(samples):
+        family.add_metric(_labels(values), n)
+    return family
+
+
+#: Upper bounds of the action latency histogram's buckets, in seconds.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ActionMetrics(Collector):
+    """Action attempts as they happen: count, failures and latency by action type.
+
+    Plain counts on the hot path, turned into metric families when scraped; a worker whose pipeline
+    runs in a child process shows the child's counts, taken with :meth:`counts` and :meth:`load`.
+    """
+
+    def __init__(self) -> None:
+        self._attempts: Counter[tuple[str, str]] = Counter()
+        self._latency: dict[str, list[float]] = {}
+        self._dead_letter_failures: Counter[str] = Counter()
+
+    def observe(self, action_type: str, seconds: float | None, result: str) -> None:
+        """``result``: ok, transient, permanent or circuit_open (no request made, no latency)."""
+        self._attempts[action_type, result] += 1
+        if seconds is not None:
+            row = self._latency.get(action_type)
+            if row is None:
+                row = self._latency[action_type] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            row[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            row[-1] += seconds
+
+    def dead_letter_failed(self, action_type: str) -> None:
+        self._dead_letter_failures[action_type] += 1
+
+    def counts(self) -> ActionCounts:
+        return ActionCounts(
+            dict(self._attempts),
+            {kind: list(row) for kind, row in self._latency.items()},
+            dict(self._dead_letter_failures),
+        )
+
+    def load(self, counts: ActionCounts) -> None:
+        """Show ``counts`` from now on (those of the process that runs the actions)."""
+        self._attempts = Counter(counts.attempts)
+        self._latency = counts.latency
+        self._dead_letter_failures = Counter(counts.dead_letter_failures)
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter(
+            "action_attempts",
+            "Action attempts, by action type and result",
+            ["action_type", "result"],
+            self._attempts.items(),
+        )
+        yield _counter(
+            "dead_letter_failures",
+            "Dead letters that could not be written (each is tried again; its event stays unfinished)",
+            ["action_type"],
+            [((kind,), n) for kind, n in self._dead_letter_failures.items()],
+        )
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_action_seconds", "Seconds per action attempt, by action type", labels=["action_type"]
+        )
+        bounds = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
+        for kind, row in sorted(self._latency.items()):
+            latency.add_metric([kind], list(zip(bounds, accumulate(row[:-1]), strict=True)), row[-1])
+        yield latency
+
+
+def new_registry(view: WorkerView, actions: ActionMetrics) -> CollectorRegistry:
+    """A registry of the worker's own metrics (not the process-wide default one)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(WorkerCollector(view))
+    registry.register(actions)
+    return registry
