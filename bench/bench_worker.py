@@ -18,7 +18,11 @@
    ``worker run``: printed are the checkpoint writes per partition per minute, and the end-to-end
    latency (enqueued to action done) p50/p99, raw and beyond the reorder window (the wait the window
    imposes on purpose).
-3. Idle cost. ``worker run`` owning the 8 partitions of an idle hub (no events), for a minute after
+3. Expiries. Events are published at 200 a second for a while to a third hub; every registered model
+   starts an expectation (``expect``, ``within`` 2 s) that nothing fulfils: printed is how long after
+   its deadline plus the reorder window each expiry's action ran (p50, p99, the longest), which the
+   docs bound at a second.
+4. Idle cost. ``worker run`` owning the 8 partitions of an idle hub (no events), for a minute after
    it has claimed them all: the CPU (% of one core) and memory (RSS) of each of its processes.
 
 The figures are ratios and percentiles measured in the same run: these machines are shared.
@@ -383,6 +387,59 @@ def run_steady(connection: str, partitions: int, rate: int, seconds: int, window
     )
 
 
+#: An expectation each registered model starts, which nothing fulfils: it expires ``within`` after it.
+EXPECT_RULES = f"""\
+rules:
+  - name: never-deployed
+    filter: {{includedEventTypes: [{mlevents.MODEL_REGISTERED}]}}
+    expect:
+      within: WITHIN
+      key: "{{{{ id }}}}"
+      filter: {{includedEventTypes: [{mlevents.MODEL_DEPLOYED}], subjectBeginsWith: never/}}
+    actions:
+      - type: log
+"""
+
+
+def run_expiries(connection: str, rate: int, seconds: int, window: float, work: Path) -> None:
+    """How long after deadline + window each expiry's action runs, on a stream of events."""
+    within = 2.0
+    rules = work / "rules-expect.yaml"
+    rules.write_text(EXPECT_RULES.replace("WITHIN", f"{within:g}s"))
+    port = free_port()
+    env = worker_env(connection, work, rules, port, WORKER_LOG_LEVEL="info", WORKER_REORDER_WINDOW=str(window))
+    log_path = work / "expiries.log"
+    deliveries = bodies(rate * seconds, seed=11)
+    events = [orjson.loads(delivery.body)[0] for delivery in deliveries]
+    starting = {str(event["id"]) for event in events if event["eventType"] == mlevents.MODEL_REGISTERED}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, cwd=work, stdout=log, stderr=log)
+    try:
+        while not scrape(port).get("azml_worker_partitions_owned"):
+            time.sleep(0.1)
+        sent = asyncio.run(stream(connection, deliveries, rate))
+        fired: dict[str, float] = {}
+        deadline = time.monotonic() + within + window + 30
+        while len(fired) < len(starting) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            for line in log_path.read_bytes().splitlines():
+                entry = orjson.loads(line) if line.startswith(b"{") else {}
+                if entry.get("event") == "action.log" and entry.get("rule") == "never-deployed":
+                    fired[str(entry["event_id"])] = datetime.fromisoformat(entry["timestamp"]).timestamp()
+    finally:
+        process.terminate()
+        process.wait(60)
+    if len(fired) < len(starting):
+        raise SystemExit(f"{len(starting) - len(fired)} of {len(starting)} expectations did not expire in time")
+    delays = sorted(fired[key] - (sent[key] + within + window) for key in starting)
+    p50, p99 = statistics.median(delays), delays[int(len(delays) * 0.99) - 1]
+    print(f"expiries: {len(delays):,} expectations ({within:g} s) on a stream of {rate:,} events/s for {seconds} s")
+    print(
+        f"  fired after deadline + reorder window ({window:g} s): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"longest {delays[-1] * 1000:.0f} ms (the docs' bound: 1,000 ms)"
+    )
+
+
 def report_throughput(rounds: list[tuple[Run, WorkerRun]]) -> None:
     """Print the medians over the rounds: of each figure, and of each ratio taken within a round."""
     bare = [bare for bare, _ in rounds]
@@ -493,6 +550,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="events per second of the steady stream")
     parser.add_argument("--seconds", type=int, default=30, help="length of the steady stream")
     parser.add_argument("--window", type=float, default=1.0, help="reorder window of the steady stream")
+    parser.add_argument("--expiry-seconds", type=int, default=15, help="length of the expiries' stream")
     parser.add_argument("--idle-seconds", type=int, default=60, help="how long the idle worker is measured (0: not)")
     parser.add_argument("--bare", nargs=2, metavar=("CONNECTION", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -517,6 +575,9 @@ def main() -> None:
         report_throughput(rounds)
         with local_hub("steady", args.partitions, args.rate * args.seconds * 2) as connection:
             run_steady(connection, args.partitions, args.rate, args.seconds, args.window, work)
+        with local_hub("expiries", args.partitions, 200 * args.expiry_seconds * 2) as connection:
+            (expiry_work := work / "expiries").mkdir()
+            run_expiries(connection, 200, args.expiry_seconds, args.window, expiry_work)
         if args.idle_seconds:
             (idle_work := work / "idle").mkdir()
             run_idle(args.idle_seconds, rules, idle_work)

@@ -45,7 +45,7 @@ from worker.localhub.store import HubSpec
 from worker.moments import EARLIEST, LATEST, parse_start
 from worker.sending.mlevents import Delivery
 from worker.sending.publish import plan, publish
-from worker.settings import CheckpointSettings, GroupSettings, Scope
+from worker.settings import CheckpointSettings, ConsumerGroupSettings, Scope
 
 HUB = "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=k;SharedAccessKey=s3cr3t;EntityPath=ml-events"
 SCOPE = Scope("ns.servicebus.windows.net", "ml-events", "$Default")
@@ -70,7 +70,7 @@ def test_the_commands_take_run_s_connection_settings_and_ignore_the_rest(monkeyp
     monkeypatch.setenv("WORKER_CONSUMER_GROUP", "workers")
     monkeypatch.setenv("WORKER_PREFETCH", "not-even-a-number")  # run's, and wrong: not theirs to judge
     settings = load_connection_settings({"load_balancing_interval": "5"})
-    group = settings.group()
+    group = settings.consumer_group_settings()
     assert group.scope == Scope("127.0.0.1:5672", "ml-events", "workers")
     assert group.checkpoints.directory == Path("state")
     assert group.expiry == 30  # 6 x the interval
@@ -448,7 +448,7 @@ async def test_both_commands_on_a_checkpoint_directory(tmp_path: Path) -> None:
     async with LocalHub([HubSpec("local", 2)]) as hub:
         sent = await send_to(hub, events(40, seed=29, duplicates=0))
         directory = tmp_path / "checkpoints"
-        settings = GroupSettings(
+        settings = ConsumerGroupSettings(
             connection_string=hub.connection_string(),
             namespace=None,
             scope=Scope(namespace(hub), "local", "$Default"),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.checkpoints.marks import GroupMark, GroupUse, refusal, unmarked_use
+from worker.checkpoints.marks import ConsumerGroupMark, ConsumerGroupUse, refusal, unmarked_use
 from worker.errors import RulesError
 from worker.live.receiver import starting_position
 from worker.moments import (
@@ -79,17 +79,20 @@ def test_a_wrong_start_position_names_the_forms(text: str) -> None:
 
 
 def test_a_group_is_refused_to_the_other_kind_of_worker_only() -> None:
-    acting, shadow = GroupMark(GroupUse.ACTING, "2026-11-30T08:00:00+00:00"), GroupMark(GroupUse.SHADOW, "x")
-    assert refusal(GroupUse.ACTING, None, "$Default") is None
-    assert refusal(GroupUse.ACTING, acting, "$Default") is None
-    assert refusal(GroupUse.SHADOW, shadow, "shadow") is None
-    refused = refusal(GroupUse.SHADOW, acting, "$Default")
+    acting, shadow = (
+        ConsumerGroupMark(ConsumerGroupUse.ACTING, "2026-11-30T08:00:00+00:00"),
+        ConsumerGroupMark(ConsumerGroupUse.SHADOW, "x"),
+    )
+    assert refusal(ConsumerGroupUse.ACTING, None, "$Default") is None
+    assert refusal(ConsumerGroupUse.ACTING, acting, "$Default") is None
+    assert refusal(ConsumerGroupUse.SHADOW, shadow, "shadow") is None
+    refused = refusal(ConsumerGroupUse.SHADOW, acting, "$Default")
     assert refused is not None
     assert "'$Default'" in refused
     assert "2026-11-30T08:00:00+00:00" in refused
     assert "WORKER_CONSUMER_GROUP" in refused
-    assert refusal(GroupUse.ACTING, shadow, "shadow") is not None
-    assert unmarked_use(has_checkpoints=True) is GroupUse.ACTING
+    assert refusal(ConsumerGroupUse.ACTING, shadow, "shadow") is not None
+    assert unmarked_use(has_checkpoints=True) is ConsumerGroupUse.ACTING
     assert unmarked_use(has_checkpoints=False) is None
 
 

@@ -26,7 +26,7 @@ from worker.keys import split_key
 from worker.log import configure as configure_logging
 from worker.masking import MASKER, MaskedText
 from worker.moments import StartPosition, parse_duration, parse_start
-from worker.settings import CoreSettings, DriverSettings, GroupSettings, LatePolicy, LogFormat
+from worker.settings import ConsumerGroupSettings, CoreSettings, DriverSettings, LatePolicy, LogFormat
 
 if TYPE_CHECKING:
     from worker.core.accounting import Tally
@@ -368,10 +368,10 @@ def _checkpoints_show(args: argparse.Namespace, out: TextIO) -> int:
     from worker.admin.checkpoints import show  # noqa: PLC0415
     from worker.checkpoints.standing import document, table  # noqa: PLC0415 - the SDKs, for this command only
 
-    settings = _group_settings(args)
+    settings = _consumer_group_settings(args)
     if settings is None:
         return EXIT_INVALID
-    found, code = _group_call(show(settings))
+    found, code = _consumer_group_call(show(settings))
     if found is None:
         return code
     scope = settings.scope
@@ -392,10 +392,10 @@ def _checkpoints_show(args: argparse.Namespace, out: TextIO) -> int:
 def _checkpoints_reset(args: argparse.Namespace, out: TextIO) -> int:
     from worker.admin.checkpoints import reset  # noqa: PLC0415 - the SDKs, for this command only
 
-    settings = _group_settings(args)
+    settings = _consumer_group_settings(args)
     if settings is None:
         return EXIT_INVALID
-    report, code = _group_call(
+    report, code = _consumer_group_call(
         reset(settings, args.to, tuple(args.partition or ()), force=args.force, dry_run=args.dry_run)
     )
     if report is None:
@@ -421,20 +421,20 @@ def _checkpoints_reset(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def _group_settings(args: argparse.Namespace) -> GroupSettings | None:
+def _consumer_group_settings(args: argparse.Namespace) -> ConsumerGroupSettings | None:
     try:
         settings = load_connection_settings({field: getattr(args, field) for field in ConnectionSettings.model_fields})
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
     configure_logging("warning")
-    return settings.group()
+    return settings.consumer_group_settings()
 
 
 _Result = TypeVar("_Result")
 
 
-def _group_call(work: Coroutine[Any, Any, _Result]) -> tuple[_Result | None, int]:
+def _consumer_group_call(work: Coroutine[Any, Any, _Result]) -> tuple[_Result | None, int]:
     """Run a ``checkpoints`` command's work: its result, or None and the exit code after printing why."""
     from azure.core.exceptions import AzureError  # noqa: PLC0415 - the SDKs, for this command only
     from azure.eventhub.exceptions import EventHubError  # noqa: PLC0415

@@ -31,9 +31,9 @@ from worker.masking import MASKER
 from worker.moments import EARLIEST, StartPosition, format_duration, parse_duration, parse_start
 from worker.settings import (
     CheckpointSettings,
+    ConsumerGroupSettings,
     CoreSettings,
     DriverSettings,
-    GroupSettings,
     HubSettings,
     LatePolicy,
     LogFormat,
@@ -177,10 +177,10 @@ class ConnectionSettings(BaseSettings):
             namespace = self.eventhub_namespace
         return Scope(namespace, self.eventhub, self.consumer_group)
 
-    def group(self) -> GroupSettings:
+    def consumer_group_settings(self) -> ConsumerGroupSettings:
         """What the ``checkpoints`` commands take."""
         secret = self.eventhub_connection_string
-        return GroupSettings(
+        return ConsumerGroupSettings(
             connection_string=secret.get_secret_value() if secret is not None else None,
             namespace=self.eventhub_namespace,
             scope=self.scope(),

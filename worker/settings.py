@@ -119,7 +119,7 @@ class CheckpointSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class GroupSettings:
+class ConsumerGroupSettings:
     """What the ``checkpoints`` commands take: the hub, the consumer group's checkpoints, how long a claim lives."""
 
     connection_string: str | None
@@ -131,7 +131,7 @@ class GroupSettings:
     expiry: float
 
     def __repr__(self) -> str:  # never show the connection string's key
-        return f"GroupSettings(scope={self.scope!r}, checkpoints={self.checkpoints!r})"
+        return f"ConsumerGroupSettings(scope={self.scope!r}, checkpoints={self.checkpoints!r})"
 
 
 @dataclass(frozen=True, slots=True)

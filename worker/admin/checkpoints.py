@@ -43,7 +43,7 @@ from worker.checkpoints.store import PartitionCheckpoint, Stores, open_stores
 from worker.errors import CheckpointMoved, SettingsError
 from worker.events import Position
 from worker.moments import StartPosition
-from worker.settings import GroupSettings
+from worker.settings import ConsumerGroupSettings
 
 #: Seconds a reader waits for the event at a position before concluding there is none.
 _READ_WAIT: Final = 10.0
@@ -63,7 +63,7 @@ class ResetReport:
     written: bool = False
 
 
-async def show(settings: GroupSettings) -> list[Row]:
+async def show(settings: ConsumerGroupSettings) -> list[Row]:
     """Every partition of the hub: its checkpoint, its end, its claim."""
     async with _open(settings, create=False) as group:
         ids = await group.partition_ids()
@@ -76,7 +76,7 @@ async def show(settings: GroupSettings) -> list[Row]:
 
 
 async def reset(
-    settings: GroupSettings,
+    settings: ConsumerGroupSettings,
     to: StartPosition,
     partitions: Sequence[str] = (),
     *,
@@ -119,7 +119,7 @@ async def reset(
 
 
 @contextlib.asynccontextmanager
-async def _open(settings: GroupSettings, *, create: bool) -> AsyncIterator[_Group]:
+async def _open(settings: ConsumerGroupSettings, *, create: bool) -> AsyncIterator[_Group]:
     async with contextlib.AsyncExitStack() as stack:
         credential = None
         if settings.connection_string is None:
@@ -133,7 +133,9 @@ async def _open(settings: GroupSettings, *, create: bool) -> AsyncIterator[_Grou
 class _Group:
     """One consumer group's stores and the hub, as the commands read and move them."""
 
-    def __init__(self, settings: GroupSettings, stores: Stores, credential: AsyncTokenCredential | None) -> None:
+    def __init__(
+        self, settings: ConsumerGroupSettings, stores: Stores, credential: AsyncTokenCredential | None
+    ) -> None:
         self._settings = settings
         self._stores = stores
         self._credential = credential

@@ -13,23 +13,23 @@ import enum
 from typing import NamedTuple
 
 
-class GroupUse(enum.StrEnum):
+class ConsumerGroupUse(enum.StrEnum):
     ACTING = "acting"
     SHADOW = "shadow"
 
 
-class GroupMark(NamedTuple):
+class ConsumerGroupMark(NamedTuple):
     """The mark a consumer group holds: its use, and when it was marked (ISO 8601)."""
 
-    use: GroupUse
+    use: ConsumerGroupUse
     since: str
 
 
-def refusal(wanted: GroupUse, found: GroupMark | None, consumer_group: str) -> str | None:
+def refusal(wanted: ConsumerGroupUse, found: ConsumerGroupMark | None, consumer_group: str) -> str | None:
     """Why a worker for ``wanted`` must not run in ``consumer_group`` marked ``found``; None when it may."""
     if found is None or found.use is wanted:
         return None
-    if wanted is GroupUse.SHADOW:
+    if wanted is ConsumerGroupUse.SHADOW:
         return (
             f"consumer group {consumer_group!r} belongs to workers that act (marked {found.since}): a dry run "
             "would take partitions from them and move their checkpoints. Give the dry run a consumer group of its "
@@ -42,6 +42,6 @@ def refusal(wanted: GroupUse, found: GroupMark | None, consumer_group: str) -> s
     )
 
 
-def unmarked_use(has_checkpoints: bool) -> GroupUse | None:
+def unmarked_use(has_checkpoints: bool) -> ConsumerGroupUse | None:
     """The use of a group without a mark: acting, if it has checkpoints (written before marks existed)."""
-    return GroupUse.ACTING if has_checkpoints else None
+    return ConsumerGroupUse.ACTING if has_checkpoints else None

@@ -44,7 +44,7 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
-from worker.checkpoints.marks import GroupMark, GroupUse, unmarked_use
+from worker.checkpoints.marks import ConsumerGroupMark, ConsumerGroupUse, unmarked_use
 from worker.checkpoints.standing import Stored
 from worker.core.state import SavedState
 from worker.errors import CheckpointMoved, SettingsError, StateError
@@ -95,10 +95,10 @@ class Checkpoints(Protocol):
     def checkpoint(self, partition_id: str) -> PartitionCheckpoint:
         """The partition's checkpoint, not read yet."""
 
-    async def read_mark(self) -> GroupMark | None:
+    async def read_mark(self) -> ConsumerGroupMark | None:
         """The consumer group's mark (:mod:`worker.checkpoints.marks`), if it has one."""
 
-    async def mark(self, use: GroupUse, since: str) -> GroupMark:
+    async def mark(self, use: ConsumerGroupUse, since: str) -> ConsumerGroupMark:
         """Mark the consumer group for ``use`` unless it has a mark already; the mark it holds then."""
 
 
@@ -151,7 +151,7 @@ async def open_stores(settings: CheckpointSettings, scope: Scope, *, create: boo
         yield Stores(store, BlobCheckpoints(container, scope))
 
 
-async def mark_group(stores: Stores, scope: Scope, use: GroupUse, since: str) -> GroupMark:
+async def mark_consumer_group(stores: Stores, scope: Scope, use: ConsumerGroupUse, since: str) -> ConsumerGroupMark:
     """The consumer group's use: its mark, or ``use`` (marked now) for a new group; a group with
     checkpoints from before marks is marked as the acting workers' (see :mod:`worker.checkpoints.marks`)."""
     found = await stores.partitions.read_mark()
@@ -161,14 +161,14 @@ async def mark_group(stores: Stores, scope: Scope, use: GroupUse, since: str) ->
     return await stores.partitions.mark(unmarked_use(bool(list(listed))) or use, since)
 
 
-def _mark_json(use: GroupUse, since: str) -> bytes:
+def _mark_json(use: ConsumerGroupUse, since: str) -> bytes:
     return orjson.dumps({"use": use.value, "since": since})
 
 
-def _read_mark(data: bytes, where: str) -> GroupMark:
+def _read_mark(data: bytes, where: str) -> ConsumerGroupMark:
     try:
         record = orjson.loads(data)
-        return GroupMark(GroupUse(record["use"]), str(record["since"]))
+        return ConsumerGroupMark(ConsumerGroupUse(record["use"]), str(record["since"]))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise StateError(f"{where}: not a consumer group mark ({exc}); delete it to mark the group again") from exc
 
@@ -199,7 +199,7 @@ class BlobCheckpoints:
             self._container.get_blob_client(scope.prefix(_STATE) + partition_id),
         )
 
-    async def read_mark(self) -> GroupMark | None:
+    async def read_mark(self) -> ConsumerGroupMark | None:
         blob = self._container.get_blob_client(self._scope.prefix(_WORKER) + _MARK)
         try:
             download = await blob.download_blob()
@@ -207,7 +207,7 @@ class BlobCheckpoints:
             return None
         return _read_mark(await download.readall(), f"blob {blob.blob_name}")
 
-    async def mark(self, use: GroupUse, since: str) -> GroupMark:
+    async def mark(self, use: ConsumerGroupUse, since: str) -> ConsumerGroupMark:
         blob = self._container.get_blob_client(self._scope.prefix(_WORKER) + _MARK)
         try:
             await blob.upload_blob(_mark_json(use, since), overwrite=False)
@@ -215,7 +215,7 @@ class BlobCheckpoints:
             found = await self.read_mark()
             if found is not None:
                 return found
-        return GroupMark(use, since)
+        return ConsumerGroupMark(use, since)
 
 
 class BlobPartitionCheckpoint:
@@ -348,7 +348,7 @@ class DirectoryCheckpoints:
             self._root / scope.prefix("checkpoint") / partition_id, self._root / scope.prefix(_STATE) / partition_id
         )
 
-    async def read_mark(self) -> GroupMark | None:
+    async def read_mark(self) -> ConsumerGroupMark | None:
         path = self._root / self._scope.prefix(_WORKER) / _MARK
         try:
             data = await asyncio.to_thread(path.read_bytes)
@@ -356,19 +356,19 @@ class DirectoryCheckpoints:
             return None
         return _read_mark(data, str(path))
 
-    async def mark(self, use: GroupUse, since: str) -> GroupMark:
+    async def mark(self, use: ConsumerGroupUse, since: str) -> ConsumerGroupMark:
         path = self._root / self._scope.prefix(_WORKER) / _MARK
         return await asyncio.to_thread(self._mark, path, use, since)
 
     @staticmethod
-    def _mark(path: Path, use: GroupUse, since: str) -> GroupMark:
+    def _mark(path: Path, use: ConsumerGroupUse, since: str) -> ConsumerGroupMark:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with path.open("xb") as file:  # the first mark stays
                 file.write(_mark_json(use, since))
         except FileExistsError:
             return _read_mark(path.read_bytes(), str(path))
-        return GroupMark(use, since)
+        return ConsumerGroupMark(use, since)
 
 
 class DirectoryPartitionCheckpoint:

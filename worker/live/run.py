@@ -23,8 +23,8 @@ from pathlib import Path
 import structlog
 from azure.identity.aio import DefaultAzureCredential
 
-from worker.checkpoints.marks import GroupUse, refusal
-from worker.checkpoints.store import Stores, mark_group, open_stores
+from worker.checkpoints.marks import ConsumerGroupUse, refusal
+from worker.checkpoints.store import Stores, mark_consumer_group, open_stores
 from worker.config import RunSettings
 from worker.core.accounting import Tally
 from worker.errors import SettingsError
@@ -103,8 +103,8 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
 
 async def _claim_group(stores: Stores, scope: Scope, *, dry_run: bool) -> None:
     """Mark the consumer group for what this worker is, or refuse to share it with the other kind."""
-    use = GroupUse.SHADOW if dry_run else GroupUse.ACTING
-    mark = await mark_group(stores, scope, use, datetime.now(UTC).isoformat(timespec="seconds"))
+    use = ConsumerGroupUse.SHADOW if dry_run else ConsumerGroupUse.ACTING
+    mark = await mark_consumer_group(stores, scope, use, datetime.now(UTC).isoformat(timespec="seconds"))
     problem = refusal(use, mark, scope.consumer_group)
     if problem is not None:
         raise SettingsError([problem])
