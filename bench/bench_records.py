@@ -56,7 +56,7 @@ def main() -> None:
         Position: tuple(event.position),
         Message: tuple(event.message),
         Event: tuple(event),
-        Work: (event, (), event.subject or "", (0, 0, 0, 0), False, None, None),
+        Work: (event, (), event.subject or "", (0, 0, 0, 0), False, None, None, None),
     }
     parse = _best(lambda: orjson.loads(body), args.count, args.repeat)
     print(f"{args.count:,} builds of each record, best of {args.repeat} runs")
