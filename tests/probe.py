@@ -122,3 +122,9 @@ class DeadLetterFailures:
 
     def dead_letter_failed(self, action_type: str) -> None:
         self.action_types.append(action_type)
+
+    def attempting(self, action_type: str, started: float) -> None:
+        return None
+
+    def attempted(self, action_type: str, started: float) -> None:
+        return None

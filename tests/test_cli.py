@@ -36,7 +36,7 @@ def _lines(text: str) -> list[dict[str, object]]:
 
 def test_validate_accepts_the_shipped_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(ROOT / "rules")]) == 0
-    assert "ok: 9 rules in 2 files" in capsys.readouterr().out  # the tests in rules/tests/ left out
+    assert "ok: 11 rules in 2 files" in capsys.readouterr().out  # the tests in rules/tests/ left out
 
 
 def test_validate_reports_every_problem_with_file_line_and_rule(
@@ -70,8 +70,10 @@ def test_explain_prints_one_line_per_event_and_rule(tmp_path: Path, capsys: pyte
     assert [line["rule"] for line in lines] == [
         "mail-on-failed-run",
         "function-on-model-registered",
-        "retrain-on-drift",
+        "retrain-on-monitor-breach",
+        "refresh-data-on-legacy-drift",
         "deploy-by-model-tags",
+        "evaluate-completed-training",
         "ci-on-completed-training-run",
         "audit-production-changes",
         "run-stuck",
@@ -165,7 +167,7 @@ def test_module_entry_point_runs() -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok: 8 rules")
+    assert done.stdout.startswith("ok: 10 rules")
 
 
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
@@ -182,7 +184,7 @@ def test_secrets_are_needed_to_act_but_not_to_look(
     err = capsys.readouterr().err
     assert all(f"environment variable {name} is not set" in err for name in EXAMPLE_SECRETS)
     assert main(["validate", "--skip-secrets", str(EXAMPLES)]) == 0
-    assert capsys.readouterr().out.startswith("ok: 8 rules")
+    assert capsys.readouterr().out.startswith("ok: 10 rules")
     # Executing nothing needs no secrets: explain, rules tests, and a dry run.
     body = tmp_path / "body.json"
     body.write_bytes(_body(MODEL_REGISTERED, "models/m:1", {"modelName": "m"}))

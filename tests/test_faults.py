@@ -249,6 +249,12 @@ class Attempts:
     def dead_letter_failed(self, action_type: str) -> None:
         self.results.append("dead_letter_failed")
 
+    def attempting(self, action_type: str, started: float) -> None:
+        return None
+
+    def attempted(self, action_type: str, started: float) -> None:
+        return None
+
 
 async def test_a_target_slower_than_the_action_timeout_for_a_while_then_back(
     tmp_path: Path, http_target: HttpTarget

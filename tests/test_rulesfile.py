@@ -28,6 +28,9 @@ ML = "Microsoft.MachineLearningServices."
 KNOWN_TYPES = ", ".join(
     [
         "azure_devops_pipeline",
+        "azureml_batch_endpoint",
+        "azureml_deploy",
+        "azureml_job",
         "azureml_pipeline",
         "datafactory_pipeline",
         "email",
@@ -133,8 +136,16 @@ def test_example_rules_act_on_ml_events():
     assert table.expecting == (stuck,)
     # Data keys written in PascalCase match camelCase payloads.
     drift = event("DatasetDriftDetected", "datadrift/d/run/r", {"driftCoefficient": 0.8350349068479208})
-    assert matched(table, drift) == ["retrain-on-drift"]
+    assert matched(table, drift) == ["refresh-data-on-legacy-drift"]
     assert matched(table, event("DatasetDriftDetected", "datadrift/d/run/r", {"driftCoefficient": 0.49})) == []
+    # A model monitor's breach: a failed run whose tag says so, the tag's key written as the docs write it.
+    breach = {"runStatus": "Failed", "runTags": {"azureml_modelmonitor_threshold_breached": "Model monitor m "
+              "has failed due to one or more features violating metric thresholds"}}  # fmt: skip
+    assert matched(table, event("RunStatusChanged", data=breach)) == [
+        "mail-on-failed-run",
+        "retrain-on-monitor-breach",
+        "failed-runs-digest",
+    ]
     registered = event("ModelRegistered", "models/churn:3", {"modelTags": {"stage": "production", "deploy": "true"}})
     assert matched(table, registered) == [
         "function-on-model-registered",

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast, get_args
 import orjson
 import structlog
 
-from worker.config import ConnectionSettings, RunSettings, add_flags, env_name, load_connection_settings, load_settings
+from worker.config import (
+    ConnectionSettings,
+    RunSettings,
+    add_flags,
+    env_name,
+    load_azure_settings,
+    load_connection_settings,
+    load_settings,
+)
 from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, RulesError, SettingsError, SourceError
 from worker.keys import split_key
 from worker.log import configure as configure_logging
@@ -622,6 +630,11 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     if html is not None and not args.dry_run:
         print("error: --html writes what a dry run would have done: it needs --dry-run", file=sys.stderr)
         return EXIT_INVALID
+    try:
+        azure = load_azure_settings()  # the actions reach Azure as `worker run` does: WORKER_AZURE_CLOUD...
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     loaded = fingerprint(args.rules)  # worker processes check that they load the same rules
     # A dry run executes nothing, so it needs no secrets.
     table = load_rules(paths_of(args.rules), env=Placeholders() if args.dry_run else None)
@@ -637,6 +650,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         driver=DriverSettings(concurrency=args.concurrency),
         dead_letters=args.dead_letters,
         connection_string=args.connection_string,
+        azure=azure,
     )
     partitions = set(args.partition) if args.partition else None
     backtest = Backtest() if html is not None else None

@@ -30,6 +30,8 @@ from worker.keys import split_key
 from worker.masking import MASKER
 from worker.moments import EARLIEST, StartPosition, format_duration, parse_duration, parse_start
 from worker.settings import (
+    AzureCloudName,
+    AzureSettings,
     CheckpointSettings,
     ConsumerGroupSettings,
     CoreSettings,
@@ -41,11 +43,31 @@ from worker.settings import (
     OpsSettings,
     ProcessingSettings,
     Scope,
+    insecure_url,
 )
 
 ENV_PREFIX = "WORKER_"
 
 _PathList = Annotated[tuple[Path, ...], NoDecode]
+# The Azure settings, read by `worker run` (RunSettings) and by `replay` (AzureTargets, alone).
+_AzureCloud = Annotated[
+    AzureCloudName,
+    Field(
+        description="the Azure cloud the Azure actions reach, as the Azure CLI names it (AzureCloud, "
+        "AzureChinaCloud, AzureUSGovernment): its Resource Manager, Entra ID authority and Azure ML audience"
+    ),
+]
+_ResourceManager = Annotated[
+    str | None,
+    Field(description="Azure Resource Manager instead of the cloud's (https; http only to a loopback address)"),
+]
+_AzureMLApiVersion = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$",
+        description="the Microsoft.MachineLearningServices API version of the Azure ML actions' ARM requests",
+    ),
+]
 _Sequencers = Annotated[tuple[tuple[str, str], ...], NoDecode]
 
 
@@ -291,6 +313,11 @@ class RunSettings(ConnectionSettings):
         "DefaultAzureCredential",
     )
 
+    # --- Azure -------------------------------------------------------------------------------
+    azure_cloud: _AzureCloud = "AzureCloud"
+    azure_resource_manager: _ResourceManager = None
+    azureml_api_version: _AzureMLApiVersion = "2025-12-01"
+
     # --- operations --------------------------------------------------------------------------
     http_host: str = Field(
         "0.0.0.0",  # noqa: S104 - a container's probes and scrapers reach it from outside
@@ -309,6 +336,11 @@ class RunSettings(ConnectionSettings):
     @classmethod
     def _split_paths(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("azure_resource_manager")
+    @classmethod
+    def _secure(cls, value: str | None) -> str | None:
+        return _secure_url(value)
 
     @field_validator("start_position", mode="before")
     @classmethod
@@ -399,10 +431,49 @@ class RunSettings(ConnectionSettings):
             log_level=self.log_level,
             log_format=self.log_format,
             library_log_level=self.library_log_level,
+            azure=self.azure(),
         )
 
     def ops(self) -> OpsSettings:
         return OpsSettings(host=self.http_host, port=self.http_port)
+
+    def azure(self) -> AzureSettings:
+        return AzureSettings(self.azure_cloud, self.azure_resource_manager, self.azureml_api_version)
+
+
+class AzureTargets(BaseSettings):
+    """The Azure settings alone, from the environment (``replay`` runs actions as ``worker run`` does)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
+
+    azure_cloud: _AzureCloud = "AzureCloud"
+    azure_resource_manager: _ResourceManager = None
+    azureml_api_version: _AzureMLApiVersion = "2025-12-01"
+
+    @field_validator("azure_resource_manager")
+    @classmethod
+    def _secure(cls, value: str | None) -> str | None:
+        return _secure_url(value)
+
+    def azure(self) -> AzureSettings:
+        return AzureSettings(self.azure_cloud, self.azure_resource_manager, self.azureml_api_version)
+
+
+def _secure_url(value: str | None) -> str | None:
+    problem = None if value is None else insecure_url(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def load_azure_settings() -> AzureSettings:
+    """The Azure settings from the environment (``WORKER_AZURE_CLOUD``...), for commands other than ``run``."""
+    try:
+        return AzureTargets().azure()
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc, [], AzureTargets)) from None
 
 
 class _Explicit(RunSettings):
@@ -515,7 +586,7 @@ def _load(kind: type[_Settings], flags: Mapping[str, Any] | None) -> _Settings:
 _SECRET_FIELDS = {"eventhub_connection_string", "storage_connection_string"}
 
 
-def _problems(error: ValidationError, unknown: list[str], kind: type[ConnectionSettings]) -> list[str]:
+def _problems(error: ValidationError, unknown: list[str], kind: type[BaseSettings]) -> list[str]:
     problems = []
     for item in error.errors(include_url=False):
         location = item["loc"]

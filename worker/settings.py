@@ -8,9 +8,11 @@ the one it needs without depending on how settings are read.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
+from urllib.parse import urlsplit
 
 from worker.moments import EARLIEST, StartPosition
 
@@ -142,6 +144,77 @@ class OpsSettings:
     port: int
 
 
+AzureCloudName = Literal["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"]
+
+
+@dataclass(frozen=True, slots=True)
+class AzureCloud:
+    """One Azure cloud's endpoints, as the Azure CLI names the cloud."""
+
+    #: Azure Resource Manager.
+    resource_manager: str
+    #: Microsoft Entra ID's authority host.
+    authority: str
+    #: The audience of Azure ML's data plane (a batch endpoint's scoring URI takes its tokens).
+    azureml: str
+
+
+#: The clouds the actions reach (``az cloud list``), with the endpoints azure-ai-ml knows them by.
+AZURE_CLOUDS: Final[dict[str, AzureCloud]] = {
+    "AzureCloud": AzureCloud("https://management.azure.com", "login.microsoftonline.com", "https://ml.azure.com"),
+    "AzureChinaCloud": AzureCloud(
+        "https://management.chinacloudapi.cn", "login.chinacloudapi.cn", "https://ml.azure.cn"
+    ),
+    "AzureUSGovernment": AzureCloud(
+        "https://management.usgovcloudapi.net", "login.microsoftonline.us", "https://ml.azure.us"
+    ),
+}
+
+
+def insecure_url(url: str) -> str | None:
+    """Why ``url`` may not carry a token (None when it may): it must be ``https://``, or ``http://`` to a
+    loopback address (a test double on this host)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http:// or https:// URL with a host"
+    if parts.scheme == "https":
+        return None
+    host = parts.hostname
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return None if loopback else f"{url!r}: a token is sent over https only (http only to a loopback address)"
+
+
+@dataclass(frozen=True, slots=True)
+class AzureSettings:
+    """Which Azure the actions that call Azure services reach, with the worker's Entra ID credential."""
+
+    cloud: AzureCloudName = "AzureCloud"
+    #: Azure Resource Manager instead of the cloud's own (a test double, a private link).
+    resource_manager_override: str | None = None
+    #: The Microsoft.MachineLearningServices API version of every Azure ML request to ARM.
+    azureml_api_version: str = "2025-12-01"
+
+    @property
+    def resource_manager(self) -> str:
+        return (self.resource_manager_override or AZURE_CLOUDS[self.cloud].resource_manager).rstrip("/")
+
+    @property
+    def resource_manager_scope(self) -> str:
+        """The scope of tokens for ARM: the cloud's, whatever the override (a private link keeps its audience)."""
+        return AZURE_CLOUDS[self.cloud].resource_manager + "/.default"
+
+    @property
+    def azureml_scope(self) -> str:
+        return AZURE_CLOUDS[self.cloud].azureml + "/.default"
+
+    @property
+    def authority(self) -> str:
+        return AZURE_CLOUDS[self.cloud].authority
+
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 
@@ -164,3 +237,5 @@ class ProcessingSettings:
     log_format: LogFormat = "auto"
     #: Least level logged of the libraries' own records (the Azure SDK, aiohttp, asyncio).
     library_log_level: LogLevel = "warning"
+    #: The Azure cloud and Azure ML API version the actions use.
+    azure: AzureSettings = field(default_factory=AzureSettings)

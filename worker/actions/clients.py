@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlsplit
 
+from worker.settings import AzureSettings
+
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
@@ -87,6 +89,11 @@ class HttpSender(Protocol):
         """Send ``request``; return a 2xx response, else raise TargetUnavailable or TargetRejected."""
         ...
 
+    async def exchange(self, request: HttpRequest, *, limit: int) -> HttpResponse:
+        """Send ``request``; return whatever the target answered (its body cut at ``limit`` bytes), for
+        callers that read a service's errors themselves. Raises TargetUnavailable when there is no answer."""
+        ...
+
 
 class MailSender(Protocol):
     async def send(self, message: EmailMessage, server: SmtpServer) -> None:
@@ -126,6 +133,11 @@ class Clients(Protocol):
 
     @property
     def hubs(self) -> HubSender: ...
+
+    @property
+    def azure(self) -> AzureSettings:
+        """The Azure cloud (ARM, the token scopes) and the Azure ML API version."""
+        ...
 
 
 def _namespace_of(connection_string: str | None) -> str:

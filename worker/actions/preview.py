@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -27,6 +27,13 @@ from worker.masking import MASK
 
 #: What a secret parameter shows.
 HIDDEN: Final = MASK
+
+
+@runtime_checkable
+class Previewable(Protocol):
+    """A parameter that shows itself: what it renders to for one event (a job's input: its kind and value)."""
+
+    def preview(self, context: Context) -> object: ...
 
 
 def render_params(action: PlannedAction) -> dict[str, object]:
@@ -55,8 +62,13 @@ def _value(value: object, context: Context) -> object:
             return {"error": str(exc)}
     if isinstance(value, BaseModel):
         return _model(value, context)
+    if isinstance(value, Previewable):
+        try:
+            return value.preview(context)
+        except RenderError as exc:
+            return {"error": str(exc)}
     if isinstance(value, Mapping):
-        return {str(key): _value(item, context) for key, item in value.items()}
+        return {_key(key, context): _value(item, context) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_value(item, context) for item in value]
     if isinstance(value, Enum):
@@ -68,3 +80,13 @@ def _value(value: object, context: Context) -> object:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+def _key(key: object, context: Context) -> str:
+    """A mapping's key as shown: a template's (a deployment's name in a traffic map) rendered."""
+    if isinstance(key, Template):
+        try:
+            return key.render(context)
+        except RenderError as exc:
+            return f"(error: {exc})"
+    return str(key)

@@ -13,7 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.actions.azureml import AzureMLPipelineExecutor, AzureMLPipelineParams
+from worker.actions.azureml.batch import AzureMLBatchEndpointExecutor, AzureMLBatchEndpointParams
+from worker.actions.azureml.deploy import AzureMLDeployExecutor, AzureMLDeployParams
+from worker.actions.azureml.job import AzureMLJobExecutor, AzureMLJobParams
+from worker.actions.azureml.pipeline import AzureMLPipelineExecutor, AzureMLPipelineParams
 from worker.actions.base import ActionParams, Executor
 from worker.actions.clients import Clients
 from worker.actions.datafactory import DataFactoryPipelineExecutor, DataFactoryPipelineParams
@@ -38,6 +41,8 @@ class ActionType:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Seconds one attempt may take.
     timeout: float = 30.0
+    #: Why the type is on its way out, and what replaces it: ``validate`` warns of each use.
+    deprecated: str | None = None
 
 
 def _table(*types: ActionType) -> Mapping[str, ActionType]:
@@ -64,12 +69,42 @@ _BUILT_IN = _table(
         timeout=60.0,
     ),
     ActionType(
+        "azureml_batch_endpoint",
+        AzureMLBatchEndpointParams,
+        AzureMLBatchEndpointExecutor,
+        "invoke an Azure ML batch endpoint (a pipeline component or a model deployment)",
+        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
+        timeout=60.0,
+    ),
+    ActionType(
+        "azureml_job",
+        AzureMLJobParams,
+        AzureMLJobExecutor,
+        "submit an Azure ML job from a registered pipeline or command component",
+        retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
+        timeout=120.0,
+    ),
+    ActionType(
+        "azureml_deploy",
+        AzureMLDeployParams,
+        AzureMLDeployExecutor,
+        "deploy a registered model version to a managed online endpoint, then give it traffic",
+        retry=RetryPolicy(attempts=3, first_delay=30.0, max_delay=300.0),
+        # One attempt follows the deployment to its end: managed deployments take minutes, 10 or more.
+        timeout=1800.0,
+    ),
+    ActionType(
         "azureml_pipeline",
         AzureMLPipelineParams,
         AzureMLPipelineExecutor,
-        "submit a run of a published Azure ML pipeline",
+        "submit a run of a published Azure ML pipeline (SDK v1)",
         retry=RetryPolicy(attempts=4, first_delay=2.0, max_delay=60.0),
         timeout=60.0,
+        deprecated=(
+            "published pipelines are a feature of Azure ML SDK and CLI v1, whose support ended on 2026-06-30: "
+            "deploy the pipeline as a pipeline component deployment of a batch endpoint, and invoke it with "
+            "azureml_batch_endpoint (docs/azureml.md#from-published-pipelines-to-batch-endpoints)"
+        ),
     ),
     ActionType(
         "datafactory_pipeline",

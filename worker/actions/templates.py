@@ -295,6 +295,12 @@ class Template:
         return cls.compile(raw)
 
 
+def constant(template: Template) -> str | None:
+    """What ``template`` renders for every event when it has no expression, tag or comment; else None."""
+    source = template.source
+    return None if any(mark in source for mark in ("{{", "{%", "{#")) else source
+
+
 @dataclass(frozen=True, slots=True)
 class HtmlTemplate(Template):
     """A template whose output is HTML: values are escaped unless marked safe."""

@@ -1,16 +1,18 @@
 """The ``webhook`` action: an HTTP request to any endpoint (an Azure Function, a chat hook, a service).
 
 The body is a JSON template, by default the event as received. Every request carries the action's
-idempotency key (``Idempotency-Key``) and, with ``signature``, an HMAC-SHA256 of the body.
+idempotency key (``Idempotency-Key``), with ``signature`` an HMAC-SHA256 of the body, and with
+``auth: {entra: SCOPE}`` a bearer token from the worker's Entra ID credential (an Azure Function with
+built-in authentication, a Logic App, Azure Resource Manager: any endpoint Entra ID protects).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from worker.actions.base import ActionParams, PlannedAction
 from worker.actions.clients import Clients, HttpRequest
@@ -18,6 +20,7 @@ from worker.actions.http import HttpExecutor, check_url, origin
 from worker.actions.secrets import Secret
 from worker.actions.templates import JsonTemplate, Template, context_of
 from worker.jsontext import dumps
+from worker.settings import insecure_url
 
 
 class Signature(BaseModel):
@@ -28,6 +31,23 @@ class Signature(BaseModel):
     header: str = "X-Signature-256"
     #: Written before the hex digest.
     prefix: str = "sha256="
+
+
+class EntraAuth(BaseModel):
+    """A bearer token from the worker's Entra ID credential, for ``entra``: the protected application's ID URI
+    (``api://...``, ``https://...``) or a scope ending in ``/.default`` (added when missing)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entra: str = Field(min_length=1)
+
+    @field_validator("entra")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        value = value.strip()
+        if any(char.isspace() for char in value):
+            raise ValueError(f"{value!r}: one scope, without spaces (an application ID URI, or URI/.default)")
+        return value if value.endswith("/.default") else value.rstrip("/") + "/.default"
 
 
 class WebhookParams(ActionParams):
@@ -41,6 +61,8 @@ class WebhookParams(ActionParams):
     #: A JSON template; by default the event as received. ``null`` sends no body.
     body: JsonTemplate | None = JsonTemplate.compile("{{ event }}")
     signature: Signature | None = None
+    #: A bearer token from the worker's Entra ID credential (the ``Authorization`` header).
+    auth: EntraAuth | None = None
     idempotency_header: str = "Idempotency-Key"
 
     @field_validator("url")
@@ -48,6 +70,13 @@ class WebhookParams(ActionParams):
     def _fixed_origin(cls, url: Template) -> Template:
         check_url(url.source)
         return url
+
+    @model_validator(mode="after")
+    def _token_over_tls(self) -> Self:
+        problem = insecure_url(self.url.source) if self.auth is not None else None
+        if problem is not None:
+            raise ValueError(f"auth: {problem}")
+        return self
 
 
 def sign(body: bytes, signature: Signature) -> str:
@@ -59,6 +88,7 @@ class WebhookExecutor(HttpExecutor):
     def __init__(self, params: WebhookParams, clients: Clients) -> None:
         super().__init__(clients.http, origin(params.url.source))
         self._params = params
+        self._tokens = clients.tokens
 
     async def request(self, action: PlannedAction) -> HttpRequest:
         params, context = self._params, context_of(action)
@@ -70,4 +100,6 @@ class WebhookExecutor(HttpExecutor):
         headers[params.idempotency_header] = action.idempotency_key
         if params.signature is not None:
             headers[params.signature.header] = sign(body or b"", params.signature)
+        if params.auth is not None:
+            headers["Authorization"] = f"Bearer {await self._tokens.token(params.auth.entra)}"
         return HttpRequest(params.method, params.url.render(context), headers, body)

@@ -21,7 +21,7 @@ import io
 import pickle
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, NamedTuple, Protocol, cast, get_args
 
@@ -117,6 +117,9 @@ class ActionCounts:
     latency: dict[str, list[float]]
     #: Dead letters that could not be written (and were tried again), by action type.
     dead_letter_failures: dict[str, int]
+    #: Attempts under way, by action type: how many, and when the oldest started (``time.monotonic()``,
+    #: the same clock in both processes).
+    running: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 class Inbox:

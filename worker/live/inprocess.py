@@ -18,6 +18,7 @@ from azure.core.exceptions import AzureError
 
 from worker.actions.delivery.deadletters import dead_letter_lane
 from worker.actions.delivery.runner import ActionRunner
+from worker.actions.delivery.services import Services
 from worker.actions.secrets import Placeholders
 from worker.checkpoints.store import Stores
 from worker.core.accounting import Tally
@@ -159,7 +160,9 @@ async def in_process_host(
         yield InProcessHost(load, None, stores, settings, on_taken=on_taken)
         return
     runner = ActionRunner(
-        dead_letter_lane(settings.dead_letters, settings.checkpoints.connection_string), observe=metrics
+        dead_letter_lane(settings.dead_letters, settings.checkpoints.connection_string),
+        services=Services(azure=settings.azure),
+        observe=metrics,
     )
     try:
         yield InProcessHost(rules_loader(settings.rules), runner, stores, settings, on_taken=on_taken)

@@ -7,6 +7,7 @@ Action attempts and their latency are observed as they happen, by :class:`Action
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -224,6 +225,10 @@ class ActionMetrics(Collector):
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._latency: dict[str, list[float]] = {}
         self._dead_letter_failures: Counter[str] = Counter()
+        #: When each attempt under way started, by action type (``time.monotonic()``).
+        self._running: dict[str, list[float]] = {}
+        #: Shown instead, when the actions run in another process: its attempts under way.
+        self._reported: dict[str, tuple[int, float]] | None = None
 
     def observe(self, action_type: str, seconds: float | None, result: str) -> None:
         """``result``: ok, transient, permanent or circuit_open (no request made, no latency)."""
@@ -238,11 +243,26 @@ class ActionMetrics(Collector):
     def dead_letter_failed(self, action_type: str) -> None:
         self._dead_letter_failures[action_type] += 1
 
+    def attempting(self, action_type: str, started: float) -> None:
+        self._running.setdefault(action_type, []).append(started)
+
+    def attempted(self, action_type: str, started: float) -> None:
+        running = self._running.get(action_type)
+        if running is not None:
+            running.remove(started)
+
+    def running(self) -> dict[str, tuple[int, float]]:
+        """Attempts under way by action type: how many, and when the oldest started."""
+        if self._reported is not None:
+            return self._reported
+        return {kind: (len(starts), min(starts)) for kind, starts in self._running.items() if starts}
+
     def counts(self) -> ActionCounts:
         return ActionCounts(
             dict(self._attempts),
             {kind: list(row) for kind, row in self._latency.items()},
             dict(self._dead_letter_failures),
+            self.running(),
         )
 
     def load(self, counts: ActionCounts) -> None:
@@ -250,6 +270,7 @@ class ActionMetrics(Collector):
         self._attempts = Counter(counts.attempts)
         self._latency = counts.latency
         self._dead_letter_failures = Counter(counts.dead_letter_failures)
+        self._reported = counts.running
 
     def collect(self) -> Iterator[Metric]:
         yield _counter(
@@ -263,6 +284,21 @@ class ActionMetrics(Collector):
             "Dead letters that could not be written (each is tried again; its event stays unfinished)",
             ["action_type"],
             [((kind,), n) for kind, n in self._dead_letter_failures.items()],
+        )
+        running = self.running()
+        now = time.monotonic()
+        yield _gauge(
+            "actions_running",
+            "Action attempts under way, by action type (a deployment's lasts until it is done)",
+            ["action_type"],
+            [((kind,), float(count)) for kind, (count, _) in sorted(running.items())],
+        )
+        yield _gauge(
+            "action_running_seconds",
+            "Seconds the oldest attempt under way has lasted, by action type: its subject's later work waits, "
+            "and the partition's checkpoint cannot pass its event",
+            ["action_type"],
+            [((kind,), max(0.0, now - oldest)) for kind, (_, oldest) in sorted(running.items())],
         )
         latency = HistogramMetricFamily(
             f"{PREFIX}_action_seconds", "Seconds per action attempt, by action type", labels=["action_type"]

@@ -31,7 +31,7 @@ from worker.core.rules import RulesTable
 from worker.driver import PartitionDriver
 from worker.events import Message
 from worker.replay.sources import CaptureFile, Plan
-from worker.settings import CoreSettings, DriverSettings
+from worker.settings import AzureSettings, CoreSettings, DriverSettings
 
 log = structlog.get_logger("worker.replay")
 
@@ -53,6 +53,8 @@ class ReplaySettings:
     connection_string: str | None = field(default=None, repr=False)
     #: Messages read per hand-over from the reading thread.
     batch: int = 2_000
+    #: The Azure cloud and Azure ML API version the actions use.
+    azure: AzureSettings = field(default_factory=AzureSettings)
 
 
 class Progress(Protocol):
@@ -132,6 +134,7 @@ def action_runner(settings: ReplaySettings, services: Services | None = None) ->
     if settings.dry_run:
         return None
     lane = dead_letter_lane(settings.dead_letters, settings.connection_string)
+    services = services or Services(azure=settings.azure)
     return ActionRunner(lane, settings.retry, services=services, settings=settings.runner)
 
 

@@ -365,6 +365,8 @@ def _actions(raw: object, at: KeyPath, state: _FileState) -> tuple[ActionSpec, .
             ok = False
             continue
         specs.append(ActionSpec(kind.name, i, params))
+        if kind.deprecated is not None:
+            state.warnings.append(f"{state.where(where)}: action {i} ({kind.name}): {kind.deprecated}")
     return tuple(specs) if ok else None
 
 

@@ -163,6 +163,7 @@ def _payload(
         }
         if kind == RUN_STATUS_CHANGED:
             data["runStatus"] = rng.choices(("Failed", "Running", "Canceled"), weights=(6, 3, 1))[0]
+        _tag(kind, data)
     elif kind == MODEL_REGISTERED:
         name = rng.choice(_MODELS)
         version = rng.randint(1, 40)
@@ -208,6 +209,25 @@ def _payload(
     if opts.pascal_case:
         data = {key[:1].upper() + key[1:]: value for key, value in data.items()}
     return subject, data
+
+
+#: What Azure ML's model monitoring tags a monitoring run with when a signal breaches its threshold.
+BREACH_TAG: Final = "azureml_modelmonitor_threshold_breached"
+BREACH: Final = "has failed due to one or more features violating metric thresholds"
+
+
+def _tag(kind: str, data: dict[str, object]) -> None:
+    """Tags of a run, as monitoring and training set them (drawing nothing from the generator, so the
+    stream is the same as before they existed): the fraud model's failed pipeline runs are its monitor's
+    breaches; churn training's script runs ask for an evaluation."""
+    tags = data["runTags"]
+    assert isinstance(tags, dict)  # noqa: S101 - made above
+    if data["runType"] == "azureml.PipelineRun" and data["experimentName"] == "fraud-detection":
+        if kind == RUN_STATUS_CHANGED and data.get("runStatus") == "Failed":
+            tags[BREACH_TAG] = f"Model monitor fraud-scorer-monitor {BREACH}"
+            tags["azureml_modelmonitor_name"] = "fraud-scorer-monitor"
+    elif data["runType"] == "azureml.scriptrun" and data["experimentName"] == "churn-training":
+        tags["evaluate"] = "true"
 
 
 def _envelope(

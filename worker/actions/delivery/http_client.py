@@ -24,24 +24,41 @@ class HttpClient:
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """Send ``request``; return a 2xx response, else raise TargetUnavailable or TargetRejected."""
+        response = await self.exchange(request, limit=MAX_RESPONSE)
+        check_status(request, response, datetime.now(UTC))
+        return response
+
+    async def exchange(self, request: HttpRequest, *, limit: int) -> HttpResponse:
+        """Send ``request``; return the answer, whatever its status (its body cut at ``limit`` bytes)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
             async with self._session.request(
                 request.method, request.url, headers=dict(request.headers), data=request.body, allow_redirects=False
             ) as reply:
-                body = await reply.content.read(MAX_RESPONSE)
+                body = await _read(reply.content, limit)
                 headers = {name.lower(): value for name, value in reply.headers.items()}
-                response = HttpResponse(reply.status, headers, body)
+                return HttpResponse(reply.status, headers, body)
         except aiohttp.InvalidURL as exc:
             raise TargetRejected(f"{request.where}: invalid URL ({exc})") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise TargetUnavailable(f"{request.where}: {type(exc).__name__}: {reason}") from exc
-        check_status(request, response, datetime.now(UTC))
-        return response
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to ``limit`` bytes: a read returns what has arrived, so read until the end or the limit."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -59,6 +59,12 @@ class Observer(Protocol):
     def dead_letter_failed(self, action_type: str) -> None:
         """A dead letter could not be written (it is tried again)."""
 
+    def attempting(self, action_type: str, started: float) -> None:
+        """An attempt started at ``started`` (the runner's clock) is under way."""
+
+    def attempted(self, action_type: str, started: float) -> None:
+        """The attempt started at ``started`` is over, whatever its result."""
+
 
 def _about(action: PlannedAction) -> dict[str, object]:
     """What every log line of an action names: its rule, type and index, and its event."""
@@ -76,6 +82,12 @@ class _Unobserved:
         return None
 
     def dead_letter_failed(self, action_type: str) -> None:
+        return None
+
+    def attempting(self, action_type: str, started: float) -> None:
+        return None
+
+    def attempted(self, action_type: str, started: float) -> None:
         return None
 
 
@@ -228,6 +240,7 @@ class ActionRunner:
                 self._observe(kind, None, "circuit_open")
                 return CircuitOpen(f"{target}: circuit open after repeated failures; no request made")
             started = self._clock()
+            self._observer.attempting(kind, started)
             try:
                 async with asyncio.timeout(entry.timeout):
                     await entry.executor.execute(action)
@@ -249,6 +262,8 @@ class ActionRunner:
             except BaseException:
                 breaker.abandoned()
                 raise
+            finally:
+                self._observer.attempted(kind, started)
         breaker.succeeded()
         self._observe(kind, self._clock() - started, "ok")
         return None

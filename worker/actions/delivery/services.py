@@ -1,4 +1,4 @@
-"""The clients the actions share: HTTP, SMTP, Event Hubs producers, and one source of Azure AD tokens.
+"""The clients the actions share: HTTP, SMTP, Event Hubs producers, one source of Entra ID tokens, and the Azure cloud.
 
 Made once per runner and handed to every executor, so connections and tokens are reused across
 actions, and closed once at the end. These are the actions' I/O edges: each client is the one
@@ -14,6 +14,7 @@ from worker.actions.delivery.http_client import HttpClient
 from worker.actions.delivery.hub_client import HubProducers
 from worker.actions.delivery.smtp_client import SmtpClient
 from worker.actions.delivery.tokens import CredentialTokens
+from worker.settings import AzureSettings
 
 
 class Services:
@@ -26,9 +27,11 @@ class Services:
         tokens: TokenSource | None = None,
         smtp: SmtpClient | None = None,
         hubs: HubProducers | None = None,
+        azure: AzureSettings | None = None,
     ) -> None:
+        self.azure = azure or AzureSettings()
         self.http = http or HttpClient()
-        self.tokens = tokens or CredentialTokens()
+        self.tokens = tokens or CredentialTokens(authority=self.azure.authority)
         self.smtp = smtp or SmtpClient()
         self.hubs = hubs or HubProducers(self.tokens)
 

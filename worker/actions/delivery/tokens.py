@@ -17,17 +17,20 @@ from worker.masking import MASKER
 
 
 class CredentialTokens:
-    """Tokens from ``credential``, or from a ``DefaultAzureCredential`` made on first use (and closed here)."""
+    """Tokens from ``credential``, or from a ``DefaultAzureCredential`` made on first use (and closed here),
+    signing in at ``authority`` (the cloud's Entra ID host; None: the public cloud's)."""
 
-    def __init__(self, credential: AsyncTokenCredential | None = None) -> None:
+    def __init__(self, credential: AsyncTokenCredential | None = None, *, authority: str | None = None) -> None:
         self._credential = credential
         self._owned = credential is None
+        self._authority = authority
 
     def credential(self) -> AsyncTokenCredential:
         if self._credential is None:
-            from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - heavy, and only for Azure AD
+            from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 - heavy, and only for Entra ID
 
-            self._credential = DefaultAzureCredential()
+            authority = self._authority
+            self._credential = DefaultAzureCredential(**({"authority": authority} if authority else {}))
         return self._credential
 
     async def token(self, scope: str) -> str:
