@@ -373,6 +373,23 @@ async def test_a_deployment_interrupted_and_started_again_is_one_deployment(azur
     assert azure.online_endpoints["fraud-scorer"]["properties"]["traffic"] == {"blue": 90, "fraud-v3": 10}
 
 
+async def test_a_throttled_resource_manager_is_retried_after_its_retry_after(azure: FakeAzure, bed: Bed):
+    azure.online_endpoint("fraud-scorer", {"blue": 100})
+    azure.fail("PUT", r"/deployments/fraud-v3$", 429, headers={"Retry-After": "4"}, code="TooManyRequests")
+    assert await bed.run(deploy()) is ActionFate.DONE
+    assert bed.waits[0] >= 4
+    assert len(azure.received("PUT", r"/deployments/fraud-v3$")) == 2
+    assert azure.created == {("fraud-scorer", "fraud-v3"): 1}
+
+
+async def test_a_poll_that_fails_for_a_moment_does_not_fail_the_deployment(azure: FakeAzure, bed: Bed):
+    azure.online_endpoint("fraud-scorer", {"blue": 100})
+    azure.fail("GET", r"^/operations/", 503, count=2, headers={"Retry-After": "0"}, code="ServiceUnavailable")
+    assert await bed.run(deploy()) is ActionFate.DONE
+    assert len(azure.received("PUT", r"/deployments/fraud-v3$")) == 1  # followed on, not put again
+    assert azure.online_endpoints["fraud-scorer"]["properties"]["traffic"] == {"blue": 90, "fraud-v3": 10}
+
+
 async def test_traffic_as_a_map_and_mirrored_traffic(azure: FakeAzure, bed: Bed):
     azure.online_endpoint("fraud-scorer", {"blue": 70, "green": 30})
     assert await bed.run(deploy(traffic={"blue": 50, "fraud-v{{ data.ModelVersion }}": 50})) is ActionFate.DONE

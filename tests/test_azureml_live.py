@@ -8,18 +8,23 @@ it follows a deployment, then restarted, finishes it with exactly one deployment
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import uuid
 from asyncio.subprocess import Process
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.azure_bed import IDENTITY_HEADER, WORKSPACE, FakeAzure
 from tests.live import held_partitions, local_hub, metrics_of, start_worker, stop_worker, wait_for, worker_env
 from tests.servers import Azurite, free_port
+from tests.support import capture
+from worker.cli import main
 from worker.localhub.hub import LocalHub
 from worker.sending import mlevents
 from worker.sending.publish import Outgoing, publish
@@ -203,3 +208,35 @@ async def test_a_worker_killed_while_it_follows_a_deployment_finishes_it_once_af
     assert azure.created == {("fraud-scorer", "fraud-v4"): 1}  # put twice, created once
     assert len(azure.received("PUT", r"/deployments/fraud-v4$")) == 2
     assert len([op for op in azure.operations.values() if op.resource[0] == "deployments"]) == 1
+
+
+async def test_a_replay_dead_letters_an_invoke_the_endpoint_refused_and_a_redrive_runs_it(
+    tmp_path: Path, azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
+):
+    """``replay`` reaches Azure as ``worker run`` does (WORKER_AZURE_*, managed identity), and an Azure ML
+    action dead-lettered for an endpoint that did not exist yet is re-driven once it does."""
+    for name in [key for key in os.environ if key.startswith(("AZURE_", "MSI_", "IDENTITY_", "WORKER_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WORKER_AZURE_RESOURCE_MANAGER", azure.url)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", azure.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    source = capture(tmp_path / "capture", "0", [breach("fraud_scorer_monitor_2")])
+    dead = tmp_path / "dead"
+    del azure.batch_endpoints["retrain"]  # not made yet
+    args = ["--rules", str(rules), "--dead-letters", str(dead), "--window", "0", "--log-level", "error"]
+    assert await asyncio.to_thread(main, ["replay", *args, str(source)]) == 0
+    [letter] = [orjson.loads(path.read_bytes()) for path in dead.glob("*.json")]
+    assert "the batch endpoint 'retrain' was not found" in letter["attempts"][0]["error"]
+    assert azure.batch_jobs == {}
+
+    azure.batch_endpoint("retrain")
+    report = tmp_path / "redrive.json"
+    redrive = ["replay", "--from-dead-letters", "--report", str(report), *args, str(dead)]
+    assert await asyncio.to_thread(main, redrive) == 0
+    assert orjson.loads(report.read_bytes())["rules"]["retrain-on-monitor-breach"]["actions"] == {
+        "azureml_batch_endpoint": {"done": 1}
+    }
+    [job] = azure.batch_jobs.values()
+    assert job["properties"]["inputData"]["monitor_run"]["value"] == "fraud_scorer_monitor_2"
