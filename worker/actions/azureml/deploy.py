@@ -176,6 +176,16 @@ class AzureMLDeployExecutor(ArmExecutor[AzureMLDeployParams]):
         reply = await arm.put(action, deployment_id, body, what, accept=(409,))
         if reply.status == 409:  # an operation on it is under way (this one, before a restart): follow that
             reply = Reply(reply.status, {}, await arm.get(action, deployment_id, what))
+        log.info(
+            "azureml.deploying",
+            rule=action.rule,
+            event_id=action.event.id,
+            endpoint=endpoint,
+            deployment=deployment,
+            model=str(model_ref),
+            operation=reply.headers.get("azure-asyncoperation") or reply.headers.get("location"),
+            idempotency_key=action.idempotency_key,
+        )
         await arm.finish(action, reply, deployment_id, what, interval=params.poll_interval)
         traffic = await self._route(action, endpoint_id, deployment, context, what_endpoint)
         log.info(
