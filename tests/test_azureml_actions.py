@@ -194,6 +194,14 @@ async def test_an_unknown_endpoint_or_a_missing_role_is_dead_lettered_at_once(
     assert re.search(expected, attempt["error"]), attempt["error"]
 
 
+async def test_a_scoring_uri_in_plain_http_to_another_host_gets_no_token(azure: FakeAzure, bed: Bed):
+    azure.batch_endpoint("retrain")
+    azure.batch_endpoints["retrain"]["properties"]["scoringUri"] = "http://10.0.0.4/jobs"
+    assert await bed.run(batch()) is ActionFate.DEAD_LETTERED
+    [letter] = bed.letters()
+    assert "its scoring URI: 'http://10.0.0.4/jobs': a token is sent over https only" in letter["attempts"][0]["error"]
+
+
 async def test_a_workspace_that_is_not_an_arm_id_fails_the_action_naming_it(azure: FakeAzure, bed: Bed):
     odd = event("ev-odd", topic="/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x")
     assert await bed.run(batch(), odd) is ActionFate.DEAD_LETTERED
