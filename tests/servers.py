@@ -26,10 +26,19 @@ class ServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class Azurite:
-    """A running Azurite blob service."""
+    """A running Azurite blob service, behind the test bed's strict layer (tests/storage_bed.py) on
+    ``port``; Azurite itself answers on ``upstream_port``."""
 
     process: subprocess.Popen[bytes]
     port: int
+    #: The strict layer in front of Azurite (None: Azurite answers on ``port`` itself).
+    bed: subprocess.Popen[bytes] | None = None
+    upstream_port: int | None = None
+
+    @property
+    def plain_connection_string(self) -> str:
+        """Azurite's own, without the strict layer (to show what it gets wrong)."""
+        return self.connection_string.replace(f":{self.port}/", f":{self.upstream_port or self.port}/")
 
     @property
     def account_url(self) -> str:
@@ -67,10 +76,16 @@ def free_port() -> int:
 
 
 def start_azurite(
-    location: Path, *, timeout: float = 30.0, executable: Path = AZURITE_BLOB, port: int | None = None
+    location: Path,
+    *,
+    timeout: float = 30.0,
+    executable: Path = AZURITE_BLOB,
+    port: int | None = None,
+    strict: bool = True,
 ) -> Azurite:
     """Start Azurite's blob service on a free loopback port (or ``port``: to start it again after stopping
-    it, on the same data), keeping its data in ``location``."""
+    it, on the same data), keeping its data in ``location``; behind the strict layer of
+    tests/storage_bed.py unless ``strict`` is off."""
     if not executable.exists():
         raise ServerError(
             "Azurite is not installed (node_modules/.bin/azurite-blob is missing): "
@@ -78,6 +93,7 @@ def start_azurite(
         )
     location.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    upstream = free_port() if strict else port
     log = (location / "azurite.log").open("ab")
     process = subprocess.Popen(
         [
@@ -85,7 +101,7 @@ def start_azurite(
             "--blobHost",
             "127.0.0.1",
             "--blobPort",
-            str(port),
+            str(upstream),
             "--location",
             str(location),
             "--disableTelemetry",
@@ -96,8 +112,20 @@ def start_azurite(
         stderr=subprocess.STDOUT,
     )
     log.close()
-    server = Azurite(process, port)
-    _wait_until_accepting(server, "Azurite", location / "azurite.log", timeout=timeout)
+    plain = Azurite(process, upstream)
+    _wait_until_accepting(plain, "Azurite", location / "azurite.log", timeout=timeout)
+    if not strict:
+        return plain
+    bed_log = (location / "storage-bed.log").open("ab")
+    bed = subprocess.Popen(
+        [sys.executable, "-m", "tests.storage_bed", "--port", str(port), "--upstream", str(upstream)],
+        cwd=ROOT,
+        stdout=bed_log,
+        stderr=subprocess.STDOUT,
+    )
+    bed_log.close()
+    server = Azurite(process, port, bed, upstream)
+    _wait_until_accepting(server, "the storage bed", location / "storage-bed.log", timeout=timeout, process=bed)
     return server
 
 
@@ -122,9 +150,17 @@ def start_localhub(
     return server
 
 
-def _wait_until_accepting(server: Azurite | HubServer, name: str, log: Path, *, timeout: float) -> None:
-    """Return once the server accepts connections; stop it and raise ServerError if it dies or takes too long."""
-    process, port = server.process, server.port
+def _wait_until_accepting(
+    server: Azurite | HubServer,
+    name: str,
+    log: Path,
+    *,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Return once the server accepts connections; stop it and raise ServerError if it (or ``process``,
+    what answers on its port) dies or takes too long."""
+    process, port = process or server.process, server.port
     deadline = time.monotonic() + timeout
     while not _accepts(port):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -135,8 +171,14 @@ def _wait_until_accepting(server: Azurite | HubServer, name: str, log: Path, *, 
 
 
 def stop(server: Azurite | HubServer, *, timeout: float = 10.0) -> None:
-    """Stop a server started here, killing it if it does not exit in time."""
-    process = server.process
+    """Stop a server started here (the strict layer first, then Azurite), killing it if it does not exit
+    in time."""
+    if isinstance(server, Azurite) and server.bed is not None:
+        _stop(server.bed, timeout)
+    _stop(server.process, timeout)
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
     if process.poll() is None:
         process.terminate()
         try:
