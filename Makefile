@@ -37,12 +37,13 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench.bench_records
 	$(BIN)/python -m bench.bench_rules
 	$(BIN)/python -m bench.bench_replay
 	$(BIN)/python -m bench.bench_localhub
 	$(BIN)/python -m bench.bench_worker
+	$(BIN)/python -m bench.bench_start
 
 # An environment built with another interpreter is built again, from scratch.
 ifneq ($(INTERPRETER),$(BUILT_WITH))

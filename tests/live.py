@@ -116,7 +116,9 @@ class Actions:
         lines = []
         for path in paths:
             if path.exists():
-                lines += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+                written = path.read_bytes()
+                complete = written[: written.rfind(b"\n") + 1]  # not a line a worker is writing now
+                lines += [orjson.loads(line) for line in complete.splitlines() if line.strip()]
         return cls(lines)
 
     @property

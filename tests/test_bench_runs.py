@@ -31,12 +31,18 @@ pytestmark = pytest.mark.integration
             ["--events", "1000", "--large", "2000", "--repeat", "1", "--parallel-events", "2000"],
             "all cores / one process",
         ),
+        pytest.param(
+            "bench.bench_start",
+            ["--rounds", "1", "--joins", "1", "--scale", "1", "--interval", "1", "--events", "300", "--rate", "100"],
+            "every worker acting after",
+            marks=pytest.mark.timeout(400),  # workers started and stopped, a dozen times
+        ),
     ],
-    ids=["records", "rules", "replay"],
+    ids=["records", "rules", "replay", "start"],
 )
 def test_a_benchmark_runs_to_its_last_figure(module: str, args: list[str], printed: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=300
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=390
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert printed in done.stdout

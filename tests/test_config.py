@@ -162,6 +162,17 @@ def test_start_position_event_age_and_dry_run(monkeypatch: pytest.MonkeyPatch) -
     assert any(p.startswith("WORKER_MAX_EVENT_AGE (--max-event-age): 'a while' is not a duration") for p in found)
 
 
+def test_a_claim_settles_for_one_and_a_half_balancing_intervals_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    minimal(monkeypatch)
+    assert load_settings().hub().settle == 15.0
+    monkeypatch.setenv("WORKER_LOAD_BALANCING_INTERVAL", "4")
+    assert load_settings().hub().settle == 6.0
+    monkeypatch.setenv("WORKER_CLAIM_SETTLE", "0")
+    assert load_settings().hub().settle == 0.0
+    monkeypatch.setenv("WORKER_CLAIM_SETTLE", "-1")
+    assert any(p.startswith("WORKER_CLAIM_SETTLE (--claim-settle): ") for p in problems())
+
+
 def test_dry_run_is_a_switch_on_the_command_line() -> None:
     parser = argparse.ArgumentParser()
     add_flags(parser)

@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from tests.probe import TYPES, DeadLetterFailures, Probe, message, no_sleep, table, yielding
 from worker.actions.delivery.runner import ActionRunner, DeadLetterDirectory, RetryPolicy
@@ -196,7 +198,10 @@ async def test_events_still_held_at_the_close_are_handed_over_and_the_counts_add
     async with asyncio.timeout(10):
         while run.core.buffered < 2:  # noqa: ASYNC110 - the core is pure: it has no event to wait on
             await asyncio.sleep(0.01)
-    await run.close(5.0, write=write)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await run.close(5.0, write=write)
+    [handed] = [entry for entry in logs if entry["event"] == "partition.handed_over"]
+    assert handed["partition_id"] == "0"  # as every line of a partition: read where it closes, too
     counts = run.core.counts()
     assert counts.read == 2
     assert counts.fates == {Fate.HANDED_OVER: 2}

@@ -38,6 +38,8 @@ KNOWN_TYPES = ", ".join(
         "file",
         "github_workflow",
         "log",
+        "slack",
+        "teams",
         "webhook",
     ]
 )

@@ -48,6 +48,12 @@ from worker.settings import (
 
 ENV_PREFIX = "WORKER_"
 
+#: The default settle time, in balancing intervals. A peer started at the same moment whose first round
+#: lost every claim to the first claimer (they all claim the unclaimed partitions at once) is in the
+#: ownership records from its second round, one interval later: a partition just claimed acts at the
+#: second round after its claim, when such a peer is counted (measured: bench/bench_start.py).
+SETTLE_INTERVALS = 1.5
+
 _PathList = Annotated[tuple[Path, ...], NoDecode]
 # The Azure settings, read by `worker run` (RunSettings) and by `replay` (AzureTargets, alone).
 _AzureCloud = Annotated[
@@ -219,7 +225,14 @@ class RunSettings(ConnectionSettings):
     batch_size: int = Field(300, ge=1, description="most events handed to the pipeline at once, per partition")
     max_wait: float = Field(1.0, gt=0, description="seconds a partition waits for events before an idle tick")
     load_balancing_strategy: Literal["greedy", "balanced"] = Field(
-        "greedy", description="greedy claims every unowned partition at once; balanced one per interval"
+        "greedy", description="greedy claims unowned partitions up to its share at once; balanced one per interval"
+    )
+    claim_settle: float | None = Field(
+        None,
+        ge=0,
+        description="seconds a partition just claimed holds what it reads before acting, so that a worker "
+        "starting at the same moment takes its share before anything is acted on twice (default: one and a "
+        "half load balancing intervals; 0: act at once)",
     )
     stall_timeout: float = Field(
         120.0,
@@ -392,6 +405,7 @@ class RunSettings(ConnectionSettings):
             expiry=self.expiry,
             stall_timeout=self.stall_timeout,
             start=self.start_position,
+            settle=SETTLE_INTERVALS * self.load_balancing_interval if self.claim_settle is None else self.claim_settle,
         )
 
     def checkpoints(self) -> CheckpointSettings:

@@ -15,6 +15,7 @@
     │   │                       5xx (with the target's Retry-After, if any)
     │   ├── TargetRejected      permanent: the target answered and refused (any other 4xx)
     │   ├── RenderError         permanent: a template could not be rendered for this event
+    │   ├── OverLimit           permanent: a message over its service's limits, even shortened
     │   └── CircuitOpen         transient: the target's circuit is open; no request was made
     ├── DeadLetterError     a dead letter could not be written (fatal: the event is not finished)
     ├── StateError          the pipeline state saved beside a checkpoint cannot be read
@@ -147,6 +148,16 @@ class RenderError(ActionError):
     """A template failed on this event (a missing key, a wrong type): the action cannot be built."""
 
     reason = "render"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+class OverLimit(ActionError):
+    """A message over a limit of the service it is for (a Teams card's size, Slack's blocks), which
+    shortening could not bring under it: sending it would fail, or be dropped silently."""
+
+    reason = "over_limit"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)

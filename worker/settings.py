@@ -93,6 +93,8 @@ class HubSettings:
     stall_timeout: float
     #: Where a partition without a checkpoint starts reading.
     start: StartPosition = EARLIEST
+    #: Seconds a partition just claimed holds what it reads, before it acts (0: at once).
+    settle: float = 0.0
 
     def __repr__(self) -> str:  # never show the connection string's key
         return f"HubSettings(eventhub={self.eventhub!r}, consumer_group={self.consumer_group!r})"
@@ -157,16 +159,23 @@ class AzureCloud:
     authority: str
     #: The audience of Azure ML's data plane (a batch endpoint's scoring URI takes its tokens).
     azureml: str
+    #: Azure ML studio, where the notifications' links go.
+    studio: str
 
 
 #: The clouds the actions reach (``az cloud list``), with the endpoints azure-ai-ml knows them by.
 AZURE_CLOUDS: Final[dict[str, AzureCloud]] = {
-    "AzureCloud": AzureCloud("https://management.azure.com", "login.microsoftonline.com", "https://ml.azure.com"),
+    "AzureCloud": AzureCloud(
+        "https://management.azure.com", "login.microsoftonline.com", "https://ml.azure.com", "https://ml.azure.com"
+    ),
     "AzureChinaCloud": AzureCloud(
-        "https://management.chinacloudapi.cn", "login.chinacloudapi.cn", "https://ml.azure.cn"
+        "https://management.chinacloudapi.cn",
+        "login.chinacloudapi.cn",
+        "https://ml.azure.cn",
+        "https://studio.ml.azure.cn",
     ),
     "AzureUSGovernment": AzureCloud(
-        "https://management.usgovcloudapi.net", "login.microsoftonline.us", "https://ml.azure.us"
+        "https://management.usgovcloudapi.net", "login.microsoftonline.us", "https://ml.azure.us", "https://ml.azure.us"
     ),
 }
 
@@ -213,6 +222,10 @@ class AzureSettings:
     @property
     def authority(self) -> str:
         return AZURE_CLOUDS[self.cloud].authority
+
+    @property
+    def studio(self) -> str:
+        return AZURE_CLOUDS[self.cloud].studio
 
 
 LogLevel = Literal["debug", "info", "warning", "error"]

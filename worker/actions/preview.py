@@ -22,8 +22,9 @@ from pydantic import BaseModel
 from worker.actions.base import PlannedAction
 from worker.actions.secrets import Secret
 from worker.actions.templates import Context, JsonTemplate, Template, context_of
-from worker.errors import RenderError
+from worker.errors import ActionError, RenderError
 from worker.masking import MASK
+from worker.settings import AZURE_CLOUDS
 
 #: What a secret parameter shows.
 HIDDEN: Final = MASK
@@ -36,9 +37,24 @@ class Previewable(Protocol):
     def preview(self, context: Context) -> object: ...
 
 
-def render_params(action: PlannedAction) -> dict[str, object]:
-    """Every parameter of ``action``'s spec, rendered for it: JSON-ready data."""
-    return _model(action.spec.params, context_of(action))
+@runtime_checkable
+class ShowsMessage(Protocol):
+    """Parameters that make a whole message (a Teams card, a Slack message): shown as it would be sent."""
+
+    def message_preview(self, action: PlannedAction, studio: str) -> object: ...
+
+
+def render_params(action: PlannedAction, studio: str = AZURE_CLOUDS["AzureCloud"].studio) -> dict[str, object]:
+    """Every parameter of ``action``'s spec, rendered for it: JSON-ready data; for an action that makes
+    a whole message, that message too (``message``; ``studio``: where its links go)."""
+    params = action.spec.params
+    out = _model(params, context_of(action))
+    if isinstance(params, ShowsMessage):
+        try:
+            out["message"] = params.message_preview(action, studio)
+        except ActionError as exc:  # a template failing, a message over its limits: the action would fail so
+            out["message"] = {"error": str(exc)}
+    return out
 
 
 def _model(model: BaseModel, context: Context) -> dict[str, object]:

@@ -18,6 +18,8 @@ from worker.actions.azureml.deploy import AzureMLDeployExecutor, AzureMLDeployPa
 from worker.actions.azureml.job import AzureMLJobExecutor, AzureMLJobParams
 from worker.actions.azureml.pipeline import AzureMLPipelineExecutor, AzureMLPipelineParams
 from worker.actions.base import ActionParams, Executor
+from worker.actions.chat.slack import SlackExecutor, SlackParams
+from worker.actions.chat.teams import TeamsExecutor, TeamsParams
 from worker.actions.clients import Clients
 from worker.actions.datafactory import DataFactoryPipelineExecutor, DataFactoryPipelineParams
 from worker.actions.devops import AzureDevOpsPipelineExecutor, AzureDevOpsPipelineParams
@@ -43,6 +45,9 @@ class ActionType:
     timeout: float = 30.0
     #: Why the type is on its way out, and what replaces it: ``validate`` warns of each use.
     deprecated: str | None = None
+    #: Requests a second at most to one target (a chat service's own limit): the actions beyond it
+    #: wait their turn, a paced series instead of refused requests. None: no pace.
+    rate: float | None = None
 
 
 def _table(*types: ActionType) -> Mapping[str, ActionType]:
@@ -59,6 +64,26 @@ _BUILT_IN = _table(
         "send an HTTP request (JSON body from a template, optional HMAC signature)",
         retry=RetryPolicy(attempts=5, first_delay=1.0, max_delay=60.0),
         timeout=30.0,
+    ),
+    ActionType(
+        "teams",
+        TeamsParams,
+        TeamsExecutor,
+        "post to a Microsoft Teams channel through its Workflows webhook (by default an Adaptive Card per event type)",
+        retry=RetryPolicy(attempts=5, first_delay=1.0, max_delay=60.0),
+        timeout=30.0,
+        # A Workflows webhook throttles above 4 requests a second.
+        rate=4.0,
+    ),
+    ActionType(
+        "slack",
+        SlackParams,
+        SlackExecutor,
+        "post to a Slack channel through its incoming webhook (Block Kit, by default one per event type)",
+        retry=RetryPolicy(attempts=5, first_delay=1.0, max_delay=60.0),
+        timeout=30.0,
+        # Slack takes about one message a second from a webhook, and answers 429 beyond.
+        rate=1.0,
     ),
     ActionType(
         "email",

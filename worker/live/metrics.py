@@ -34,6 +34,8 @@ class PartitionGauges:
     status: PartitionStatus
     lag: int | None
     received: int = 0
+    #: Claimed and not yet acting on what it reads (see :mod:`worker.live.claims`).
+    settling: bool = False
 
 
 class WorkerView(Protocol):
@@ -95,6 +97,12 @@ class WorkerCollector(Collector):
         )
         partitions = sorted(self._view.partitions(), key=lambda p: p.status.partition_id)
         yield _gauge("partitions_owned", "Partitions this worker owns", [], [((), len(partitions))])
+        yield _gauge(
+            "partitions_settling",
+            "Partitions claimed here and holding what they read until a steal by a peer is no longer expected",
+            [],
+            [((), sum(p.settling for p in partitions))],
+        )
         yield _gauge(
             "reorder_buffered",
             "Events held in the reorder buffer",

@@ -129,6 +129,10 @@ class LivePartition:
         Batches handed in but not yet fed are dropped: they are not finished, so no checkpoint passes them.
         Events still held in the reorder buffer are counted as handed over, and stay unfinished too.
         """
+        with structlog.contextvars.bound_contextvars(partition_id=self.partition_id):
+            await self._close(grace, write=write)
+
+    async def _close(self, grace: float, *, write: bool) -> None:
         task = self._task
         if task is None:
             return

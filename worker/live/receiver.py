@@ -33,6 +33,7 @@ from azure.eventhub.exceptions import EventHubError
 from worker.checkpoints.standing import PartitionEnd, latest
 from worker.core.accounting import Tally
 from worker.errors import ReceiverStalled
+from worker.live.claims import SettlingStore
 from worker.live.handoff import Delivery, PartitionHost
 from worker.live.metrics import PartitionGauges
 from worker.moments import StartPosition
@@ -119,6 +120,8 @@ class _Receiving:
     recycle: bool = False
     #: Set when the receiver was found stalled; the partition is then closed as on shutdown.
     stalled: bool = False
+    #: Set once the partition acts on what it reads (held until then: see :mod:`worker.live.claims`).
+    settled: bool = False
 
     @property
     def lag(self) -> int | None:
@@ -140,11 +143,14 @@ class HubReceiver:
         grace: float,
         *,
         store: CheckpointStore | None = None,
+        claims: SettlingStore | None = None,
     ) -> None:
-        """``store``: the client's checkpoint store, read to log where each claimed partition starts."""
+        """``store``: the client's checkpoint store, read to log where each claimed partition starts;
+        ``claims``: the store the client balances through, which says when a claimed partition acts."""
         self._client = client
         self._hub = hub
         self._store = store
+        self._claims = claims
         #: Where partitions without a checkpoint start: resolved once, when the run starts.
         self._start: str | datetime = "-1"
         self._host = host
@@ -166,7 +172,10 @@ class HubReceiver:
         receiving = self._receiving
         for status in self._host.statuses():
             each = receiving.get(status.partition_id)
-            yield PartitionGauges(status, None) if each is None else PartitionGauges(status, each.lag, each.handed)
+            if each is None:
+                yield PartitionGauges(status, None)
+            else:
+                yield PartitionGauges(status, each.lag, each.handed, settling=not each.settled)
 
     @property
     def idle(self) -> bool:
@@ -209,6 +218,8 @@ class HubReceiver:
         properties = await self._client.get_eventhub_properties()
         self.connected = True
         self.partition_count = len(properties["partition_ids"])
+        if self._claims is not None:
+            self._claims.partition_count = self.partition_count
         hub = self._hub
         self._start = starting_position(hub.start, datetime.now(UTC))
         log.info(
@@ -256,6 +267,8 @@ class HubReceiver:
         start = await self._start_of(context)
         if isinstance(sequence := start.get("sequence_number"), int):
             each.last_sequence_number = sequence  # the lag, before the first delivery
+        if self._claims is not None and self._claims.owner_id:
+            start["owner_id"] = self._claims.owner_id  # as the ownership records (checkpoints show) name it
         log.info("partition.claimed", partition_id=partition_id, **start)
         await self._host.open(partition_id)
 
@@ -321,6 +334,11 @@ class HubReceiver:
         if each.recycle:
             each.recycle = False
             raise ReceiverStalled(f"partition {partition_id}: no delivery for {self._hub.stall_timeout}s with lag")
+        if not each.settled:
+            if self._claims is not None:
+                await self._claims.settled(partition_id)  # lost meanwhile: cancelled here, having acted on nothing
+            each.settled = True
+            each.last_delivery = time.monotonic()
         batch = [delivery(event) for event in events]
         if batch:
             each.last_delivery = self.last_activity = time.monotonic()
@@ -337,7 +355,13 @@ class HubReceiver:
         # another worker: write nothing (its checkpoint would be overwritten); it redoes our in-flight.
         write = reason is CloseReason.SHUTDOWN or each.stalled
         await self._host.close(partition_id, self._grace, write=write)
-        log.info("partition.closed", partition_id=partition_id, reason=reason.name.lower(), checkpointed=write)
+        log.info(
+            "partition.closed",
+            partition_id=partition_id,
+            reason=reason.name.lower(),
+            checkpointed=write,
+            settled=each.settled,
+        )
 
     async def _on_error(self, context: PartitionContext | None, error: Exception) -> None:
         partition_id = context.partition_id if context is not None else None
@@ -352,7 +376,7 @@ class HubReceiver:
                 continue
             for partition_id, each in list(self._receiving.items()):
                 silent = time.monotonic() - each.last_delivery
-                if each.lag and silent > self._hub.stall_timeout and not each.stalled:
+                if each.settled and each.lag and silent > self._hub.stall_timeout and not each.stalled:
                     log.warning("partition.stalled", partition_id=partition_id, lag=each.lag, silent_seconds=silent)
                     each.stalled = each.recycle = True
 

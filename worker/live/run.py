@@ -29,6 +29,7 @@ from worker.config import RunSettings
 from worker.core.accounting import Tally
 from worker.errors import SettingsError
 from worker.live.childprocess import ChildProcessHost
+from worker.live.claims import SettlingStore
 from worker.live.handoff import PartitionHost
 from worker.live.health import serve
 from worker.live.inprocess import in_process_host, rules_loader
@@ -59,12 +60,14 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
             host = await stack.enter_async_context(ChildProcessHost.start(processing, metrics))
         else:
             host = await stack.enter_async_context(in_process_host(processing, stores, metrics))
+        claims = SettlingStore(stores.checkpoints, settle=hub.settle, expiry=hub.expiry)
         receiver = HubReceiver(
-            client_for(hub, stores.checkpoints, credential),
+            client_for(hub, claims, credential),
             hub,
             host,
             settings.shutdown_grace,
             store=stores.checkpoints,
+            claims=claims,
         )
         registry = new_registry(receiver, metrics)
 

@@ -9,8 +9,9 @@ meanwhile the event stays unfinished, so no checkpoint passes it, and each failu
 
 Each attempt is bounded: by the action's timeout, by a limit of requests at once per target, and by
 the caller's slot (the partition's concurrency), which is held only while the attempt runs, never
-while waiting to retry. Each target has a circuit breaker: while it is open, attempts fail at once
-without a request, and the wait before the next one lasts at least until a probe may go.
+while waiting to retry; the types with a pace (the chat services) wait their turn at it first. Each
+target has a circuit breaker: while it is open, attempts fail at once without a request, and the
+wait before the next one lasts at least until a probe may go.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
+from aiolimiter import AsyncLimiter
 
 from worker.actions.base import ActionFate, ActionParams, Executor, ImmediateExecutor, PlannedAction
 from worker.actions.breaker import BreakerSettings, CircuitBreaker
@@ -113,6 +115,8 @@ class _Entry:
     timeout: float
     #: The executor's synchronous path, when it has one (see :class:`ImmediateExecutor`).
     now: Callable[[PlannedAction], None] | None
+    #: The type's pace: requests a second at most to one target.
+    rate: float | None = None
 
 
 class ActionRunner:
@@ -148,6 +152,7 @@ class ActionRunner:
         self._entries: dict[int, tuple[object, _Entry]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._paces: dict[str, AsyncLimiter] = {}
 
     def breaker(self, target: str) -> CircuitBreaker:
         breaker = self._breakers.get(target)
@@ -233,6 +238,11 @@ class ActionRunner:
         limit = self._limits.get(target)
         if limit is None:
             limit = self._limits[target] = asyncio.Semaphore(self._settings.per_target)
+        if entry.rate is not None:  # its turn at the target's pace, before it takes a place
+            pace = self._paces.get(target)
+            if pace is None:
+                pace = self._paces[target] = AsyncLimiter(1, 1 / entry.rate)
+            await pace.acquire()
         async with limit, slot or contextlib.nullcontext():
             # Asked after waiting for room, so that a circuit opened meanwhile is respected.
             kind = action.spec.type
@@ -284,6 +294,7 @@ class ActionRunner:
             _policy(params, self._retry or action_type.retry),
             params.timeout or action_type.timeout,
             executor.execute_now if isinstance(executor, ImmediateExecutor) else None,
+            action_type.rate,
         )
         self._entries[id(spec)] = (spec, entry)
         return entry

@@ -1,0 +1,155 @@
+"""The checkpoint store the consumer client balances through, watched.
+
+Each partition the worker claims holds what it reads until a steal by a peer is no longer expected.
+
+The SDK's client runs a balancing round every load balancing interval: it lists the ownership
+records, then claims (or renews) what it keeps. :class:`SettlingStore` passes both to the store it
+wraps and, after each round, decides for every partition claimed since: it acts once its claim has
+lasted the settle time and the records show no steal from this worker coming
+(:mod:`worker.checkpoints.balance`). Until then the receiver holds its batches
+(:meth:`SettlingStore.settled`), so that a partition taken by a peer starting at the same moment
+closes having acted on nothing, and the peer starts from the same place. A partition lost is held
+from then on, until the SDK closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from azure.eventhub.aio import CheckpointStore
+
+from worker.checkpoints.balance import Ownership, Release, release, steal_expected
+
+log = structlog.get_logger("worker.receiver")
+
+
+class SettlingStore(CheckpointStore):
+    """Delegates to ``store``; holds each partition claimed through it until it settles."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        *,
+        settle: float,
+        expiry: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._settle = settle
+        self._expiry = expiry
+        self._clock = clock
+        self._wall = wall
+        #: The hub's partitions: set by the receiver before the first round.
+        self.partition_count = 0
+        #: The owner id the SDK claims with (its ownership records' ``owner_id``): known at its first claim.
+        self.owner_id: str | None = None
+        #: The records of the round under way (listed, not yet claimed).
+        self._listed: list[Ownership] | None = None
+        #: Each partition owned here: when it was claimed (monotonic), and whether it may act.
+        self._claimed: dict[str, float] = {}
+        self._settled: dict[str, asyncio.Event] = {}
+
+    # --- what the receiver asks ------------------------------------------------------------------
+
+    async def settled(self, partition_id: str) -> None:
+        """Return once the partition may act on what it reads (at once for one not claimed through
+        this store); a partition lost before it settled never returns: the SDK closes it."""
+        event = self._settled.get(partition_id)
+        if event is not None:
+            await event.wait()
+
+    def settling(self, partition_id: str) -> bool:
+        """Owned here and not yet acting."""
+        event = self._settled.get(partition_id)
+        return event is not None and not event.is_set()
+
+    # --- the SDK's interface -------------------------------------------------------------------
+
+    async def list_ownership(
+        self, fully_qualified_namespace: str, eventhub_name: str, consumer_group: str, **kwargs: Any
+    ) -> Iterable[dict[str, Any]]:
+        listed = list(
+            await self._store.list_ownership(fully_qualified_namespace, eventhub_name, consumer_group, **kwargs)
+        )
+        if self._listed is not None:
+            self._round("", [])  # the last round claimed nothing: the SDK has closed what it owned
+        # A copy: the SDK writes its claims into the records it was given.
+        self._listed = [_ownership(record) for record in listed]
+        return listed
+
+    async def claim_ownership(
+        self, ownership_list: Iterable[dict[str, Any]], **kwargs: Any
+    ) -> Iterable[dict[str, Any]]:
+        asked = list(ownership_list)
+        listed, self._listed = self._listed, None
+        claimed = list(await self._store.claim_ownership(asked, **kwargs))
+        owner_id = next((str(record["owner_id"]) for record in asked if record.get("owner_id")), "")
+        if owner_id and listed is not None:  # a balancing round (not a release)
+            self.owner_id = owner_id
+            self._round(owner_id, claimed, listed, asked)
+        return claimed
+
+    async def update_checkpoint(self, checkpoint: dict[str, str | int | None], **kwargs: Any) -> None:
+        await self._store.update_checkpoint(checkpoint, **kwargs)
+
+    async def list_checkpoints(
+        self, fully_qualified_namespace: str, eventhub_name: str, consumer_group: str, **kwargs: Any
+    ) -> Iterable[dict[str, Any]]:
+        return await self._store.list_checkpoints(fully_qualified_namespace, eventhub_name, consumer_group, **kwargs)
+
+    # --- a round's end ---------------------------------------------------------------------------
+
+    def _round(
+        self,
+        owner_id: str,
+        claimed: list[dict[str, Any]],
+        listed: list[Ownership] | None = None,
+        asked: list[dict[str, Any]] | None = None,
+    ) -> None:
+        now = self._clock()
+        kept = {str(record["partition_id"]) for record in claimed}
+        for partition_id in list(self._claimed):
+            if partition_id not in kept:  # lost: it acts no more, and the SDK closes it
+                del self._claimed[partition_id]
+                self._settled[partition_id] = asyncio.Event()
+        for partition_id in kept - self._claimed.keys():
+            self._claimed[partition_id] = now
+            self._settled[partition_id] = asyncio.Event()
+        unsettled = [p for p, event in self._settled.items() if p in kept and not event.is_set()]
+        if not unsettled:
+            return
+        # A claim that failed went to a peer this round: one the records may not show yet. Hold on.
+        steal = len(claimed) < len(asked or []) or steal_expected(
+            owner_id, self._view(listed or [], claimed, asked or []), self.partition_count, self._wall(), self._expiry
+        )
+        for partition_id in unsettled:
+            held = now - self._claimed[partition_id]
+            why = release(held, self._settle, self._expiry, steal=steal)
+            if why is None:
+                continue
+            self._settled[partition_id].set()
+            if self._settle > 0:
+                tell = log.warning if why is Release.OUTHELD else log.info
+                tell("partition.settled", partition_id=partition_id, held_seconds=round(held, 3), why=why.value)
+
+    def _view(
+        self, listed: list[Ownership], claimed: list[dict[str, Any]], asked: list[dict[str, Any]]
+    ) -> list[Ownership]:
+        """The records as this round left them: what it listed, with what it claimed; a claim that
+        failed went to a peer, unknown until the next round (left out)."""
+        records = {record.partition_id: record for record in listed}
+        for record in asked:
+            records.pop(str(record["partition_id"]), None)
+        records.update((str(record["partition_id"]), _ownership(record)) for record in claimed)
+        return list(records.values())
+
+
+def _ownership(record: dict[str, Any]) -> Ownership:
+    return Ownership(
+        str(record["partition_id"]), str(record.get("owner_id") or ""), float(record.get("last_modified_time") or 0)
+    )
