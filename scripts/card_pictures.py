@@ -26,12 +26,15 @@ from typing import Any, Final
 
 import orjson
 
-from scripts.chat_examples import EXAMPLES, card_of
+from scripts.chat_examples import EXAMPLES, STUDIO, card_of, examples
+from worker.actions.chat.html import STYLE, slack_html
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 PAGE: Final = ROOT / "scripts" / "card-renderer" / "render.html"
 RENDERER: Final = ROOT / "node_modules" / "adaptivecards" / "dist" / "adaptivecards.min.js"
 _RESULT: Final = re.compile(r'<script type="application/json" id="result">(.*?)</script>', re.DOTALL)
+#: The Slack messages drawn for the docs.
+SLACK_PICTURES: Final = ("run-failed", "digest")
 #: The width of a Teams message column the pictures are drawn at (the card's 450 and the margins).
 WIDTH: Final = 466
 
@@ -98,14 +101,42 @@ def _run(browser: str, profile: str, *args: str) -> subprocess.CompletedProcess[
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
 
 
+def slack_picture(message: Mapping[str, object], picture: Path) -> None:
+    """Draw a Slack message as the previews draw it (:mod:`worker.actions.chat.html`): there is no
+    renderer of Slack's own to run offline."""
+    browser = chromium()
+    with tempfile.TemporaryDirectory(prefix="slack-picture-") as scratch:
+        page = Path(scratch) / "message.html"
+        page.write_text(
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{STYLE}"
+            " body { margin: 8px; background: #f8f8f8; }"
+            f"</style></head><body>{slack_html(message)}<script>document.title = "
+            "String(document.body.scrollHeight)</script></body></html>"
+        )
+        profile = str(Path(scratch) / "profile")
+        dom = _run(browser, profile, "--dump-dom", page.as_uri()).stdout
+        height = re.search(r"<title>(\d+)</title>", dom)
+        size = f"--window-size={WIDTH + 100},{int(height[1]) + 16 if height else 400}"
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        _run(browser, profile, f"--screenshot={picture}", size, page.as_uri())
+        if not picture.exists():
+            raise RuntimeError(f"chromium wrote no screenshot to {picture}")
+
+
 def pictures(out: Path) -> list[Path]:
-    """The default card of each example notification, drawn into ``out``: what docs/rules.md shows."""
+    """The default message of each example notification, drawn into ``out``: what docs/rules.md shows
+    (Teams cards by Microsoft's renderer, and a few Slack messages)."""
     written = []
     for name, planned in EXAMPLES.items():
         rendered = render_card(card_of(planned), picture=out / f"teams-{name}.png")
         if rendered.events:
             raise RuntimeError(f"the {name} card has problems: {rendered.events}")
         written.append(out / f"teams-{name}.png")
+    slack = examples("slack")
+    for name in SLACK_PICTURES:
+        message = slack[name].spec.params.payload(slack[name], STUDIO)  # type: ignore[attr-defined]
+        slack_picture(message, out / f"slack-{name}.png")
+        written.append(out / f"slack-{name}.png")
     return written
 
 

@@ -11,15 +11,21 @@ from typing import Any
 import orjson
 import pytest
 
+from scripts.chat_examples import examples
+from tests.pages import external_references
 from tests.support import TOPIC, decode_one
 from worker.actions import ActionSpec, PlannedAction, action_types
 from worker.actions.chat import blocks, cards
+from worker.actions.chat.html import mrkdwn
 from worker.actions.chat.notice import Fact, Item, Notice, Tone, event_notice, notice
 from worker.actions.chat.studio import studio_link
 from worker.actions.preview import render_params
+from worker.core.accounting import Tally
 from worker.core.memos import Expiry, Notification
 from worker.errors import OverLimit, RulesError
 from worker.masking import MASK
+from worker.replay.backtest import Backtest
+from worker.replay.backtest_page import render_html
 from worker.rulefiles.loading import load_rules
 from worker.sending import mlevents
 from worker.settings import AzureSettings
@@ -423,3 +429,26 @@ def test_a_preview_shows_the_message_as_it_would_be_posted_and_never_the_url() -
     )
     slack = render_params(planned("slack", {"url": "${env:HOOK}", "blocks": "{{ data.runTags }}"}))
     assert slack["message"] == {"error": "blocks is not a list of Block Kit blocks (objects with a type)"}
+
+
+def test_the_backtest_page_draws_each_message_as_it_would_look_with_nothing_that_loads_or_leaves() -> None:
+    backtest = Backtest()
+    for kind in ("teams", "slack"):
+        for planned_action in examples(kind).values():
+            backtest.add(planned_action)
+    page = render_html(backtest, Tally(), title="chat", rules=None)
+    assert external_references(page) == []
+    drawn = [part.split("</details>")[0] for part in page.split('<div class="preview">')[1:]]
+    assert len(drawn) == 16
+    assert sum('class="ac-card"' in each for each in drawn) == 8
+    assert sum('class="sk-message"' in each for each in drawn) == 8
+    assert any("<th>Experiment</th><td>fraud-detection</td>" in each for each in drawn)
+    header = '<span class="sk-emoji attention" title=":rotating_light:"></span> Run fraud_detection_9011 failed'
+    assert any(f'<div class="sk-header">{header}</div>' in each for each in drawn)
+    assert "example.invalid/workflows/hook" not in page  # the webhook's URL is a secret
+
+
+def test_slack_mrkdwn_is_drawn_as_it_reads() -> None:
+    assert mrkdwn("*Run*\na&lt;b&gt; <https://x/y?a=1&amp;b=2|run &lt;7&gt;>") == (
+        '<b>Run</b>\na&lt;b&gt; <span class="sk-link" title="https://x/y?a=1&amp;b=2">run &lt;7&gt;</span>'
+    )

@@ -21,8 +21,11 @@ from datetime import UTC, datetime
 from typing import Final
 
 import jinja2
+from markupsafe import Markup
 
 from worker.actions.base import ActionFate
+from worker.actions.chat.html import STYLE as CHAT_STYLE
+from worker.actions.chat.html import preview
 from worker.core.accounting import Fate, Skip, Tally
 from worker.core.memos import iso
 from worker.core.rules import RulesTable
@@ -95,6 +98,8 @@ class ActionView:
     action_index: int
     idempotency_key: str
     params: tuple[Param, ...]
+    #: A chat message drawn as it would look (see :mod:`worker.actions.chat.html`).
+    preview: Markup | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +358,7 @@ def _row(occurrence: Occurrence) -> RowView:
                 action.action_index,
                 action.idempotency_key,
                 tuple(_param(name, value) for name, value in action.params.items()),
+                _preview(action.action_type, action.params.get("message")),
             )
             for action in occurrence.actions
         ),
@@ -370,6 +376,11 @@ def _param(name: str, value: object) -> Param:
     return Param(name, _cut(dumps(value, indent=True).decode()), block=True, error=False)
 
 
+def _preview(action_type: str, message: object) -> Markup | None:
+    drawn = preview(action_type, message)
+    return None if drawn is None else Markup(drawn)  # noqa: S704 - every text in it escaped by worker.actions.chat.html
+
+
 def _cut(text: str) -> str:
     if len(text) <= MAX_TEXT:
         return text
@@ -385,7 +396,10 @@ def _when_posix(moment: float) -> str:
 
 
 def _mask(value: object) -> object:
-    """Every value the template writes, masked before it is escaped."""
+    """Every value the template writes, masked before it is escaped (HTML made here is masked with the
+    whole page)."""
+    if isinstance(value, Markup):
+        return value
     return MASKER.mask(value) if isinstance(value, str) else value
 
 
@@ -398,7 +412,8 @@ _ENVIRONMENT: Final = jinja2.Environment(
 )
 
 _TEMPLATE: Final = _ENVIRONMENT.from_string(
-    """\
+    (
+        """\
 <!DOCTYPE html>
 <html lang="en">
 <head>
@@ -554,6 +569,7 @@ transform="rotate(-90 12 {{ chart.top + chart.plot_height / 2 }})">{{ chart.y_ti
 {% else %}<code{% if param.error %} class="error"{% endif %}>{{ param.text }}</code>{% endif %}</dd>
 {% endfor %}
 </dl>
+{% if action.preview %}<div class="preview">{{ action.preview }}</div>{% endif %}
 </details>
 {% endfor %}
 </td>
@@ -569,4 +585,5 @@ transform="rotate(-90 12 {{ chart.top + chart.plot_height / 2 }})">{{ chart.y_ti
 </body>
 </html>
 """
+    ).replace("</style>", CHAT_STYLE + "</style>", 1)
 )
