@@ -9,10 +9,10 @@ taken is not a second job). What pipeline published endpoints did in SDK v1.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import structlog
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from worker.actions.azureml.arm import ArmExecutor
 from worker.actions.azureml.inputs import OutputPort, Port, batch_inputs, batch_outputs, bind, render
@@ -26,28 +26,6 @@ from worker.settings import insecure_url
 log = structlog.get_logger("worker.actions")
 
 _SCORING: Final = "scoringUri"
-
-
-class AzureMLBatchEndpointParams(ActionParams):
-    #: The workspace's ARM id: ``{{ event.topic }}`` is the workspace the event came from.
-    workspace: Template
-    endpoint: Template
-    #: The deployment to run; the endpoint's default when unset.
-    deployment: Template | None = None
-    #: The experiment its job is filed under (pipeline component deployments).
-    experiment: Template | None = None
-    inputs: dict[str, Port] = Field(default_factory=dict)
-    outputs: dict[str, OutputPort] = Field(default_factory=dict)
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, value: Template) -> Template:
-        return check_workspace(value)
-
-    @field_validator("endpoint", "deployment")
-    @classmethod
-    def _name(cls, value: Template | None) -> Template | None:
-        return check_name(value)
 
 
 def check_workspace(template: Template) -> Template:
@@ -69,6 +47,24 @@ def check_name(template: Template | None) -> Template | None:
     elif not template.source.startswith("{") and not template.source[:1].isalpha():
         raise ValueError(f"{template.source!r}: a name starts with a letter")
     return template
+
+
+#: A workspace's ARM id, and an endpoint's or deployment's name, as templates: checked when the rules
+#: load when written without templates.
+WorkspaceTemplate = Annotated[Template, AfterValidator(check_workspace)]
+NameTemplate = Annotated[Template, AfterValidator(check_name)]
+
+
+class AzureMLBatchEndpointParams(ActionParams):
+    #: The workspace's ARM id: ``{{ event.topic }}`` is the workspace the event came from.
+    workspace: WorkspaceTemplate
+    endpoint: NameTemplate
+    #: The deployment to run; the endpoint's default when unset.
+    deployment: NameTemplate | None = None
+    #: The experiment its job is filed under (pipeline component deployments).
+    experiment: Template | None = None
+    inputs: dict[str, Port] = Field(default_factory=dict)
+    outputs: dict[str, OutputPort] = Field(default_factory=dict)
 
 
 def workspace_of(template: Template, context: dict[str, object]) -> Workspace:

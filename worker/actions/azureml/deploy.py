@@ -27,7 +27,7 @@ import structlog
 from pydantic import Field, field_validator, model_validator
 
 from worker.actions.azureml.arm import ArmExecutor, Reply
-from worker.actions.azureml.batch import check_name, check_workspace, name_of, workspace_of
+from worker.actions.azureml.batch import NameTemplate, WorkspaceTemplate, check_name, name_of, workspace_of
 from worker.actions.azureml.inputs import resolve
 from worker.actions.azureml.workspace import asset
 from worker.actions.base import ActionParams, PlannedAction
@@ -44,10 +44,10 @@ _ENDPOINT_PROPERTIES: Final = ("description", "authMode", "properties", "publicN
 
 class AzureMLDeployParams(ActionParams):
     #: The workspace's ARM id: ``{{ event.topic }}`` is the workspace the event came from.
-    workspace: Template
-    endpoint: Template
+    workspace: WorkspaceTemplate
+    endpoint: NameTemplate
     #: The deployment's name: 3 to 32 letters, digits and hyphens, starting with a letter.
-    deployment: Template
+    deployment: NameTemplate
     #: ``azureml:NAME:VERSION`` (``azureml:{{ data.ModelName }}:{{ data.ModelVersion }}``), ``@latest``, or an ARM id.
     model: Template
     instance_type: Template
@@ -65,17 +65,6 @@ class AzureMLDeployParams(ActionParams):
     environment_variables: dict[str, Template] = Field(default_factory=dict)
     #: Seconds between polls of the deployment when the service does not say (``Retry-After``).
     poll_interval: float = Field(default=15.0, gt=0)
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, value: Template) -> Template:
-        return check_workspace(value)
-
-    @field_validator("endpoint", "deployment")
-    @classmethod
-    def _name(cls, value: Template) -> Template:
-        check_name(value)
-        return value
 
     @field_validator("model", "code", "environment")
     @classmethod
@@ -176,28 +165,20 @@ class AzureMLDeployExecutor(ArmExecutor[AzureMLDeployParams]):
         reply = await arm.put(action, deployment_id, body, what, accept=(409,))
         if reply.status == 409:  # an operation on it is under way (this one, before a restart): follow that
             reply = Reply(reply.status, {}, await arm.get(action, deployment_id, what))
-        log.info(
-            "azureml.deploying",
+        said = log.bind(
             rule=action.rule,
             event_id=action.event.id,
             endpoint=endpoint,
             deployment=deployment,
             model=str(model_ref),
-            operation=reply.headers.get("azure-asyncoperation") or reply.headers.get("location"),
             idempotency_key=action.idempotency_key,
+        )
+        said.info(
+            "azureml.deploying", operation=reply.headers.get("azure-asyncoperation") or reply.headers.get("location")
         )
         await arm.finish(action, reply, deployment_id, what, interval=params.poll_interval)
         traffic = await self._route(action, endpoint_id, deployment, context, what_endpoint)
-        log.info(
-            "azureml.deployed",
-            rule=action.rule,
-            event_id=action.event.id,
-            endpoint=endpoint,
-            deployment=deployment,
-            model=str(model_ref),
-            traffic=traffic,
-            idempotency_key=action.idempotency_key,
-        )
+        said.info("azureml.deployed", traffic=traffic)
 
     async def _deployment(
         self, action: PlannedAction, location: object, model: str, context: dict[str, object]

@@ -16,7 +16,7 @@ import structlog
 from pydantic import Field, field_validator
 
 from worker.actions.azureml.arm import ArmExecutor, error_of
-from worker.actions.azureml.batch import check_workspace, workspace_of
+from worker.actions.azureml.batch import WorkspaceTemplate, workspace_of
 from worker.actions.azureml.inputs import OutputPort, Port, bind, job_inputs, job_outputs, render, resolve
 from worker.actions.azureml.workspace import Workspace, asset, job_name
 from worker.actions.base import ActionParams, PlannedAction
@@ -35,7 +35,7 @@ RULE_TAG: Final = "triggered_by_rule"
 
 class AzureMLJobParams(ActionParams):
     #: The workspace's ARM id: ``{{ event.topic }}`` is the workspace the event came from.
-    workspace: Template
+    workspace: WorkspaceTemplate
     #: ``azureml:NAME:VERSION``, ``azureml:NAME@latest`` or the component's ARM id.
     component: Template
     #: The compute cluster the job runs on (its name, or ARM id); unset: serverless compute.
@@ -45,11 +45,6 @@ class AzureMLJobParams(ActionParams):
     inputs: dict[str, Port] = Field(default_factory=dict)
     outputs: dict[str, OutputPort] = Field(default_factory=dict)
     tags: dict[str, Template] = Field(default_factory=dict)
-
-    @field_validator("workspace")
-    @classmethod
-    def _workspace(cls, value: Template) -> Template:
-        return check_workspace(value)
 
     @field_validator("component")
     @classmethod
