@@ -17,12 +17,10 @@ Tokens are ``token-for:AUDIENCE``; :class:`ScopedCredential` hands them out dire
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -30,8 +28,7 @@ import orjson
 from aiohttp import web
 from azure.core.credentials import AccessToken
 
-from tests.servers import free_port
-from tests.targets import Received
+from tests.targets import HttpTarget, Received
 
 SUBSCRIPTION: Final = "00000000-0000-0000-0000-000000000000"
 WORKSPACE: Final = (
@@ -181,14 +178,12 @@ _ARM: Final = re.compile(
 )
 
 
-class FakeAzure:
+class FakeAzure(HttpTarget):
     """The server: start it, point the worker's ARM at :attr:`url`, and read what it was asked."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.requests: list[Received] = []
-        #: When each request came (``time.monotonic()``), in the order of :attr:`requests`.
-        self.arrived: list[float] = []
+        super().__init__(client_max_size=16 * 1024 * 1024)
+        self.respond = self._dispatch
         self.faults: list[Fault] = []
         #: (method, collection) pairs the identity may not do: answered 403 AuthorizationFailed.
         self.forbidden: set[tuple[str, str]] = set()
@@ -205,12 +200,6 @@ class FakeAzure:
         self.retry_after = "0"
         #: Deployments whose operation ends Failed, with the service's error.
         self.failing: dict[str, dict[str, str]] = {}
-        self._runner: web.AppRunner | None = None
-        self._arrival: asyncio.Condition | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def identity_endpoint(self) -> str:
@@ -241,55 +230,29 @@ class FakeAzure:
             if r.method == method and re.search(pattern, r.path)
         ]
 
-    async def until(self, holds: Callable[[], bool], within: float = 60.0) -> None:
-        """Until ``holds()`` is true of what the server has received (checked at each request)."""
-        assert self._arrival is not None
-        async with asyncio.timeout(within), self._arrival:
-            await self._arrival.wait_for(holds)
-
-    async def start(self) -> None:
-        self._arrival = asyncio.Condition()
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
     # --- dispatch ----------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        received = Received(
-            request.method, request.path, dict(request.query), dict(request.headers), await request.read()
-        )
-        self.requests.append(received)
-        self.arrived.append(time.monotonic())
-        assert self._arrival is not None
-        async with self._arrival:
-            self._arrival.notify_all()
-        if request.path == "/identity":
+    async def _dispatch(self, received: Received) -> web.StreamResponse:
+        if received.path == "/identity":
             return self._identity(received)
         for fault in self.faults:
-            if fault.count > 0 and fault.method == request.method and re.search(fault.pattern, request.path):
+            if fault.count > 0 and fault.method == received.method and re.search(fault.pattern, received.path):
                 fault.count -= 1
                 return _error(fault.status, fault.code, fault.message, fault.headers)
-        if request.path.startswith("/score/"):
+        if received.path.startswith("/score/"):
             return self._score(received)
         if not self._token_is(received, ARM_AUDIENCE):
             return _error(401, "InvalidAuthenticationToken", "the access token is invalid (audience)")
-        if request.path.startswith("/operations/"):
-            return self._operation(request.path.rsplit("/", 1)[1])
-        found = _ARM.fullmatch(request.path)
+        if received.path.startswith("/operations/"):
+            return self._operation(received.path.rsplit("/", 1)[1])
+        found = _ARM.fullmatch(received.path)
         if found is None or found["workspace"].lower() != WORKSPACE.lower():
-            return _error(404, "ResourceNotFound", f"the workspace of {request.path} was not found")
+            return _error(404, "ResourceNotFound", f"the workspace of {received.path} was not found")
         parts = tuple(part for part in found["rest"].split("/") if part)
         if not parts:
             return web.json_response({"id": WORKSPACE, "name": "ml-prod", "location": LOCATION, "properties": {}})
-        if (request.method, parts[0]) in self.forbidden:
-            verb = "read" if request.method == "GET" else "write"
+        if (received.method, parts[0]) in self.forbidden:
+            verb = "read" if received.method == "GET" else "write"
             action = f"Microsoft.MachineLearningServices/workspaces/{parts[0]}/{verb}"
             return _error(
                 403,

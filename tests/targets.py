@@ -57,20 +57,31 @@ async def ok(received: Received) -> web.StreamResponse | None:
 
 
 class HttpTarget:
-    """An aiohttp server that records every request and answers through ``respond``."""
+    """An aiohttp server that records every request (and when it came) and answers through ``respond``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, client_max_size: int = 1024**2) -> None:
         self.requests: list[Received] = []
+        #: When each request came (``time.monotonic()``), in the order of :attr:`requests`.
+        self.arrived: list[float] = []
         self.respond: Responder = ok
         self.port = free_port()
+        self._client_max_size = client_max_size
         self._runner: web.AppRunner | None = None
+        self._arrival: asyncio.Condition | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def until(self, holds: Callable[[], bool], within: float = 60.0) -> None:
+        """Until ``holds()`` is true of what the server has received (checked at each request)."""
+        assert self._arrival is not None
+        async with asyncio.timeout(within), self._arrival:
+            await self._arrival.wait_for(holds)
+
     async def start(self) -> None:
-        app = web.Application()
+        self._arrival = asyncio.Condition()
+        app = web.Application(client_max_size=self._client_max_size)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -85,6 +96,10 @@ class HttpTarget:
             request.method, request.path, dict(request.query), dict(request.headers), await request.read()
         )
         self.requests.append(received)
+        self.arrived.append(time.monotonic())
+        assert self._arrival is not None
+        async with self._arrival:
+            self._arrival.notify_all()
         response = await self.respond(received)
         if response is None:
             assert request.transport is not None

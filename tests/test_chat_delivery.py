@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -144,17 +143,13 @@ async def test_a_digest_too_long_for_a_card_is_shortened_and_posted(chat: Chat) 
 
 
 async def test_a_burst_to_slack_is_paced_at_a_message_a_second(chat: Chat) -> None:
-    seen: list[float] = []
-
-    async def timed(received: Received) -> web.StreamResponse:
-        seen.append(time.monotonic())
-        return web.Response(status=200, text="ok")
-
-    chat.target.respond = timed
+    chat.target.respond = slack_ok
     spec = chat.spec("slack")
     events = [{**FAILED, "id": f"run-failed-{n}"} for n in range(3)]
     fates = await asyncio.gather(*(chat.run(spec, event) for event in events))
     assert fates == [ActionFate.DONE] * 3
     assert chat.waits == []  # no request refused, none retried
     # A pace is a floor on the time between requests: a busy machine only spaces them more.
-    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(seen))
+    arrived = chat.target.arrived
+    assert len(arrived) == 3
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(arrived))
