@@ -77,7 +77,7 @@ class SettlingStore(CheckpointStore):
             await self._store.list_ownership(fully_qualified_namespace, eventhub_name, consumer_group, **kwargs)
         )
         if self._listed is not None:
-            self._round("", [])  # the last round claimed nothing: the SDK has closed what it owned
+            self._keep(set())  # the last round claimed nothing: the SDK has closed what it owned
         # A copy: the SDK writes its claims into the records it was given.
         self._listed = [_ownership(record) for record in listed]
         return listed
@@ -104,29 +104,30 @@ class SettlingStore(CheckpointStore):
 
     # --- a round's end ---------------------------------------------------------------------------
 
-    def _round(
-        self,
-        owner_id: str,
-        claimed: list[dict[str, Any]],
-        listed: list[Ownership] | None = None,
-        asked: list[dict[str, Any]] | None = None,
-    ) -> None:
-        now = self._clock()
-        kept = {str(record["partition_id"]) for record in claimed}
+    def _keep(self, kept: set[str]) -> None:
+        """What this worker owns now: a partition no longer kept is lost (it acts no more, and the SDK
+        closes it); one newly kept is claimed now, and holds until it settles."""
         for partition_id in list(self._claimed):
-            if partition_id not in kept:  # lost: it acts no more, and the SDK closes it
+            if partition_id not in kept:
                 del self._claimed[partition_id]
                 self._settled[partition_id] = asyncio.Event()
         for partition_id in kept - self._claimed.keys():
-            self._claimed[partition_id] = now
+            self._claimed[partition_id] = self._clock()
             self._settled[partition_id] = asyncio.Event()
+
+    def _round(
+        self, owner_id: str, claimed: list[dict[str, Any]], listed: list[Ownership], asked: list[dict[str, Any]]
+    ) -> None:
+        kept = {str(record["partition_id"]) for record in claimed}
+        self._keep(kept)
         unsettled = [p for p, event in self._settled.items() if p in kept and not event.is_set()]
         if not unsettled:
             return
         # A claim that failed went to a peer this round: one the records may not show yet. Hold on.
-        steal = len(claimed) < len(asked or []) or steal_expected(
-            owner_id, self._view(listed or [], claimed, asked or []), self.partition_count, self._wall(), self._expiry
+        steal = len(claimed) < len(asked) or steal_expected(
+            owner_id, self._view(listed, claimed, asked), self.partition_count, self._wall(), self._expiry
         )
+        now = self._clock()
         for partition_id in unsettled:
             held = now - self._claimed[partition_id]
             why = release(held, self._settle, self._expiry, steal=steal)

@@ -209,9 +209,8 @@ def _run(seen: _Seen, kind: str) -> tuple[str, Tone, tuple[Fact, ...]]:
     return title, tone, facts
 
 
-def _plural(seen: _Seen) -> str:
-    """What a digest of events of this one's kind counts (``12 runs failed``)."""
-    title = _about(seen)[0]
+def _plural(seen: _Seen, title: str) -> str:
+    """What a digest of events of this one's kind (its title: ``title``) counts (``12 runs failed``)."""
     kind = seen.type.removeprefix(_PREFIX)
     if title.startswith("Monitor "):
         return "monitor breaches"
@@ -230,11 +229,14 @@ def _plural(seen: _Seen) -> str:
 def _digest(events: Sequence[_Seen], group: Mapping[str, object], studio: str, listed: int) -> Notice:
     count = group.get("count")
     total = count if isinstance(count, int) else len(events)
-    kinds = {_plural(seen) for seen in events}
+    about = [_about(seen) for seen in events]
+    kinds = {_plural(seen, heading) for seen, (heading, _, _) in zip(events, about, strict=True)}
     title = f"{total} {kinds.pop() if len(kinds) == 1 else 'events'}"
-    shown = events[: max(listed, 0)]
-    items = tuple(Item(_about(seen)[0], seen.time, studio_link(studio, seen.topic, seen.subject)) for seen in shown)
-    tones = {_about(seen)[1] for seen in events}
+    items = tuple(
+        Item(heading, seen.time, studio_link(studio, seen.topic, seen.subject))
+        for seen, (heading, _, _) in zip(events[: max(listed, 0)], about, strict=False)
+    )
+    tones = {tone for _, tone, _ in about}
     tone = next((t for t in (Tone.ATTENTION, Tone.WARNING, Tone.GOOD) if t in tones), Tone.ACCENT)
     first, last = shown_time(_text(group.get("first"))), shown_time(_text(group.get("last")))
     topics = {seen.topic for seen in events}
