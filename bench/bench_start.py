@@ -3,8 +3,9 @@
 1. Start. Four ``worker run`` subprocesses started at the same moment on a local hub of 8 partitions
    nobody has claimed, while events are published at a steady rate from that moment, checkpoints on
    the test bed's Blob Storage (Azurite behind its strict layer), every setting at its default
-   (balancing interval 10 s); each round run twice, with the settle time at its default (one
-   balancing interval) and off (``WORKER_CLAIM_SETTLE=0``). Printed per round: the actions repeated
+   (balancing interval 10 s), their first balancing rounds let through together by the test bed's
+   start gate (tests/start_gate.py); each round run twice, with the settle time at its default (one
+   and a half balancing intervals) and off (``WORKER_CLAIM_SETTLE=0``). Printed per round: the actions repeated
    (an event acted on by two workers), the partitions that moved at the start, and whether each
    repeat is explained by one of those steals; then, over the rounds, when the first action came and
    when every partition had acted (seconds after the workers started), with the settle time and

@@ -83,23 +83,7 @@ class StrictBlob:
             await client.close()
 
     async def _pass(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        # As it came, byte for byte: the path as encoded, and no header of aiohttp's own that is signed
-        # (a Content-Type it would add to a body that has none).
-        async with self._session_or_fail().request(
-            request.method,
-            URL(self._upstream + request.raw_path, encoded=True),
-            headers=headers,
-            data=body if body or request.method in ("PUT", "POST") else None,
-            allow_redirects=False,
-            skip_auto_headers=("Content-Type",),
-        ) as answer:
-            data = await answer.read()
-            back = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
-            if request.method == "HEAD":  # a blob's size is its Content-Length, with no body
-                back["Content-Length"] = answer.headers.get("Content-Length", "0")
-                return web.Response(status=answer.status, headers=back)
-            return web.Response(status=answer.status, body=data, headers=back)
+        return await pass_on(self._session_or_fail(), self._upstream, request, body)
 
     def _session_or_fail(self) -> aiohttp.ClientSession:
         assert self._session is not None
@@ -114,6 +98,27 @@ class StrictBlob:
             await self._service.close()
         if self._session is not None:
             await self._session.close()
+
+
+async def pass_on(session: aiohttp.ClientSession, upstream: str, request: web.Request, body: bytes) -> web.Response:
+    """Pass ``request`` (its ``body`` read) on to ``upstream`` as it came, and its answer back."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+    # As it came, byte for byte: the path as encoded, and no header of aiohttp's own that is signed
+    # (a Content-Type it would add to a body that has none).
+    async with session.request(
+        request.method,
+        URL(upstream + request.raw_path, encoded=True),
+        headers=headers,
+        data=body if body or request.method in ("PUT", "POST") else None,
+        allow_redirects=False,
+        skip_auto_headers=("Content-Type",),
+    ) as answer:
+        data = await answer.read()
+        back = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+        if request.method == "HEAD":  # a blob's size is its Content-Length, with no body
+            back["Content-Length"] = answer.headers.get("Content-Length", "0")
+            return web.Response(status=answer.status, headers=back)
+        return web.Response(status=answer.status, body=data, headers=back)
 
 
 def _error(status: int, code: str, message: str, method: str) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from worker.checkpoints.balance import Ownership, Release, owners, release, steal_expected
+from worker.checkpoints.balance import Member, Ownership, Release, owners, release, steal_expected
 from worker.checkpoints.store import DirectoryCheckpointStore
 from worker.live.claims import SettlingStore
 
@@ -85,22 +86,38 @@ def _sdk_claims(owner: str, records: list[Ownership], partitions: int, strategy:
     free=st.integers(0, 4),
     stale=st.integers(0, 3),
     never=st.integers(0, 2),
+    idle=st.integers(0, 3),
     strategy=st.sampled_from(list(LoadBalancingStrategy)),
 )
 def test_no_peer_steals_from_an_owner_for_whom_no_steal_is_expected(
-    counts: list[int], free: int, stale: int, never: int, strategy: LoadBalancingStrategy
+    counts: list[int], free: int, stale: int, never: int, idle: int, strategy: LoadBalancingStrategy
 ) -> None:
-    """The SDK's own balancing, run for every peer in the records and for one that owns nothing yet:
-    whenever one takes a partition of an owner, a steal from that owner was expected (for the peers
-    in the records; a peer in no record is what the settle time is for)."""
+    """The SDK's own balancing, run for every peer in the records and for every member of the roster
+    that owns nothing: whenever one takes a partition of an owner, a steal from that owner was expected
+    (a peer that has not come yet is what the settle time is for)."""
     records = held(*counts, free=free, stale=stale)
     partitions = len(records) + never  # and some never claimed
     by_owner = {o: {r.partition_id for r in records if r.owner_id == o} for o in owners(records, NOW, EXPIRY)}
-    for thief, own in by_owner.items():
-        taken = _sdk_claims(thief, records, partitions, strategy) - own
+    members = [Member(f"m{n}", f"idle{n}", NOW - 1) for n in range(idle)]
+    members += [Member(f"o{owner}", owner, NOW - 1) for owner in by_owner]  # the owners attend too
+    for thief in [*by_owner, *(m.owner_id for m in members[:idle])]:
+        taken = _sdk_claims(thief, records, partitions, strategy) - by_owner.get(thief, set())
         for victim, owned in by_owner.items():
             if taken & owned:
-                assert steal_expected(victim, records, partitions, NOW, EXPIRY), (thief, victim, counts)
+                assert steal_expected(victim, records, partitions, NOW, EXPIRY, members), (thief, victim, counts)
+
+
+def test_a_member_that_owns_nothing_is_counted_until_it_stops_attending() -> None:
+    """Two owners of four partitions each, at their share; a third worker came and owns nothing (its
+    claims went to the others): it takes from one of them at its next round, as the SDK's does."""
+    records = held(4, 4)
+    idle = Member("m", "c", NOW - 1)
+    assert not steal_expected("a", records, 8, NOW, EXPIRY)
+    assert steal_expected("a", records, 8, NOW, EXPIRY, [idle])
+    assert _sdk_claims("c", records, 8, LoadBalancingStrategy.GREEDY)  # it takes one
+    assert not steal_expected("a", records, 8, NOW, EXPIRY, [Member("m", "c", NOW - EXPIRY - 1)])  # gone
+    assert not steal_expected("a", records, 8, NOW, EXPIRY, [Member("m", "a", NOW - 1)])  # a itself
+    assert steal_expected("a", records, 8, NOW, EXPIRY, [Member("m", "", NOW - 1)])  # before its first claim
 
 
 @pytest.mark.parametrize(
@@ -268,3 +285,66 @@ async def test_a_round_whose_claim_went_to_a_peer_holds_on_though_the_records_it
     await Peer(plain, "b").round(keep={"0"}, take={"1"})
     await Peer(store, "a").round(keep={"1", "2", "3"})
     assert [store.settling(p) for p in "23"] == [False, False]  # balanced: 2 each
+
+
+class Watched(DirectoryCheckpointStore):
+    """A directory store that counts the listings of its ownership records, which fail once ``broken``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.broken = False
+        self.lists = 0
+        self._listing = asyncio.Condition()
+
+    async def list_ownership(self, *args: Any, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        if self.broken:
+            raise OSError("the disk is gone")
+        found = await super().list_ownership(*args, **kwargs)
+        async with self._listing:
+            self.lists += 1
+            self._listing.notify_all()
+        return found
+
+    async def listed(self, more: int) -> None:
+        """Return once the records have been listed ``more`` times from now."""
+        until = self.lists + more
+        async with asyncio.timeout(5), self._listing:
+            await self._listing.wait_for(lambda: self.lists >= until)
+
+
+async def test_a_partition_taken_between_its_claim_and_its_opening_opens_only_once_claimed_back(
+    tmp_path: Path,
+) -> None:
+    """The SDK opens a partition's receiver a while after the round that claimed it: one a peer took
+    meanwhile waits, unopened, for the next round (which closes it, or claims it back)."""
+    plain = Watched(tmp_path)
+    store = SettlingStore(plain, settle=1.0, expiry=EXPIRY, clock=Clock())
+    store.partition_count = 2
+    a, b = Peer(store, "a"), Peer(plain, "b")
+    await a.round(keep=set(), take={"0", "1"})
+    async with asyncio.timeout(5):
+        await store.opening("1")  # still a's
+    await b.round(keep=set(), take={"0"})
+    with capture_logs() as logs:
+        checked = plain.listed(1)
+        opening = asyncio.create_task(store.opening("0"))
+        await checked
+        await a.round(keep={"1"})  # a round that leaves it to b (the SDK cancels the partition then)
+        await plain.listed(1)  # looked again at the round's end
+        assert not opening.done()
+        await a.round(keep={"1"}, take={"0"})  # taken back
+        async with asyncio.timeout(5):
+            await opening
+    assert [e["event"] for e in logs] == ["partition.taken_before_open"]
+
+
+async def test_a_partition_whose_owner_cannot_be_read_opens_with_a_warning(tmp_path: Path) -> None:
+    plain = Watched(tmp_path)
+    store = SettlingStore(plain, settle=1.0, expiry=EXPIRY, clock=Clock())
+    store.partition_count = 1
+    await Peer(store, "a").round(keep=set(), take={"0"})
+    plain.broken = True
+    with capture_logs() as logs:
+        async with asyncio.timeout(5):
+            await store.opening("0")
+    assert [(e["event"], e["error"]) for e in logs] == [("partition.owner_unread", "the disk is gone")]

@@ -3,6 +3,7 @@ Storage (Azurite)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -197,3 +198,31 @@ async def test_a_checkpoint_directory_that_cannot_be_made_is_a_settings_error(tm
     with pytest.raises(SettingsError, match="cannot create"):
         async with open_stores(settings(directory=blocker / "sub"), SCOPE):
             pass
+
+
+async def test_a_worker_attends_renews_and_leaves_the_roster(stores: Stores) -> None:
+    roster = stores.roster
+    assert await roster.members() == []
+    before = time.time() - 5  # the storage's clock and this one's
+    await roster.attend("m1", "")
+    await roster.attend("m2", "owner-2")
+    first = {m.member_id: m for m in await roster.members()}
+    assert {m: first[m].owner_id for m in first} == {"m1": "", "m2": "owner-2"}
+    assert all(m.modified >= before for m in first.values())
+    await roster.attend("m1", "owner-1")  # its first claims: the id it owns under
+    assert {m.member_id: m.owner_id for m in await roster.members()} == {"m1": "owner-1", "m2": "owner-2"}
+    await roster.leave("m2")
+    await roster.leave("m2")  # gone already
+    assert [m.member_id for m in await roster.members()] == ["m1"]
+
+
+@pytest.mark.integration
+async def test_the_roster_is_beside_the_sdk_layout_and_out_of_its_listings(azurite: Azurite) -> None:
+    """The SDK lists ownership and checkpoints by their prefixes: attendance is in neither."""
+    container = f"roster-{uuid.uuid4().hex[:8]}"
+    async with open_stores(settings(connection_string=azurite.connection_string, container=container), SCOPE) as stores:
+        await stores.roster.attend("m1", "o1")
+        assert list(await stores.checkpoints.list_ownership(SCOPE.namespace, SCOPE.eventhub, "$Default")) == []
+        async with ContainerClient.from_connection_string(azurite.connection_string, container) as client:
+            names = [blob.name async for blob in client.list_blobs()]
+    assert f"{SCOPE.prefix('worker')}members/m1" in names

@@ -15,8 +15,9 @@ from tests.together import Acted, start_together, streamed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300), pytest.mark.usefixtures("sdk_garbage")]
 
-#: A balancing interval long enough for four workers started at once to be running before it ends,
-#: on a busy machine (each imports the SDK first); the settle time is left at its default (the interval).
+#: A balancing interval that leaves a busy machine time for the peers' first rounds, which the start
+#: gate lets through as soon as the first worker has claimed (tests/start_gate.py); the settle time is
+#: left at its default (1.5 intervals).
 INTERVAL = 3.0
 
 

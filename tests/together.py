@@ -33,6 +33,7 @@ from tests.live import (
     worker_log,
 )
 from tests.servers import Azurite
+from tests.start_gate import start_gate
 from worker.localhub.hub import LocalHub
 from worker.sending import mlevents
 
@@ -216,15 +217,17 @@ async def streamed(
     published: list[mlevents.Delivery],
     per_second: float,
     settings: Mapping[str, object],
+    storage: Azurite | None = None,
 ) -> AsyncIterator[Streamed]:
     """A hub of ``partitions`` with ``published`` streaming into it at ``per_second``, and a group of
-    workers for it (none started yet): every running worker is stopped at the end (SIGTERM)."""
+    workers for it (none started yet), given ``storage`` (``azurite`` itself, or a way to it): every
+    running worker is stopped at the end (SIGTERM)."""
     rules = root / "rules.yaml"
     rules.parent.mkdir(parents=True, exist_ok=True)
     rules.write_text(RULES)
     async with local_hub(name, partitions=partitions) as hub:
         container = f"{name}-{uuid.uuid4().hex[:12]}"
-        group = Group(root, worker_env(hub, azurite, container, rules, **settings))
+        group = Group(root, worker_env(hub, storage or azurite, container, rules, **settings))
         sending = asyncio.create_task(send_stream(hub, published, per_second))
         try:
             yield Streamed(hub, name, azurite, container, group, sending)
@@ -246,15 +249,27 @@ async def start_together(
 ) -> Start:
     """``workers`` workers started at the same moment on a hub of ``partitions`` nobody has claimed,
     while ``count`` events are published at ``per_second``, the stream starting with them; returns once
-    every event is acted on and the workers have stopped (SIGTERM)."""
+    every event is acted on and the workers have stopped (SIGTERM). Their first balancing rounds come
+    through a :class:`~tests.start_gate.StartGate`: one first, the others as soon as it has claimed."""
     published = events(count, seed=seed, duplicates=0)
     expected = ids_of(published)
-    async with streamed(
-        root, azurite, "together", partitions=partitions, published=published, per_second=per_second, settings=settings
-    ) as stream:
+    async with (
+        start_gate(azurite, workers=workers, partitions=partitions) as (gate, storage),
+        streamed(
+            root,
+            azurite,
+            "together",
+            partitions=partitions,
+            published=published,
+            per_second=per_second,
+            settings=settings,
+            storage=storage,
+        ) as stream,
+    ):
         group = stream.group
         await group.start(*(f"w{i}" for i in range(workers)))
         first = await _first_actions(group, partitions, within=120)
+        assert gate.opened, "the workers acted before each had come to its first balancing round"
         await stream.sending
 
         async def all_acted() -> bool:

@@ -45,6 +45,7 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobClient, ContainerClient
 
 from worker.checkpoints.marks import ConsumerGroupMark, ConsumerGroupUse, unmarked_use
+from worker.checkpoints.members import BlobRoster, DirectoryRoster, Roster
 from worker.checkpoints.standing import Stored
 from worker.core.state import SavedState
 from worker.errors import CheckpointMoved, SettingsError, StateError
@@ -104,10 +105,12 @@ class Checkpoints(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """Ownership through the SDK's interface, and the partitions' checkpoints, of one scope."""
+    """Ownership through the SDK's interface, the partitions' checkpoints, and the workers that say they
+    are in the consumer group, of one scope."""
 
     checkpoints: CheckpointStore
     partitions: Checkpoints
+    roster: Roster
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +125,7 @@ async def open_stores(settings: CheckpointSettings, scope: Scope, *, create: boo
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SettingsError([f"WORKER_CHECKPOINT_DIR: cannot create {root}: {exc.strerror}"]) from exc
-        yield Stores(DirectoryCheckpointStore(root), DirectoryCheckpoints(root, scope))
+        yield Stores(DirectoryCheckpointStore(root), DirectoryCheckpoints(root, scope), DirectoryRoster(root, scope))
         return
     async with contextlib.AsyncExitStack() as stack:
         if settings.connection_string is not None:
@@ -148,7 +151,7 @@ async def open_stores(settings: CheckpointSettings, scope: Scope, *, create: boo
                     "has run with these settings? WORKER_CHECKPOINT_CONTAINER names it)"
                 ]
             )
-        yield Stores(store, BlobCheckpoints(container, scope))
+        yield Stores(store, BlobCheckpoints(container, scope), BlobRoster(container, scope))
 
 
 async def mark_consumer_group(stores: Stores, scope: Scope, use: ConsumerGroupUse, since: str) -> ConsumerGroupMark:

@@ -262,6 +262,8 @@ class HubReceiver:
 
     async def _on_initialize(self, context: PartitionContext) -> None:
         partition_id = context.partition_id
+        if self._claims is not None:
+            await self._claims.opening(partition_id)  # taken meanwhile: cancelled here, never opened
         each = self._receiving[partition_id] = _Receiving(time.monotonic())
         self.last_activity = time.monotonic()
         start = await self._start_of(context)

@@ -60,7 +60,7 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
             host = await stack.enter_async_context(ChildProcessHost.start(processing, metrics))
         else:
             host = await stack.enter_async_context(in_process_host(processing, stores, metrics))
-        claims = SettlingStore(stores.checkpoints, settle=hub.settle, expiry=hub.expiry)
+        claims = SettlingStore(stores.checkpoints, settle=hub.settle, expiry=hub.expiry, roster=stores.roster)
         receiver = HubReceiver(
             client_for(hub, claims, credential),
             hub,
@@ -99,6 +99,7 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         finally:
             for helper in helpers:
                 helper.cancel()
+            await claims.leave()  # its partitions released: its peers no longer count it
     tally = receiver.tally()
     log.info("worker.stopped", events=tally.read, **{fate.value: n for fate, n in tally.fates.items()})
     return tally
