@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterable
 
 import aiohttp
@@ -24,6 +26,8 @@ class View:
     def __init__(self) -> None:
         self.counts = Tally()
         self.owned: list[PartitionGauges] = []
+
+    partition_count = 0
 
     def tally(self) -> Tally:
         return self.counts
@@ -130,3 +134,25 @@ def test_dead_letters_that_could_not_be_written_are_counted_and_carried_whole() 
     shown.load(metrics.counts())  # as the pipeline process reports them to the parent
     text = generate_latest(new_registry(View(), shown)).decode()
     assert samples(text)["azml_worker_dead_letter_failures_total", (("action_type", "webhook"),)] == 2
+
+
+@pytest.mark.integration
+def test_readiness_the_hub_s_partitions_and_both_processes_cpu_and_memory_are_scraped() -> None:
+    """What the alerts and the dashboard of deploy/monitoring read beside the counts: whether the
+    worker is ready, how many partitions its group shares, and what its two processes use."""
+    view = View()
+    view.partition_count = 8
+    reason: list[str | None] = ["the Event Hub has not answered"]
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as pipeline:
+        registry = new_registry(view, ActionMetrics(), readiness=lambda: reason[0], pipeline_pid=lambda: pipeline.pid)
+        before = samples(generate_latest(registry).decode())
+        reason[0] = None
+        after = samples(generate_latest(registry).decode())
+        assert pipeline.stdin is not None
+        pipeline.stdin.close()
+    assert (before["azml_worker_ready", ()], after["azml_worker_ready", ()]) == (0, 1)
+    assert after["azml_worker_hub_partitions", ()] == 8
+    for process in ("process", "azml_worker_pipeline_process"):
+        assert after[f"{process}_resident_memory_bytes", ()] > 1_000_000
+        assert (f"{process}_cpu_seconds_total", ()) in after
+    assert after["process_resident_memory_bytes", ()] != after["azml_worker_pipeline_process_resident_memory_bytes", ()]

@@ -40,6 +40,8 @@ rules:
 class CoreView:
     """The collector's view of a worker owning one partition: its core's counts, as the live worker reads them."""
 
+    partition_count = 1
+
     def __init__(self, core: PartitionCore) -> None:
         self.core = core
 
@@ -127,6 +129,8 @@ def test_expectations_groups_and_what_is_pending_are_scraped_per_rule(tmp_path: 
 class TallyView:
     def __init__(self, tally: Tally) -> None:
         self.counts = tally
+
+    partition_count = 0
 
     def tally(self) -> Tally:
         return self.counts

@@ -110,6 +110,11 @@ class ChildProcessHost:
             await host._stop()
             await reading
 
+    @property
+    def pid(self) -> int:
+        """The pipeline process's."""
+        return self._process.pid
+
     # --- PartitionHost -------------------------------------------------------------------------
 
     async def open(self, partition_id: str) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -40,6 +40,9 @@ class PartitionGauges:
 
 class WorkerView(Protocol):
     """What the collector reads from the worker."""
+
+    #: The event hub's partitions (0 until the hub has answered).
+    partition_count: int
 
     def tally(self) -> Tally:
         """The counts of every partition, owned now or before."""
@@ -97,6 +100,12 @@ class WorkerCollector(Collector):
         )
         partitions = sorted(self._view.partitions(), key=lambda p: p.status.partition_id)
         yield _gauge("partitions_owned", "Partitions this worker owns", [], [((), len(partitions))])
+        yield _gauge(
+            "hub_partitions",
+            "The event hub's partitions, which the workers of the consumer group share (0 until it answers)",
+            [],
+            [((), self._view.partition_count)],
+        )
         yield _gauge(
             "partitions_settling",
             "Partitions claimed here and holding what they read until a steal by a peer is no longer expected",
@@ -317,9 +326,31 @@ class ActionMetrics(Collector):
         yield latency
 
 
-def new_registry(view: WorkerView, actions: ActionMetrics) -> CollectorRegistry:
-    """A registry of the worker's own metrics (not the process-wide default one)."""
+def new_registry(
+    view: WorkerView,
+    actions: ActionMetrics,
+    *,
+    readiness: Callable[[], str | None] | None = None,
+    pipeline_pid: Callable[[], int] | None = None,
+) -> CollectorRegistry:
+    """A registry of the worker's own metrics (not the process-wide default one): the worker's, its
+    readiness (``azml_worker_ready``, from what ``/readyz`` answers), and the CPU and memory of its
+    process (``process_*``) and of its pipeline process (``azml_worker_pipeline_process_*``)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(WorkerCollector(view))
     registry.register(actions)
+    if readiness is not None:
+        registry.register(_Readiness(readiness))
+    ProcessCollector(registry=registry)
+    if pipeline_pid is not None:
+        ProcessCollector(namespace=f"{PREFIX}_pipeline", pid=pipeline_pid, registry=registry)
     return registry
+
+
+class _Readiness(Collector):
+    def __init__(self, readiness: Callable[[], str | None]) -> None:
+        self._readiness = readiness
+
+    def collect(self) -> Iterator[Metric]:
+        ready = self._readiness() is None
+        yield _gauge("ready", "1 while the worker is ready (/readyz answers 200), 0 otherwise", [], [((), ready)])

@@ -69,10 +69,14 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
             store=stores.checkpoints,
             claims=claims,
         )
-        registry = new_registry(receiver, metrics)
 
         def readiness() -> str | None:
             return None if receiver.connected else "the Event Hub has not answered"
+
+        pid = host.pid if isinstance(host, ChildProcessHost) else None
+        registry = new_registry(
+            receiver, metrics, readiness=readiness, pipeline_pid=None if pid is None else lambda: pid
+        )
 
         port = await stack.enter_async_context(serve(settings.ops(), registry, readiness))
         _on_signals(stop, receiver.reload)
