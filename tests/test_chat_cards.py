@@ -46,4 +46,5 @@ def test_the_docs_pictures_are_drawn_from_the_renderer(tmp_path: Path) -> None:
     for path in written:
         assert len(set(pixels(path.read_bytes()))) > 10, path  # a message drawn, not a blank page
     shipped = Path(__file__).resolve().parents[1] / "docs" / "images"
-    assert sorted(path.name for path in shipped.glob("*.png")) == sorted(path.name for path in written)
+    chat = [path.name for path in shipped.glob("*.png") if path.name.startswith(("teams-", "slack-"))]
+    assert sorted(chat) == sorted(path.name for path in written)

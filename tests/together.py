@@ -44,7 +44,8 @@ class Leave:
 
     partition_id: str
     worker: str
-    #: ``ownership_lost`` or ``shutdown`` (from the worker's log), or ``killed``.
+    #: ``ownership_lost`` or ``shutdown`` (from the worker's log), ``taken_at_stop`` (closed at the
+    #: stop, a peer having claimed it since), or ``killed``.
     why: str
     #: Whether it had acted there (False: held since its claim, it acted on nothing); None when killed.
     settled: bool | None
@@ -105,20 +106,31 @@ class Group:
         return dict(out)
 
     def leaves(self) -> list[Leave]:
-        """Every partition that left a worker, by the workers' logs (a killed worker's: what it held)."""
+        """Every partition that left a worker, by the workers' logs (a killed worker's: what it held).
+        A partition closed at the stop after a peer had claimed it was taken just before the stop,
+        and its owner's next round, which would have said so, never came: ``taken_at_stop``."""
+        claims = [
+            (str(line["timestamp"]), str(line["partition_id"]), name)
+            for name in self.processes
+            for line in worker_log(self.root / name)
+            if line.get("event") == "partition.claimed"
+        ]
         out = []
         for name in self.processes:
-            held: set[str] = set()
+            held: dict[str, str] = {}
             for line in worker_log(self.root / name):
                 if line.get("event") == "partition.claimed":
-                    held.add(str(line["partition_id"]))
+                    held[str(line["partition_id"])] = str(line["timestamp"])
                 elif line.get("event") == "partition.closed":
                     partition = str(line["partition_id"])
-                    held.discard(partition)
+                    since = held.pop(partition, "")
+                    why = str(line["reason"])
+                    closed = str(line["timestamp"])
+                    taken = any(p == partition and w != name and since < t < closed for t, p, w in claims)
+                    if why == "shutdown" and taken:
+                        why = "taken_at_stop"
                     settled = line.get("settled")
-                    out.append(
-                        Leave(partition, name, str(line["reason"]), settled if isinstance(settled, bool) else None)
-                    )
+                    out.append(Leave(partition, name, why, settled if isinstance(settled, bool) else None))
             if name in self.killed:
                 out += [Leave(partition, name, "killed", None) for partition in sorted(held)]
         return out
@@ -178,7 +190,7 @@ class Start:
     @property
     def steals(self) -> list[Leave]:
         """The partitions taken by a peer."""
-        return [leave for leave in self.leaves if leave.why == "ownership_lost"]
+        return [leave for leave in self.leaves if leave.why in ("ownership_lost", "taken_at_stop")]
 
     def unexplained(self) -> list[str]:
         """The events acted on twice that no steal explains."""
