@@ -19,7 +19,6 @@ import html
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from scripts.monitoring import DASHBOARD, ROOT
+from tests.servers import free_port
 from worker.localhub.hub import LocalHub
 from worker.localhub.store import HubSpec
 from worker.sending import mlevents
@@ -73,12 +73,6 @@ rules:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def _flaky_target() -> AsyncIterator[int]:
     """A webhook target: one request in six answered 503 (retried), one in twenty-five 400 (dead letter)."""
@@ -98,7 +92,7 @@ async def _flaky_target() -> AsyncIterator[int]:
     app.router.add_post("/hook", hook)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield port
@@ -110,7 +104,7 @@ def _prometheus(root: Path, targets: list[int]) -> tuple[subprocess.Popen[bytes]
     binary = shutil.which("prometheus")
     if binary is None:
         raise SystemExit("no prometheus on this machine (Debian's package: prometheus)")
-    port = _free_port()
+    port = free_port()
     config = root / "prometheus.yml"
     config.write_text(
         json.dumps(
@@ -144,8 +138,8 @@ async def run(seconds: float, root: Path) -> tuple[subprocess.Popen[bytes], int,
     seconds)."""
     async with LocalHub([HubSpec("ml-events", 4, ("$Default",))]) as hub, _flaky_target() as flaky:
         rules = root / "rules.yaml"
-        rules.write_text(RULES.format(flaky=flaky, down=_free_port()))
-        ports = [_free_port(), _free_port()]
+        rules.write_text(RULES.format(flaky=flaky, down=free_port()))
+        ports = [free_port(), free_port()]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
         env.update(
             WORKER_EVENTHUB_CONNECTION_STRING=hub.connection_string(),

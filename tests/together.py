@@ -109,16 +109,17 @@ class Group:
         """Every partition that left a worker, by the workers' logs (a killed worker's: what it held).
         A partition closed at the stop after a peer had claimed it was taken just before the stop,
         and its owner's next round, which would have said so, never came: ``taken_at_stop``."""
+        logs = {name: worker_log(self.root / name) for name in self.processes}
         claims = [
             (str(line["timestamp"]), str(line["partition_id"]), name)
-            for name in self.processes
-            for line in worker_log(self.root / name)
+            for name, lines in logs.items()
+            for line in lines
             if line.get("event") == "partition.claimed"
         ]
         out = []
-        for name in self.processes:
+        for name, lines in logs.items():
             held: dict[str, str] = {}
-            for line in worker_log(self.root / name):
+            for line in lines:
                 if line.get("event") == "partition.claimed":
                     held[str(line["partition_id"])] = str(line["timestamp"])
                 elif line.get("event") == "partition.closed":

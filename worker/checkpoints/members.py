@@ -6,7 +6,8 @@ is in no record, yet it takes its share at its next round. Its attendance, renew
 removed at a clean stop, lets its peers count it (:func:`worker.checkpoints.balance.steal_expected`).
 
 A blob ``{namespace}/{eventhub}/{consumer group}/worker/members/{member id}`` (or a file, for a
-checkpoint directory) with the owner id its claims carry; its last modification is the attendance.
+checkpoint directory; :func:`worker.checkpoints.store.open_stores` places them beside the consumer
+group's mark) with the owner id its claims carry; its last modification is the attendance.
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
 import orjson
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from worker.checkpoints.balance import Member
-from worker.settings import Scope
-
-_MEMBERS: Final = "worker"
-_FOLDER: Final = "members/"
 
 
 class Roster(Protocol):
@@ -40,9 +37,10 @@ class Roster(Protocol):
 
 
 class BlobRoster:
-    def __init__(self, container: ContainerClient, scope: Scope) -> None:
+    def __init__(self, container: ContainerClient, prefix: str) -> None:
         self._container = container
-        self._prefix = scope.prefix(_MEMBERS) + _FOLDER
+        #: The members' blobs' names start with it.
+        self._prefix = prefix
 
     async def attend(self, member_id: str, owner_id: str) -> None:
         blob = self._container.get_blob_client(self._prefix + member_id)
@@ -62,8 +60,8 @@ class BlobRoster:
 
 
 class DirectoryRoster:
-    def __init__(self, root: Path, scope: Scope) -> None:
-        self._folder = root / scope.prefix(_MEMBERS) / _FOLDER
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
 
     async def attend(self, member_id: str, owner_id: str) -> None:
         await asyncio.to_thread(self._attend, member_id, owner_id)

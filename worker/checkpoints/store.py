@@ -56,7 +56,7 @@ _STATE = "pipelinestate"
 #: A directory checkpoint not read yet.
 _UNSEEN: Final = object()
 #: Where the consumer group's mark is kept (:mod:`worker.checkpoints.marks`): beside, not among, the SDK's blobs.
-_WORKER, _MARK = "worker", "use"
+_WORKER, _MARK, _MEMBERS = "worker", "use", "members"
 #: The storage client's own retries: few, so that a write fails within its timeout, not after it.
 _RETRIES: Final = 2
 
@@ -125,7 +125,11 @@ async def open_stores(settings: CheckpointSettings, scope: Scope, *, create: boo
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SettingsError([f"WORKER_CHECKPOINT_DIR: cannot create {root}: {exc.strerror}"]) from exc
-        yield Stores(DirectoryCheckpointStore(root), DirectoryCheckpoints(root, scope), DirectoryRoster(root, scope))
+        yield Stores(
+            DirectoryCheckpointStore(root),
+            DirectoryCheckpoints(root, scope),
+            DirectoryRoster(root / scope.prefix(_WORKER) / _MEMBERS),
+        )
         return
     async with contextlib.AsyncExitStack() as stack:
         if settings.connection_string is not None:
@@ -151,7 +155,9 @@ async def open_stores(settings: CheckpointSettings, scope: Scope, *, create: boo
                     "has run with these settings? WORKER_CHECKPOINT_CONTAINER names it)"
                 ]
             )
-        yield Stores(store, BlobCheckpoints(container, scope), BlobRoster(container, scope))
+        yield Stores(
+            store, BlobCheckpoints(container, scope), BlobRoster(container, f"{scope.prefix(_WORKER)}{_MEMBERS}/")
+        )
 
 
 async def mark_consumer_group(stores: Stores, scope: Scope, use: ConsumerGroupUse, since: str) -> ConsumerGroupMark:
