@@ -8,9 +8,10 @@ COPY worker ./worker
 # The bytecode is written here, once, instead of at every start: the running image cannot write it
 # (read-only root) and would compile every module in both of its processes each time (2-3 s).
 # unchecked-hash: the files never change in the image, so Python need not compare them with the sources.
-# The environment keeps no installer: pip and setuptools leave it once it is made.
+# The environment keeps no installer: pip and setuptools leave it once it is made. Traces (the
+# tracing extra) are in: they load only when the standard OTEL_* variables turn them on.
 RUN python -m venv /opt/worker \
- && /opt/worker/bin/python -m pip install --quiet --no-compile -c constraints.txt . \
+ && /opt/worker/bin/python -m pip install --quiet --no-compile -c constraints.txt ".[tracing]" \
  && /opt/worker/bin/python -m pip uninstall --quiet --yes pip setuptools \
  && python -m compileall -q -j0 --invalidation-mode unchecked-hash /opt/worker/lib
 

@@ -43,6 +43,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m bench.bench_replay
 	$(BIN)/python -m bench.bench_localhub
 	$(BIN)/python -m bench.bench_worker
+	$(BIN)/python -m bench.bench_tracing
 	$(BIN)/python -m bench.bench_start
 
 # An environment built with another interpreter is built again, from scratch.

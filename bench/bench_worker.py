@@ -220,6 +220,18 @@ def summed(text: str) -> dict[str, float]:
     return out
 
 
+def wait_acting(port: int, partitions: int) -> None:
+    """Until the worker owns ``partitions`` partitions and none is settling: a partition just claimed
+    holds its events for the settle time (``WORKER_SETTLE``), which a stream's latencies would count."""
+    while True:
+        metrics = scrape(port)
+        if metrics.get("azml_worker_partitions_owned", 0.0) >= partitions and not metrics.get(
+            "azml_worker_partitions_settling", 0.0
+        ):
+            return
+        time.sleep(0.1)
+
+
 def outcomes(metrics: dict[str, float]) -> float:
     return metrics.get("azml_worker_events_total", 0.0)
 
@@ -350,8 +362,7 @@ def run_steady(connection: str, partitions: int, rate: int, seconds: int, window
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, cwd=work, stdout=log, stderr=log)
     try:
-        while not scrape(port).get("azml_worker_partitions_owned"):
-            time.sleep(0.1)
+        wait_acting(port, partitions)
         deliveries = bodies(rate * seconds, seed=9)
         started = time.monotonic()
         sent = asyncio.run(stream(connection, deliveries, rate))
@@ -401,7 +412,7 @@ rules:
 """
 
 
-def run_expiries(connection: str, rate: int, seconds: int, window: float, work: Path) -> None:
+def run_expiries(connection: str, partitions: int, rate: int, seconds: int, window: float, work: Path) -> None:
     """How long after deadline + window each expiry's action runs, on a stream of events."""
     within = 2.0
     rules = work / "rules-expect.yaml"
@@ -415,8 +426,7 @@ def run_expiries(connection: str, rate: int, seconds: int, window: float, work: 
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, cwd=work, stdout=log, stderr=log)
     try:
-        while not scrape(port).get("azml_worker_partitions_owned"):
-            time.sleep(0.1)
+        wait_acting(port, partitions)
         sent = asyncio.run(stream(connection, deliveries, rate))
         fired: dict[str, float] = {}
         deadline = time.monotonic() + within + window + 30
@@ -577,7 +587,7 @@ def main() -> None:
             run_steady(connection, args.partitions, args.rate, args.seconds, args.window, work)
         with local_hub("expiries", args.partitions, 200 * args.expiry_seconds * 2) as connection:
             (expiry_work := work / "expiries").mkdir()
-            run_expiries(connection, 200, args.expiry_seconds, args.window, expiry_work)
+            run_expiries(connection, args.partitions, 200, args.expiry_seconds, args.window, expiry_work)
         if args.idle_seconds:
             (idle_work := work / "idle").mkdir()
             run_idle(args.idle_seconds, rules, idle_work)

@@ -37,8 +37,14 @@ pytestmark = pytest.mark.integration
             "every worker acting after",
             marks=pytest.mark.timeout(400),  # workers started and stopped, a dozen times
         ),
+        pytest.param(
+            "bench.bench_tracing",
+            ["--rounds", "1", "--seconds", "2", "--rate", "200", "--partitions", "2"],
+            "1 event in 10",
+            marks=pytest.mark.timeout(400),  # three workers, one after the other
+        ),
     ],
-    ids=["records", "rules", "replay", "start"],
+    ids=["records", "rules", "replay", "start", "tracing"],
 )
 def test_a_benchmark_runs_to_its_last_figure(module: str, args: list[str], printed: str) -> None:
     done = subprocess.run(

@@ -589,6 +589,12 @@ def _replay_options(parser: argparse.ArgumentParser) -> None:
         help="where actions that fail for good go: a directory (default: dead-letters), or a blob container URL "
         "[/prefix] (credentials as for blob sources)",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="trace the replay as the live worker does, to the exporter the standard variables name "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT, APPLICATIONINSIGHTS_CONNECTION_STRING; see docs/monitoring.md)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -632,6 +638,8 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_INVALID
     try:
         azure = load_azure_settings()  # the actions reach Azure as `worker run` does: WORKER_AZURE_CLOUD...
+        if args.trace:
+            _check_tracing()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -651,6 +659,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         dead_letters=args.dead_letters,
         connection_string=args.connection_string,
         azure=azure,
+        trace=args.trace,
     )
     partitions = set(args.partition) if args.partition else None
     backtest = Backtest() if html is not None else None
@@ -684,6 +693,23 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     if html is not None and backtest is not None:
         _write_html(html, backtest, tally, table, args)
     return _report(tally, args, out)
+
+
+def _check_tracing() -> None:
+    """``--trace`` needs an exporter: raise SettingsError when the environment names none."""
+    from worker.telemetry.setup import tracing_settings  # noqa: PLC0415
+
+    try:
+        on = tracing_settings(os.environ).on
+    except ValueError as exc:
+        raise SettingsError([str(exc)]) from exc
+    if not on:
+        raise SettingsError(
+            [
+                "--trace: no exporter to send the spans to: set OTEL_EXPORTER_OTLP_ENDPOINT (an OTLP/HTTP "
+                "collector), APPLICATIONINSIGHTS_CONNECTION_STRING (Azure Monitor) or OTEL_TRACES_EXPORTER=console"
+            ]
+        )
 
 
 def _replay_job(

@@ -24,6 +24,7 @@ from worker.actions.delivery.runner import ActionRunner
 from worker.core.partition import PartitionCore, Work
 from worker.events import Message
 from worker.settings import DriverSettings
+from worker.telemetry.spans import Span, Tracer
 
 log = structlog.get_logger("worker.partition_driver")
 
@@ -42,11 +43,12 @@ class PartitionDriver:
         clock: Callable[[], float] | None = None,
         announce: bool = False,
         observe: Callable[[PlannedAction], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """``runner`` None is a dry run: actions are counted as planned, never executed (and with
         ``announce``, logged; with ``observe``, each passed to it). ``select``: only the actions it
         admits run (and are counted). ``clock``: the wall clock events' ages run to (None: their
-        enqueued times)."""
+        enqueued times). ``tracer``: a span per work released (None: no tracing, at no cost)."""
         self.core = core
         self._select = select
         self._observe = observe
@@ -59,6 +61,9 @@ class PartitionDriver:
         self._running: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
         self._tasks = asyncio.TaskGroup()
+        self._tracer = tracer
+        #: The span of each work released and not finished, by the work's identity (with a tracer).
+        self._spans: dict[int, Span] = {}
 
     async def __aenter__(self) -> PartitionDriver:
         await self._tasks.__aenter__()
@@ -123,11 +128,15 @@ class PartitionDriver:
     def _submit(self, released: list[Work]) -> None:
         if not released:
             return
-        runner, core = self._runner, self.core
+        runner, core, tracer = self._runner, self.core, self._tracer
         for work in released:
+            if tracer is not None:
+                self._spans[id(work)] = _started(tracer, work)
             if runner is None and self._observe is not None:
                 self._plan(work, self._observe)
                 core.finish(work)
+                if tracer is not None:
+                    self._end(work)
                 continue
             if runner is None:
                 count, select, event_id = core.tally.count_action, self._select, work.event.id
@@ -138,6 +147,8 @@ class PartitionDriver:
                             if self._announce:
                                 _planned(work, rule.name, spec.type)
                 core.finish(work)
+                if tracer is not None:
+                    self._end(work)
                 continue
             queue = self._queues.get(work.subject)
             if queue is not None:
@@ -171,31 +182,71 @@ class PartitionDriver:
         if not all(immediate(action) for action in actions):
             return False
         count = self.core.tally.count_action
-        for action in actions:
-            count(action.rule, action.spec.type, runner.run_now(action))
+        fates = [runner.run_now(action) for action in actions]
+        for action, fate in zip(actions, fates, strict=True):
+            count(action.rule, action.spec.type, fate)
         self.core.finish(work)
+        if self._tracer is not None:
+            self._end(work, fates)
         self._progress.set()
         return True
 
+    def _end(self, work: Work, fates: list[ActionFate] | None = None) -> None:
+        """End the span of a work finished, saying what became of its actions."""
+        span = self._spans.pop(id(work), None)
+        if span is not None:
+            if fates:
+                span.set("azml_worker.actions", len(fates))
+                dead = sum(fate is ActionFate.DEAD_LETTERED for fate in fates)
+                if dead:
+                    span.set("azml_worker.dead_lettered", dead)
+                    span.failed(f"{dead} of {len(fates)} actions dead-lettered")
+            span.end()
+
     async def _run_subject(self, subject: str, queue: deque[Work], runner: ActionRunner) -> None:
-        core, select = self.core, self._select
-        count = core.tally.count_action
+        select, tracer = self._select, self._tracer
+        count = self.core.tally.count_action
         try:
             while queue:
                 work = queue[0]
+                fates: list[ActionFate] = []
+                span = self._spans.get(id(work)) if tracer is not None else None
                 for action in work.actions:
                     if select is not None and not select(action.event.id, action.rule, action.spec.index):
                         continue
                     # The slot is held while an attempt runs, not while the action waits to retry.
-                    fate = await runner.run(action, self._slots)
+                    if span is None or tracer is None:
+                        fate = await runner.run(action, self._slots)
+                    else:
+                        with tracer.current(span):
+                            fate = await runner.run(action, self._slots)
                     count(action.rule, action.spec.type, fate)
-                core.finish(work)
+                    fates.append(fate)
+                self.core.finish(work)
+                if tracer is not None:
+                    self._end(work, fates)
                 queue.popleft()
                 self._progress.set()
+        except asyncio.CancelledError:
+            # Cancelled past the shutdown grace: what it was doing stays unfinished, and so do their spans.
+            for work in queue:
+                span = self._spans.pop(id(work), None)
+                if span is not None:
+                    span.failed("cancelled at shutdown: redone by the next owner")
+                    span.end()
+            raise
         finally:
             if self._queues.get(subject) is queue:
                 del self._queues[subject]
             self._progress.set()
+
+
+def _started(tracer: Tracer, work: Work) -> Span:
+    """The span of a work just released."""
+    memo = work.memo
+    return tracer.event(
+        work.event, rules=[rule.name for rule in work.rules], late=work.late, memo=None if memo is None else memo.kind
+    )
 
 
 def _planned(work: Work, rule: str, action_type: str) -> None:

@@ -47,6 +47,7 @@ from worker.live.metrics import ActionMetrics
 from worker.log import configure as configure_logging
 from worker.log import log_loop_exception
 from worker.masking import MASKER
+from worker.telemetry.start import start_tracing
 
 log = structlog.get_logger("worker.child")
 
@@ -69,9 +70,11 @@ async def serve(sock: socket.socket) -> int:
     metrics = ActionMetrics()
     try:
         async with contextlib.AsyncExitStack() as stack:
+            tracer = start_tracing(os.environ, settings.scope, role="pipeline")
+            stack.callback(tracer.close)  # what is buffered is sent before the process ends
             stores = await stack.enter_async_context(open_stores(settings.checkpoints, settings.scope))
             host = await stack.enter_async_context(
-                in_process_host(settings, stores, metrics, on_taken=lambda p, n: send(Taken(p, n)))
+                in_process_host(settings, stores, metrics, on_taken=lambda p, n: send(Taken(p, n)), tracer=tracer)
             )
 
             def report() -> None:

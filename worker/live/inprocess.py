@@ -32,6 +32,7 @@ from worker.live.metrics import ActionMetrics
 from worker.live.partition import LivePartition
 from worker.rulefiles.loading import load_rules_of
 from worker.settings import ProcessingSettings
+from worker.telemetry.spans import NO_TRACER, Tracer
 
 log = structlog.get_logger("worker.inprocess")
 
@@ -50,15 +51,18 @@ class InProcessHost:
         settings: ProcessingSettings,
         *,
         on_taken: TakenHook | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """``load``: the rules table, now and on :meth:`reload`. ``on_taken``: told whenever a pipeline
-        takes in what was handed to it (the child process reports it to the parent)."""
+        takes in what was handed to it (the child process reports it to the parent). ``tracer``: the
+        spans of the partitions' events and checkpoints."""
         self._load = load
         self.table = load()
         self._runner = runner
         self._stores = stores
         self._settings = settings
         self._on_taken = on_taken
+        self._tracer = tracer
         self._open: dict[str, LivePartition] = {}
         self._retired = Tally()
 
@@ -85,7 +89,7 @@ class InProcessHost:
         core = PartitionCore(partition_id, self.table, settings.core, state=state, checkpoint=position)
         inbox = Inbox(partition_id, settings.driver.inbox, self._on_taken)
         live = self._open[partition_id] = LivePartition(
-            core, self._runner, settings.driver, checkpoint, settings.checkpoints, inbox
+            core, self._runner, settings.driver, checkpoint, settings.checkpoints, inbox, self._tracer
         )
         live.start()
         log.info("pipeline.started", partition_id=partition_id, state=state is not None)
@@ -152,19 +156,25 @@ def rules_loader(sources: Sequence[Path], *, dry_run: bool = False) -> Callable[
 
 @contextlib.asynccontextmanager
 async def in_process_host(
-    settings: ProcessingSettings, stores: Stores, metrics: ActionMetrics, *, on_taken: TakenHook | None = None
+    settings: ProcessingSettings,
+    stores: Stores,
+    metrics: ActionMetrics,
+    *,
+    on_taken: TakenHook | None = None,
+    tracer: Tracer = NO_TRACER,
 ) -> AsyncIterator[InProcessHost]:
     """The partitions of ``worker run`` in this process, with the action runner the settings describe."""
     if settings.dry_run:  # a shadow run: nothing is executed, so no runner and no dead letters
         load = rules_loader(settings.rules, dry_run=True)
-        yield InProcessHost(load, None, stores, settings, on_taken=on_taken)
+        yield InProcessHost(load, None, stores, settings, on_taken=on_taken, tracer=tracer)
         return
     runner = ActionRunner(
         dead_letter_lane(settings.dead_letters, settings.checkpoints.connection_string),
-        services=Services(azure=settings.azure),
+        services=Services(azure=settings.azure, tracer=tracer),
         observe=metrics,
+        tracer=tracer,
     )
     try:
-        yield InProcessHost(rules_loader(settings.rules), runner, stores, settings, on_taken=on_taken)
+        yield InProcessHost(rules_loader(settings.rules), runner, stores, settings, on_taken=on_taken, tracer=tracer)
     finally:
         await runner.aclose()

@@ -29,6 +29,7 @@ from worker.errors import PartitionFailed
 from worker.events import Message, Position
 from worker.live.handoff import Inbox, PartitionStatus
 from worker.settings import CheckpointSettings, DriverSettings
+from worker.telemetry.spans import NO_TRACER, Tracer
 
 log = structlog.get_logger("worker.live_partition")
 
@@ -49,8 +50,11 @@ class LivePartition:
         checkpoint: PartitionCheckpoint,
         checkpoints: CheckpointSettings,
         inbox: Inbox,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
+        """``tracer``: the spans of its events and checkpoint writes (NO_TRACER: none)."""
         self.core = core
+        self._tracer = tracer
         self.partition_id = core.partition_id
         self._runner = runner
         self._driver = driver
@@ -182,7 +186,8 @@ class LivePartition:
 
     async def _main(self) -> None:
         # Live, an event's age runs to now; without a runner (a dry run), each planned action is logged.
-        driver = PartitionDriver(self.core, self._runner, self._driver, clock=time.time, announce=True)
+        tracer = None if self._tracer is NO_TRACER else self._tracer
+        driver = PartitionDriver(self.core, self._runner, self._driver, clock=time.time, announce=True, tracer=tracer)
         try:
             async with driver:
                 wake, inbox = self._wake, self.inbox
@@ -274,15 +279,18 @@ class LivePartition:
             self._writing = asyncio.create_task(self._store(*due), name=f"checkpoint-{self.partition_id}")
 
     async def _store(self, position: Position, state: SavedState, settled: int) -> None:
-        try:
-            async with asyncio.timeout(self._checkpoints.timeout):
-                # The same position again only when the state changed without it.
-                written = await self._checkpoint.write(position, state, refresh=position == self._written)
-        except (AzureError, OSError, TimeoutError) as exc:
-            self.checkpoint_failures += 1
-            error = str(exc) or f"no answer within {self._checkpoints.timeout:g} s"
-            log.warning("checkpoint.failed", sequence_number=position.sequence_number, error=error)
-            return
+        with self._tracer.checkpoint(self.partition_id, position.sequence_number) as span:
+            try:
+                async with asyncio.timeout(self._checkpoints.timeout):
+                    # The same position again only when the state changed without it.
+                    written = await self._checkpoint.write(position, state, refresh=position == self._written)
+            except (AzureError, OSError, TimeoutError) as exc:
+                self.checkpoint_failures += 1
+                error = str(exc) or f"no answer within {self._checkpoints.timeout:g} s"
+                span.failed(error)
+                log.warning("checkpoint.failed", sequence_number=position.sequence_number, error=error)
+                return
+            span.set("azml_worker.checkpoint.written", written)
         self._written, self._written_at, self._written_memory = position, time.monotonic(), settled
         self._wrote = True
         if written:

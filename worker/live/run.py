@@ -38,6 +38,7 @@ from worker.live.receiver import HubReceiver, client_for
 from worker.log import log_loop_exception
 from worker.rulefiles.directories import RulesWatch, fingerprint
 from worker.settings import Scope
+from worker.telemetry.start import start_tracing
 
 log = structlog.get_logger("worker.run")
 
@@ -49,6 +50,10 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
     stop = stop or asyncio.Event()
     hub, processing = settings.hub(), settings.processing()
     async with contextlib.AsyncExitStack() as stack:
+        # This process's spans: the Azure SDK's (receiving, ownership, checkpoints), and the
+        # pipeline's when it runs here. The pipeline process starts its own from the same variables.
+        tracer = start_tracing(os.environ, processing.scope, role="worker")
+        stack.callback(tracer.close)
         credential = None
         if hub.connection_string is None:
             credential = await stack.enter_async_context(DefaultAzureCredential())
@@ -59,7 +64,7 @@ async def run_worker(settings: RunSettings, stop: asyncio.Event | None = None) -
         if settings.pipeline_process:
             host = await stack.enter_async_context(ChildProcessHost.start(processing, metrics))
         else:
-            host = await stack.enter_async_context(in_process_host(processing, stores, metrics))
+            host = await stack.enter_async_context(in_process_host(processing, stores, metrics, tracer=tracer))
         claims = SettlingStore(stores.checkpoints, settle=hub.settle, expiry=hub.expiry, roster=stores.roster)
         receiver = HubReceiver(
             client_for(hub, claims, credential),

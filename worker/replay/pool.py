@@ -53,11 +53,12 @@ from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, Pro
 from worker.log import configure as configure_logging
 from worker.masking import MASKER
 from worker.replay.backtest import Backtest
-from worker.replay.run import ReplaySettings, action_runner, replay_partition
+from worker.replay.run import ReplaySettings, action_runner, replay_partition, tracer_for
 from worker.replay.sources import CaptureFile, Plan, plan_replay
 from worker.rulefiles.directories import Fingerprint, fingerprint, paths_of
 from worker.rulefiles.loading import load_rules
 from worker.settings import LogFormat
+from worker.telemetry.spans import NO_TRACER, Tracer
 
 log = structlog.get_logger("worker.replay")
 
@@ -154,6 +155,7 @@ def replay_in_processes(
     stop = context.Event()
     results: dict[str, PartitionResult] = {}
     log.info("replay.processes", processes=processes, partitions=len(plan.partitions))
+    tracer = tracer_for(job.settings)  # this process's partitions'; each worker process starts its own
     try:
         with (
             ProcessPoolExecutor(
@@ -163,7 +165,7 @@ def replay_in_processes(
         ):
 
             def replay_here(partition_id: str, files: tuple[CaptureFile, ...]) -> Future[PartitionResult]:
-                return here.submit(_replay_partition, partition_id, files, plan, table, job, stop)
+                return here.submit(_replay_partition, partition_id, files, plan, table, job, stop, tracer)
 
             def replay_there(partition_id: str, files: tuple[CaptureFile, ...]) -> Future[PartitionResult]:
                 return pool.submit(_replay_one, partition_id, tuple(file.name for file in files))
@@ -179,6 +181,7 @@ def replay_in_processes(
         raise ChildProcessFailed(f"a replay process exited unexpectedly: {exc}") from exc
     finally:
         progress.close()
+        tracer.close()
     ordered = [results[partition_id] for partition_id in plan.partitions if partition_id in results]
     _raise_failures(ordered)
     total = Tally()
@@ -310,6 +313,7 @@ class _Worker:
 
     job: ReplayJob
     stop: _Event
+    tracer: Tracer = NO_TRACER
     table: RulesTable | None = None
     plan: Plan | None = field(default=None, repr=False)
 
@@ -342,7 +346,9 @@ def _start(job: ReplayJob, secrets: frozenset[str], stop: _Event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     MASKER.add_all(secrets)
     configure_logging(job.log_level, job.log_format)
-    _worker = _Worker(job, stop)
+    tracer = tracer_for(job.settings)
+    util.Finalize(None, tracer.close, exitpriority=10)  # what is buffered is sent when the process exits
+    _worker = _Worker(job, stop, tracer)
 
 
 def _replay_one(partition_id: str, names: tuple[str, ...]) -> PartitionResult:
@@ -359,11 +365,17 @@ def _replay_one(partition_id: str, names: tuple[str, ...]) -> PartitionResult:
         return PartitionResult(partition_id, problems=exc.problems)
     except FATAL as exc:
         return PartitionResult(partition_id, errors=((_fatal_kind(exc), str(exc)),))
-    return _replay_partition(partition_id, files, plan, table, worker.job, worker.stop)
+    return _replay_partition(partition_id, files, plan, table, worker.job, worker.stop, worker.tracer)
 
 
 def _replay_partition(
-    partition_id: str, files: tuple[CaptureFile, ...], plan: Plan, table: RulesTable, job: ReplayJob, stop: _Event
+    partition_id: str,
+    files: tuple[CaptureFile, ...],
+    plan: Plan,
+    table: RulesTable,
+    job: ReplayJob,
+    stop: _Event,
+    tracer: Tracer,
 ) -> PartitionResult:
     """Replay one partition on this thread (in a worker process, or on the parent's thread for it):
     its result, its fatal errors as values."""
@@ -373,7 +385,7 @@ def _replay_partition(
     errors: list[tuple[int, str]] = []
     stopped = False
     try:
-        work = _replay(partition_id, files, plan, table, job.settings, backtest)
+        work = _replay(partition_id, files, plan, table, job.settings, backtest, tracer)
         tally = asyncio.run(_unless_stopped(work, stop))
     except* _Stopped:
         stopped = True
@@ -391,12 +403,13 @@ async def _replay(
     table: RulesTable,
     settings: ReplaySettings,
     backtest: Backtest | None,
+    tracer: Tracer,
 ) -> Tally:
-    runner = action_runner(settings)
+    runner = action_runner(settings, tracer=tracer)
     try:
         observe = backtest.add if backtest is not None else None
         return await replay_partition(
-            partition_id, files, plan, table, settings, runner, _Unreported(), observe=observe
+            partition_id, files, plan, table, settings, runner, _Unreported(), observe=observe, tracer=tracer
         )
     finally:
         if runner is not None:

@@ -10,6 +10,7 @@ stays bounded: files are streamed and the core's buffers are capped.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,8 @@ from worker.driver import PartitionDriver
 from worker.events import Message
 from worker.replay.sources import CaptureFile, Plan
 from worker.settings import AzureSettings, CoreSettings, DriverSettings
+from worker.telemetry.spans import NO_TRACER, Tracer
+from worker.telemetry.start import start_tracing
 
 log = structlog.get_logger("worker.replay")
 
@@ -55,6 +58,13 @@ class ReplaySettings:
     batch: int = 2_000
     #: The Azure cloud and Azure ML API version the actions use.
     azure: AzureSettings = field(default_factory=AzureSettings)
+    #: Trace the replay as the live worker does (to the exporters the standard variables name).
+    trace: bool = False
+
+
+def tracer_for(settings: ReplaySettings) -> Tracer:
+    """A replay process's tracer: the standard variables' with ``trace``, else none. Close it when done."""
+    return start_tracing(os.environ, None, role="replay") if settings.trace else NO_TRACER
 
 
 class Progress(Protocol):
@@ -114,28 +124,41 @@ async def replay(
     runs only the actions they name. ``services``: the clients actions use (default: real ones).
     ``observe``: in a dry run, is passed each planned action (a backtest report's collector)."""
     total = Tally()
-    runner = action_runner(settings, services)
+    tracer = tracer_for(settings)
+    runner = action_runner(settings, services, tracer)
     try:
         for partition_id, files in plan.partitions.items():
             tally = await replay_partition(
-                partition_id, files, plan, table, settings, runner, progress, observe=observe, read_before=total.read
+                partition_id,
+                files,
+                plan,
+                table,
+                settings,
+                runner,
+                progress,
+                observe=observe,
+                read_before=total.read,
+                tracer=tracer,
             )
             total.add(tally)
     finally:
         progress.close()
         if runner is not None:
             await runner.aclose()
+        tracer.close()
     return total
 
 
-def action_runner(settings: ReplaySettings, services: Services | None = None) -> ActionRunner | None:
+def action_runner(
+    settings: ReplaySettings, services: Services | None = None, tracer: Tracer = NO_TRACER
+) -> ActionRunner | None:
     """The runner of a replay's actions, writing to its dead-letter lane; None for a dry run. Close it
     (``aclose``) when done."""
     if settings.dry_run:
         return None
     lane = dead_letter_lane(settings.dead_letters, settings.connection_string)
-    services = services or Services(azure=settings.azure)
-    return ActionRunner(lane, settings.retry, services=services, settings=settings.runner)
+    services = services or Services(azure=settings.azure, tracer=tracer)
+    return ActionRunner(lane, settings.retry, services=services, settings=settings.runner, tracer=tracer)
 
 
 async def replay_partition(
@@ -149,15 +172,20 @@ async def replay_partition(
     *,
     observe: Callable[[PlannedAction], None] | None = None,
     read_before: int = 0,
+    tracer: Tracer = NO_TRACER,
 ) -> Tally:
     """Replay one partition's ``files`` of ``plan`` (in order) through a core of its own; its counts.
     ``runner`` (None in a dry run) may be shared by partitions replayed one after another.
-    ``read_before``: the events the run read before this partition, for ``progress``."""
+    ``read_before``: the events the run read before this partition, for ``progress``. ``tracer``:
+    a span per event acted on."""
     core = PartitionCore(partition_id, table, settings.core)
     log.debug("replay.partition", partition_id=partition_id, files=len(files))
     clock = time.time if settings.age_from_now else None
     select = plan.redrive.admits if plan.redrive is not None else None
-    async with PartitionDriver(core, runner, settings.driver, select=select, clock=clock, observe=observe) as driver:
+    traced = None if tracer is NO_TRACER else tracer
+    async with PartitionDriver(
+        core, runner, settings.driver, select=select, clock=clock, observe=observe, tracer=traced
+    ) as driver:
         for file in files:
             messages = plan.messages(file)
             while batch := await asyncio.to_thread(_take, messages, settings.batch):

@@ -14,13 +14,17 @@ import aiohttp
 from worker.actions.clients import HttpRequest, HttpResponse
 from worker.actions.http import MAX_RESPONSE, check_status
 from worker.errors import TargetRejected, TargetUnavailable
+from worker.telemetry.spans import NO_TRACER, Tracer
 
 
 class HttpClient:
-    """Sends requests on one shared session, created on first use (inside the running event loop)."""
+    """Sends requests on one shared session, created on first use (inside the running event loop).
 
-    def __init__(self) -> None:
+    Each request is a client span of ``tracer``, whose W3C ``traceparent`` goes with it."""
+
+    def __init__(self, tracer: Tracer = NO_TRACER) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._tracer = tracer
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         """Send ``request``; return a 2xx response, else raise TargetUnavailable or TargetRejected."""
@@ -32,18 +36,25 @@ class HttpClient:
         """Send ``request``; return the answer, whatever its status (its body cut at ``limit`` bytes)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        try:
-            async with self._session.request(
-                request.method, request.url, headers=dict(request.headers), data=request.body, allow_redirects=False
-            ) as reply:
-                body = await _read(reply.content, limit)
-                headers = {name.lower(): value for name, value in reply.headers.items()}
-                return HttpResponse(reply.status, headers, body)
-        except aiohttp.InvalidURL as exc:
-            raise TargetRejected(f"{request.where}: invalid URL ({exc})") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise TargetUnavailable(f"{request.where}: {type(exc).__name__}: {reason}") from exc
+        sent = dict(request.headers)
+        with self._tracer.request(request.method, request.url, sent) as span:
+            try:
+                async with self._session.request(
+                    request.method, request.url, headers=sent, data=request.body, allow_redirects=False
+                ) as reply:
+                    body = await _read(reply.content, limit)
+                    headers = {name.lower(): value for name, value in reply.headers.items()}
+            except aiohttp.InvalidURL as exc:
+                span.failed("invalid URL", type(exc).__name__)
+                raise TargetRejected(f"{request.where}: invalid URL ({exc})") from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = f"{type(exc).__name__}: {str(exc) or type(exc).__name__}"
+                span.failed(reason, type(exc).__name__)
+                raise TargetUnavailable(f"{request.where}: {reason}") from exc
+            span.set("http.response.status_code", reply.status)
+            if reply.status >= 400:
+                span.failed(f"HTTP {reply.status}", str(reply.status))
+            return HttpResponse(reply.status, headers, body)
 
     async def aclose(self) -> None:
         if self._session is not None:

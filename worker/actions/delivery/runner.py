@@ -37,6 +37,7 @@ from worker.actions.registry import ActionType, action_types
 from worker.actions.retry import RetryPolicy
 from worker.errors import ActionError, CircuitOpen, DeadLetterError, TargetRejected, TargetUnavailable, WorkerError
 from worker.masking import MASKER
+from worker.telemetry.spans import NO_TRACER, Tracer
 
 __all__ = [
     "ActionRunner",
@@ -66,6 +67,15 @@ class Observer(Protocol):
 
     def attempted(self, action_type: str, started: float) -> None:
         """The attempt started at ``started`` is over, whatever its result."""
+
+
+def _result(error: ActionError | None) -> str:
+    """An attempt's result, as the metrics name it."""
+    if error is None:
+        return "ok"
+    if isinstance(error, CircuitOpen):
+        return "circuit_open"
+    return "transient" if error.transient else "permanent"
 
 
 def _about(action: PlannedAction) -> dict[str, object]:
@@ -134,10 +144,12 @@ class ActionRunner:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         observe: Observer | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """``retry``: the policy of actions whose rule sets none, instead of their type's default.
         ``types``: the action types to execute (default: every registered type).
-        ``observe``: told of every attempt, and of every dead letter that could not be written."""
+        ``observe``: told of every attempt, and of every dead letter that could not be written.
+        ``tracer``: a span per attempt, under the span current where the action runs."""
         self._dead_letters = dead_letters
         self._retry = retry
         self._services = services or Services()
@@ -148,6 +160,7 @@ class ActionRunner:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._observer = observe or _Unobserved()
         self._observe = self._observer.observe
+        self._tracer = tracer
         #: By the identity of the action's spec (a reloaded table brings new specs, so new executors).
         self._entries: dict[int, tuple[object, _Entry]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -182,7 +195,7 @@ class ActionRunner:
         breaker = self.breaker(target)
         attempts: list[Attempt] = []
         for number in range(1, policy.attempts + 1):
-            error = await self._attempt(action, entry, breaker, slot)
+            error = await self._attempt(action, entry, breaker, slot, number)
             if error is None:
                 if attempts:
                     log.info("action.recovered", **_about(action), attempt=number)
@@ -232,6 +245,7 @@ class ActionRunner:
         entry: _Entry,
         breaker: CircuitBreaker,
         slot: AbstractAsyncContextManager[object] | None,
+        number: int,
     ) -> ActionError | None:
         """One attempt: None when it succeeded, else its error (a breaker outcome is recorded either way)."""
         target = entry.executor.target
@@ -244,36 +258,50 @@ class ActionRunner:
                 pace = self._paces[target] = AsyncLimiter(1, 1 / entry.rate)
             await pace.acquire()
         async with limit, slot or contextlib.nullcontext():
-            # Asked after waiting for room, so that a circuit opened meanwhile is respected.
-            kind = action.spec.type
-            if not breaker.allow(self._clock()):
-                self._observe(kind, None, "circuit_open")
-                return CircuitOpen(f"{target}: circuit open after repeated failures; no request made")
-            started = self._clock()
-            self._observer.attempting(kind, started)
-            try:
-                async with asyncio.timeout(entry.timeout):
-                    await entry.executor.execute(action)
-            except TimeoutError:
+            spec = action.spec
+            with self._tracer.attempt(
+                spec.type, rule=action.rule, index=spec.index, target=target, number=number
+            ) as span:
+                error = await self._try(action, entry, breaker, target)
+                span.set("azml_worker.attempt.result", _result(error))
+                if error is not None:
+                    span.failed(MASKER.mask(str(error)))
+            return error
+
+    async def _try(
+        self, action: PlannedAction, entry: _Entry, breaker: CircuitBreaker, target: str
+    ) -> ActionError | None:
+        """The attempt itself, once it has its place (see :meth:`_attempt`)."""
+        # Asked after waiting for room, so that a circuit opened meanwhile is respected.
+        kind = action.spec.type
+        if not breaker.allow(self._clock()):
+            self._observe(kind, None, "circuit_open")
+            return CircuitOpen(f"{target}: circuit open after repeated failures; no request made")
+        started = self._clock()
+        self._observer.attempting(kind, started)
+        try:
+            async with asyncio.timeout(entry.timeout):
+                await entry.executor.execute(action)
+        except TimeoutError:
+            breaker.failed(self._clock())
+            self._observe(kind, self._clock() - started, "transient")
+            return TargetUnavailable(f"{target}: no answer within {entry.timeout:g} s")
+        except TargetRejected as exc:
+            breaker.succeeded()  # it answered: it is up
+            self._observe(kind, self._clock() - started, "permanent")
+            return exc
+        except ActionError as exc:
+            if exc.transient:
                 breaker.failed(self._clock())
-                self._observe(kind, self._clock() - started, "transient")
-                return TargetUnavailable(f"{target}: no answer within {entry.timeout:g} s")
-            except TargetRejected as exc:
-                breaker.succeeded()  # it answered: it is up
-                self._observe(kind, self._clock() - started, "permanent")
-                return exc
-            except ActionError as exc:
-                if exc.transient:
-                    breaker.failed(self._clock())
-                else:
-                    breaker.abandoned()
-                self._observe(kind, self._clock() - started, "transient" if exc.transient else "permanent")
-                return exc
-            except BaseException:
+            else:
                 breaker.abandoned()
-                raise
-            finally:
-                self._observer.attempted(kind, started)
+            self._observe(kind, self._clock() - started, "transient" if exc.transient else "permanent")
+            return exc
+        except BaseException:
+            breaker.abandoned()
+            raise
+        finally:
+            self._observer.attempted(kind, started)
         breaker.succeeded()
         self._observe(kind, self._clock() - started, "ok")
         return None

@@ -15,6 +15,7 @@ from worker.actions.delivery.hub_client import HubProducers
 from worker.actions.delivery.smtp_client import SmtpClient
 from worker.actions.delivery.tokens import CredentialTokens
 from worker.settings import AzureSettings
+from worker.telemetry.spans import NO_TRACER, Tracer
 
 
 class Services:
@@ -28,9 +29,11 @@ class Services:
         smtp: SmtpClient | None = None,
         hubs: HubProducers | None = None,
         azure: AzureSettings | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
+        """``tracer``: the client spans of the HTTP client made here."""
         self.azure = azure or AzureSettings()
-        self.http = http or HttpClient()
+        self.http = http or HttpClient(tracer)
         self.tokens = tokens or CredentialTokens(authority=self.azure.authority)
         self.smtp = smtp or SmtpClient()
         self.hubs = hubs or HubProducers(self.tokens)
