@@ -6,11 +6,11 @@ In one run, on the same generated capture file (~1 KB Event Grid events; a 50-ru
 (b) ``replay --dry-run`` end to end (the CLI in-process: plan, read, decode, guard, dedupe,
     reorder, evaluate, account, report);
 
-and their ratio (target: (b) reaches at least 50% of (a)'s events per second). Between them it
-prints three stages of (b) measured alone, so the cost of each part is visible: reading the file
-into the worker's message records, decoding them into event records (orjson included), and the
-rules table's verdict on each event. The last is the floor of any replay that applies the rules:
-no dedupe, ordering, accounting or checkpoint tracking, which (b) adds. Then the peak
+and their ratio. Between them it prints three stages of (b) measured alone, so the cost of each
+part is visible: reading the file into the worker's message records, decoding them into event
+records (orjson included), and the rules table's verdict on each event. The last is the floor of
+any replay that applies the rules: no dedupe, ordering, accounting or checkpoint tracking, which
+(b) adds; (b)'s time per event against the floor's is the replay's own cost (target: at most 1.5x). Then the peak
 memory (max RSS) of ``replay --dry-run`` in a fresh process over 100,000 and over 1,000,000 events
 (target: within 20 MB of each other).
 
@@ -173,9 +173,10 @@ def main() -> None:
             print(f"{label:<40} {rate:>10,.0f} events/s  ({1e6 / rate:6.2f} us/event, {rate / raw_rate:4.0%} of (a))")
         floor = rates[-1][1]
         print(
-            f"(b) / (a): {full_rate / raw_rate:.0%} (target: at least 50%; the floor, "
-            f"with nothing of the replay but the rules' verdicts, reaches {floor / raw_rate:.0%})"
+            f"(b) / (a): {full_rate / raw_rate:.0%} (the floor, with nothing of the replay but the rules' "
+            f"verdicts, reaches {floor / raw_rate:.0%})"
         )
+        print(f"(b) / floor, per event: {floor / full_rate:.2f}x the floor's time (target: at most 1.5x)")
 
         large = write_file(work / "large", args.large, seed=2)
         small_peak, large_peak = peak_rss_mb(rules, small), peak_rss_mb(rules, large)

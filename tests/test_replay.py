@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,15 @@ from azure.storage.blob import BlobServiceClient
 
 from tests.servers import Azurite
 from tests.support import START, TEST_DATA, capture
+from worker.actions.base import PlannedAction
+from worker.actions.secrets import Placeholders
 from worker.cli import main
+from worker.core.accounting import Tally
+from worker.replay.run import LogProgress, ReplaySettings, replay
+from worker.replay.sources import plan_replay
+from worker.rulefiles.loading import load_rules
 from worker.sending import mlevents
+from worker.settings import CoreSettings, LatePolicy
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = ROOT / "rules" / "examples.yaml"
@@ -281,3 +290,23 @@ def test_a_malformed_sequencer_option_is_refused(value: str, capsys: pytest.Capt
         main(["replay", "--rules", str(EXAMPLES), "--sequencer", value, "x.avro"])
     assert exited.value.code == 2
     assert "is not TYPE=KEY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("late", ["skip", "process"])
+def test_a_dry_run_counted_in_the_core_reports_what_the_driver_counts(late: str) -> None:
+    """A plain dry run counts each event's planned actions in the core, without work for the driver;
+    given something to observe, the driver counts them from the work: the two reports are one."""
+    table = load_rules([EXAMPLES], env=Placeholders())
+    settings = ReplaySettings(dry_run=True, core=CoreSettings(late=LatePolicy(late)))
+
+    def replayed(observe: Callable[[PlannedAction], None] | None) -> Tally:
+        with plan_replay([str(SAMPLE)], dead_letters=False) as plan:
+            tally = asyncio.run(replay(plan, table, settings, LogProgress(1), observe=observe))
+        assert tally.check() == []
+        return tally
+
+    observed: list[PlannedAction] = []
+    counted, driven = replayed(None), replayed(observed.append)
+    assert counted.report() == driven.report()
+    # Every action the driver was handed is one the core counted, and the other way round.
+    assert sum(counted.actions.values()) == len(observed) > 0

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple, TypeVar
 
-from worker.actions.base import PlannedAction
+from worker.actions.base import ActionFate, PlannedAction
 from worker.core.accounting import Fate, Skip, Tally
 from worker.core.bounded import RecentMap, RecentSet
 from worker.core.decoding import decode
@@ -87,7 +87,11 @@ class PartitionCore:
         *,
         state: SavedState | None = None,
         checkpoint: Position | None = None,
+        planning: bool = False,
     ) -> None:
+        """``planning``: a dry run that only counts. An event's actions are counted as planned and the
+        event finished here, at once: no :class:`Work` is released for it (the work of rules that
+        remember still is)."""
         settings = settings or CoreSettings()
         state = state or SavedState()
         self.partition_id = partition_id
@@ -107,6 +111,7 @@ class PartitionCore:
         self._memory.restore(state.pending, table)
         #: The largest event time released (a replay's clock for the memory).
         self._watermark = float("-inf")
+        self._planning = planning
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -235,6 +240,7 @@ class PartitionCore:
         aging = default_age is not None or table.ages
         memory = self._memory
         remembering = table.remembers or memory.busy
+        planning = self._planning
         by_watermark = self.settings.clock != "wall" or wall is None
         if remembering and not by_watermark:
             out += self._fire(self._clock(wall))
@@ -261,15 +267,10 @@ class PartitionCore:
                     tally.count_skip(partition, event.type, Skip.STALE)
                     self._tracker.finish(ticket, event.id)
                     continue
-                tally.count(partition, event.type, Fate.MATCHED)
-                matches = tally.rule_matches
-                for rule in rules:
-                    matches[rule.name] += 1
-                if table.remembers and any(rule.remembers for rule in rules):
-                    rules = self._remember(event, rules)
-                    remembering = True
-                acting = tuple([rule for rule in rules if rule.actions])
-                if acting:
+                acting = self._matched(event, rules)
+                if acting and planning:
+                    self._count_planned(acting)
+                elif acting:
                     out.append(self._hold(Work(event, acting, subject, key, late, ticket, last)))
                     continue
             elif fulfilled:  # only an expectation's filter matched it
@@ -281,6 +282,25 @@ class PartitionCore:
                 tally.count_skip(partition, event.type, reason)
             self._tracker.finish(ticket, event.id)
         return out
+
+    def _matched(self, event: Event, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        """Count a matched event and its rules' matches, and hand it to the rules that remember (the
+        table's ``remembers`` has made the caller watch the memory already); the rules that act now."""
+        tally = self.tally
+        tally.count(self.partition_id, event.type, Fate.MATCHED)
+        matches = tally.rule_matches
+        for rule in rules:
+            matches[rule.name] += 1
+        if self.table.remembers and any(rule.remembers for rule in rules):
+            rules = self._remember(event, rules)
+        return tuple([rule for rule in rules if rule.actions])
+
+    def _count_planned(self, rules: tuple[Rule, ...]) -> None:
+        """A dry run that only counts (``planning``): the rules' actions, counted as planned."""
+        count = self.tally.count_action
+        for rule in rules:
+            for spec in rule.actions:
+                count(rule.name, spec.type, ActionFate.PLANNED)
 
     def _pass(self, event: Event, by_watermark: bool) -> list[Work]:
         """The event's time passes: move the watermark, and in a replay fire what fell due before it."""

@@ -53,7 +53,7 @@ from worker.errors import CaptureError, ChildProcessFailed, DeadLetterError, Pro
 from worker.log import configure as configure_logging
 from worker.masking import MASKER
 from worker.replay.backtest import Backtest
-from worker.replay.run import ReplaySettings, action_runner, replay_partition, tracer_for
+from worker.replay.run import ReplaySettings, action_runner, collector_for_replay, replay_partition, tracer_for
 from worker.replay.sources import CaptureFile, Plan, plan_replay
 from worker.rulefiles.directories import Fingerprint, fingerprint, paths_of
 from worker.rulefiles.loading import load_rules
@@ -408,9 +408,10 @@ async def _replay(
     runner = action_runner(settings, tracer=tracer)
     try:
         observe = backtest.add if backtest is not None else None
-        return await replay_partition(
-            partition_id, files, plan, table, settings, runner, _Unreported(), observe=observe, tracer=tracer
-        )
+        with collector_for_replay():
+            return await replay_partition(
+                partition_id, files, plan, table, settings, runner, _Unreported(), observe=observe, tracer=tracer
+            )
     finally:
         if runner is not None:
             await runner.aclose()
